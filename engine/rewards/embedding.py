@@ -1,0 +1,66 @@
+"""Similarity of a response to the reference answer, with a sentence-embedding model."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from engine.rewards.base import Reward, RewardError
+from engine.types import Prompt
+
+
+class EmbeddingReward(Reward):
+    """Cosine similarity to the reference, mapped from [-1, 1] to [0, 1].
+
+    Runs in this process (MiniLM is small): encoding happens in a worker thread so the
+    event loop keeps serving the engines.
+    """
+
+    name = "embedding"
+
+    def __init__(self, model: str | None = None, missing_reference: float = 0.0) -> None:
+        super().__init__()
+        self.model_path = model
+        self.missing_reference = missing_reference
+        self._model: Any = None
+        self._lock = asyncio.Lock()
+
+    def identity(self) -> str:
+        return f"embedding:{self.model_path or 'minilm'}"
+
+    async def start(self) -> None:
+        if self._model is None:
+            self._model = await asyncio.to_thread(self._load)
+
+    def _load(self) -> Any:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        from engine.embedded import minilm_path
+
+        path = self.model_path or str(minilm_path())
+        try:
+            return SentenceTransformer(path, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise RewardError(f"embedding reward: cannot load model {path}: {exc}") from None
+
+    async def _score(
+        self, prompt: Prompt, responses: list[str], reference: str | None
+    ) -> list[float]:
+        if reference is None:
+            return [self.missing_reference] * len(responses)
+        await self.start()
+        async with self._lock:  # one encode at a time: the model is not re-entrant
+            vectors = await asyncio.to_thread(
+                self._model.encode, [reference, *responses], normalize_embeddings=True
+            )
+        return cosine_to_unit(np.asarray(vectors[1:]) @ np.asarray(vectors[0])).tolist()
+
+
+def cosine_to_unit(cosine: np.ndarray) -> np.ndarray:
+    """Map cosine similarities from [-1, 1] to [0, 1]."""
+    return np.clip((cosine + 1.0) / 2.0, 0.0, 1.0)

@@ -1,0 +1,96 @@
+"""Self-J style judge: a pool model rates an answer 0-9; the score is the expected digit.
+
+The score is not the sampled digit but `sum_d p(d) * d` over the digit tokens among the
+first generated token's top log-probabilities, renormalized over those digits, divided by
+9 so that it lies in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+
+from engine.pool import ModelPool
+from engine.rewards.base import Reward
+from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+
+DEFAULT_TEMPLATE = (
+    "Rate how well the answer responds to the question, on a scale from 0 (useless) to 9 "
+    "(excellent). Reply with a single digit.\n\n"
+    "Question:\n{question}\n\n"
+    "{reference_block}"
+    "Answer:\n{answer}\n\n"
+    "Rating (0-9):"
+)
+REFERENCE_BLOCK = "A reference answer, for comparison:\n{reference}\n\n"
+
+
+def expected_digit(top_logprobs: dict[str, float]) -> float | None:
+    """Expected value of the digit tokens 0-9 among `top_logprobs`, renormalized.
+
+    Tokens are compared after stripping whitespace ('▁7' and ' 7' count as 7). Returns
+    None when no digit is among them.
+    """
+    weights: dict[int, float] = {}
+    for token, logprob in top_logprobs.items():
+        text = token.strip().lstrip("▁Ġ")
+        if len(text) == 1 and text.isdigit():
+            weights[int(text)] = weights.get(int(text), 0.0) + math.exp(logprob)
+    total = sum(weights.values())
+    if total <= 0:
+        return None
+    return sum(d * w for d, w in weights.items()) / total
+
+
+class JudgeReward(Reward):
+    """Asks a pool model for a 0-9 rating and reads the expectation off its log-probs."""
+
+    name = "judge"
+
+    def __init__(
+        self,
+        pool: ModelPool,
+        model: str,
+        use_reference: bool = True,
+        template: str | None = None,
+        top_logprobs: int = 20,
+    ) -> None:
+        super().__init__()
+        self.pool = pool
+        self.model = model
+        self.use_reference = use_reference
+        self.template = DEFAULT_TEMPLATE if template is None else template
+        self.sampling = SamplingSettings(temperature=0.0, max_tokens=1, logprobs=top_logprobs)
+        self.no_digit = 0  # answers whose first token had no digit among its top tokens
+
+    def identity(self) -> str:
+        return f"judge:{self.model}:{self.use_reference}:{self.template}"
+
+    def render(self, question: str, answer: str, reference: str | None) -> str:
+        block = ""
+        if reference is not None and self.use_reference:
+            block = REFERENCE_BLOCK.format(reference=reference)
+        return self.template.format(
+            question=question, answer=answer, reference=reference or "", reference_block=block
+        )
+
+    async def _score(
+        self, prompt: Prompt, responses: list[str], reference: str | None
+    ) -> list[float]:
+        requests = [
+            GenerationRequest(
+                messages=(Message("user", self.render(prompt.prompt, r, reference)),),
+                sampling=self.sampling,
+                seed=0,
+            )
+            for r in responses
+        ]
+        generations = await self.pool.generate(self.model, requests)
+        scores = []
+        for generation in generations:
+            first = generation.top_logprobs[0] if generation.top_logprobs else {}
+            value = expected_digit(first)
+            if value is None:
+                self.no_digit += 1
+                value = 0.0
+            scores.append(value / 9.0)
+        return scores

@@ -1,0 +1,88 @@
+"""The values that flow between strategies, the model pool and the rewards.
+
+Pydantic models are used where data crosses an edge (config files, JSONL records);
+plain frozen dataclasses for what only lives in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+class SamplingSettings(BaseModel):
+    """How a model samples one response. Field meanings follow vLLM's SamplingParams."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling: keep the smallest token set whose probability reaches top_p."""
+    top_k: int = Field(-1, ge=-1)
+    """Keep the k most likely tokens; -1 keeps all."""
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    """Penalty for tokens that already appeared in the response (OpenAI semantics)."""
+    max_tokens: int = Field(256, ge=1)
+    """Upper bound on generated tokens per response."""
+    stop: tuple[str, ...] = ()
+    """Strings that end generation; they are not included in the text."""
+    logprobs: int | None = Field(None, ge=0, le=20)
+    """Return this many top log-probabilities per generated token (judges use it)."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One call of one model. The seed makes the call reproducible on the same hardware."""
+
+    messages: tuple[Message, ...]
+    sampling: SamplingSettings
+    seed: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One response, with what the engine reported about producing it."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    seed: int
+    latency_s: float
+    top_logprobs: tuple[dict[str, float], ...] = field(default=())
+    """Per generated token, the top tokens and their log-probabilities (if requested)."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Prompt(BaseModel):
+    """One input record of a prompts file (JSONL, one object per line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    """Unique within the file; samples and pairs refer to it."""
+    prompt: str = Field(min_length=1)
+    """The instruction given to the models."""
+    reference: str | None = None
+    """An optional reference answer, for judges and similarity rewards."""
+    constraints: tuple[dict[str, Any], ...] = ()
+    """Verifiable constraints, each {"kind": ..., **parameters} (see engine.rewards.constraints)."""
+    preference: str | None = None
+    """An optional per-prompt user preference in words (PRS uses it)."""

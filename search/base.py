@@ -1,0 +1,189 @@
+"""What every strategy shares: the per-prompt search state and the typed result.
+
+A strategy is `async def run(prompt, ctx, settings) -> SearchResult`. All of its state
+lives in the `Search` object it creates for that prompt, never on a shared instance, so
+any number of prompts' searches run at once over one pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+
+from engine.budget import Budget
+from engine.config import BudgetConfig
+from engine.pool import ModelPool
+from engine.rewards.base import Reward
+from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+
+Action = Literal["generate", "refine", "aggregate", "feedback"]
+ROOT = "root"
+
+
+class BudgetExceededError(RuntimeError):
+    """A strategy asked for more than its budget allows: a bug in the strategy."""
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One generation of a search, with its lineage and reward."""
+
+    id: int
+    """Index within this prompt's search, in the order generations were requested."""
+    model: str
+    action: Action
+    parents: tuple[int, ...]
+    """Candidates this one was made from (refined, aggregated, commented on)."""
+    depth: int
+    text: str
+    reward: float | None
+    """Reward of (original prompt, text); None for feedback, which is not an answer."""
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    seed: int
+    latency_s: float
+    step: int = 0
+    """The strategy's own step counter (round, layer, play) when it has one."""
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a strategy may use: shared by every prompt of a run."""
+
+    pool: ModelPool
+    reward: Reward
+    sampling: SamplingSettings
+    budget: BudgetConfig
+    seed: int = 0
+
+
+@dataclass
+class SearchResult:
+    prompt: Prompt
+    strategy: str
+    candidates: list[Candidate]
+    tree: nx.DiGraph
+    spend: dict[str, Any]
+
+    def scored(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.reward is not None]
+
+    def best(self) -> Candidate | None:
+        return max(self.scored(), key=lambda c: c.reward or 0.0, default=None)
+
+    def sample_records(self) -> list[dict[str, Any]]:
+        return [
+            {"prompt_id": self.prompt.id, "strategy": self.strategy, **asdict(c)}
+            for c in self.candidates
+        ]
+
+    def tree_document(self) -> dict[str, Any]:
+        return nx.node_link_data(self.tree, edges="edges")
+
+
+@dataclass
+class Search:
+    """The state of one prompt's search: budget, candidates and tree."""
+
+    prompt: Prompt
+    ctx: SearchContext
+    strategy: str
+    budget: Budget = field(init=False)
+    candidates: list[Candidate] = field(default_factory=list)
+    tree: nx.DiGraph = field(default_factory=nx.DiGraph)
+
+    def __post_init__(self) -> None:
+        self.budget = Budget(self.ctx.budget, self.ctx.pool.parameters)
+        self.tree.add_node(ROOT, kind="prompt", text=self.prompt.prompt)
+        self._next_id = 0
+
+    def _reserve(self, n: int) -> list[int]:
+        ids = list(range(self._next_id, self._next_id + n))
+        self._next_id += n
+        return ids
+
+    async def sample(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        n: int = 1,
+        *,
+        action: Action = "generate",
+        parents: tuple[int, ...] = (),
+        depth: int = 1,
+        step: int = 0,
+        score: bool = True,
+        sampling: SamplingSettings | None = None,
+    ) -> list[Candidate]:
+        """Generate `n` responses of `model` to `messages`, charge them to the budget,
+        score them (unless `score` is False) and add them to the tree.
+
+        Seeds derive from (run seed, prompt id, candidate id), so a search gives the same
+        samples however its calls interleave with other prompts'.
+        """
+        if not self.budget.can_generate(n):
+            raise BudgetExceededError(
+                f"{self.strategy}: {n} more generation(s) would exceed the budget "
+                f"({self.budget.generations} spent of {self.ctx.budget.generations})"
+            )
+        ids = self._reserve(n)
+        settings = self.ctx.pool.sampling(model, sampling or self.ctx.sampling)
+        requests = [
+            GenerationRequest(
+                tuple(messages), settings, derive_seed(self.ctx.seed, self.prompt.id, i)
+            )
+            for i in ids
+        ]
+        generations = await self.ctx.pool.generate(model, requests)
+        for generation in generations:
+            self.budget.charge(generation)
+        rewards: list[float | None] = [None] * n
+        if score:
+            rewards = list(await self.ctx.reward.score(self.prompt, [g.text for g in generations]))
+            self.budget.charge_rewards(n)
+        made = []
+        for i, generation, reward in zip(ids, generations, rewards, strict=True):
+            candidate = Candidate(
+                id=i,
+                model=model,
+                action=action,
+                parents=parents,
+                depth=depth,
+                text=generation.text,
+                reward=reward,
+                prompt_tokens=generation.prompt_tokens,
+                completion_tokens=generation.completion_tokens,
+                finish_reason=generation.finish_reason,
+                seed=generation.seed,
+                latency_s=generation.latency_s,
+                step=step,
+            )
+            made.append(candidate)
+            self.tree.add_node(i, kind=action, model=model, reward=reward, depth=depth)
+            for parent in parents or (ROOT,):
+                self.tree.add_edge(parent, i)
+        self.candidates.extend(made)
+        return made
+
+    def result(self) -> SearchResult:
+        candidates = sorted(self.candidates, key=lambda c: c.id)
+        return SearchResult(
+            self.prompt, self.strategy, candidates, self.tree, self.budget.to_dict()
+        )
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` as `parts` integers differing by at most one, larger ones first."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]

@@ -1,0 +1,51 @@
+"""Best-of-N (the 'Rand' baseline): one model, N samples, the highest reward wins."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.types import Message, Prompt
+from search.base import Search, SearchContext, SearchResult
+
+TOKEN_BUDGET_BATCH = 4
+"""Samples per call when only a token budget limits the search (its size is unknown)."""
+
+
+class BestOfNSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["best_of_n"] = "best_of_n"
+    model: str | None = None
+    """The pool model that samples; None takes the first configured model."""
+
+    def models_used(self, pool_models: list[str]) -> list[str]:
+        return [self.model or pool_models[0]]
+
+
+async def run(prompt: Prompt, ctx: SearchContext, settings: BestOfNSettings) -> SearchResult:
+    search = Search(prompt, ctx, "best_of_n")
+    (model,) = settings.models_used(ctx.pool.names)
+    await sample_until_spent(search, model)
+    return search.result()
+
+
+async def sample_until_spent(search: Search, model: str, limit: int | None = None) -> None:
+    """Sample `model` on the prompt until the budget (or `limit` samples) is spent.
+
+    With a generation budget all samples go out in one batch, so the engine batches them
+    and reuses the prompt's KV cache.
+    """
+    messages = (Message("user", search.prompt.prompt),)
+    made = 0
+    while search.budget.can_generate() and (limit is None or made < limit):
+        remaining = search.budget.remaining_generations()
+        n = TOKEN_BUDGET_BATCH if remaining is None else remaining
+        if limit is not None:
+            n = min(n, limit - made)
+        n = max(n, 1)
+        if not search.budget.can_generate(n):
+            n = 1
+        await search.sample(model, messages, n)
+        made += n

@@ -1,0 +1,111 @@
+"""`multisample synthesize` and `multisample show`, added to the engine's command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from engine.cli import fail, guarded
+from engine.config import load_config
+from engine.storage import SUMMARY, read_jsonl
+from search.synthesize import SAMPLES, SynthesizeConfig, default_run_name, synthesize
+
+
+def register(app: typer.Typer, config_kinds: dict[str, type[BaseModel]]) -> None:
+    config_kinds["synthesize"] = SynthesizeConfig
+    app.command("synthesize")(synthesize_command)
+    app.command("show")(show_command)
+
+
+def synthesize_command(
+    config: Annotated[Path, typer.Argument(help="YAML config (see `multisample config schema`).")],
+    name: Annotated[
+        str | None, typer.Option(help="Run name (default: config name + UTC time).")
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Parent of the run directory (default: the config's).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run --name, skipping finished prompts.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
+) -> None:
+    """Run a search strategy over a prompts file; write samples, DPO pairs and trees."""
+    if resume and name is None:
+        fail("--resume needs --name of the run to continue")
+
+    def body() -> dict[str, Any]:
+        settings = load_config(config, SynthesizeConfig)
+        if limit is not None:
+            settings = settings.model_copy(update={"limit": limit})
+        run_path = Path(output_dir or settings.output_dir) / (name or default_run_name(config))
+        summary = asyncio.run(synthesize(settings, run_path, resume=resume))
+        summary["run_dir"] = str(run_path)
+        return summary
+
+    summary = guarded(body)
+    print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    console = Console()
+    first, best = summary["mean_reward_first_sample"], summary["mean_reward_best"]
+    console.print(f"[bold]run:[/] {summary['run_dir']}")
+    console.print(
+        f"{summary['prompts']} prompts, {summary['samples']} samples, {summary['pairs']} DPO pairs "
+        f"({summary['strategy']})"
+    )
+    if first is not None and best is not None:
+        console.print(
+            f"mean reward: first sample {first:.3f} -> best of the search {best:.3f} "
+            f"({best - first:+.3f})"
+        )
+    rate = summary["this_session"]["completion_tokens_per_s"]
+    if rate:
+        console.print(f"generated {rate:,.0f} tokens/s")
+
+
+def show_command(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    prompt: Annotated[
+        str | None, typer.Option(help="Show this prompt's samples, best first.")
+    ] = None,
+) -> None:
+    """Summarize a run directory, or one prompt's samples."""
+    summary_path = run / SUMMARY
+    if not (run / SAMPLES).exists():
+        fail(f"{run}: not a run directory (no {SAMPLES})")
+    console = Console()
+    if prompt is None:
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            summary["run_dir"] = str(run)
+            print_summary(summary)
+            table = Table("model", "generations", "prompt tokens", "completion tokens")
+            for model, spend in summary["spend_per_model"].items():
+                table.add_row(
+                    model,
+                    f"{spend['generations']:.0f}",
+                    f"{spend['prompt_tokens']:.0f}",
+                    f"{spend['completion_tokens']:.0f}",
+                )
+            console.print(table)
+        else:
+            console.print(f"{run}: incomplete run (no {SUMMARY}); resume it with --resume")
+        return
+    rows = [r for r in read_jsonl(run / SAMPLES) if r["prompt_id"] == prompt]
+    if not rows:
+        fail(f"{run}: no samples for prompt {prompt!r}")
+    table = Table("id", "model", "action", "parents", "reward", "text", show_lines=True)
+    for r in sorted(rows, key=lambda r: -(r["reward"] or 0.0)):
+        reward = "-" if r["reward"] is None else f"{r['reward']:.3f}"
+        parents = ",".join(map(str, r["parents"])) or "root"
+        table.add_row(str(r["id"]), r["model"], r["action"], parents, reward, r["text"][:300])
+    console.print(table)

@@ -1,0 +1,117 @@
+"""Preference pairs from many scored samples of one prompt.
+
+The pure part picks indices from a list of rewards; the record part writes TRL's DPO
+format (`prompt`, `chosen`, `rejected`) plus both samples' lineage and rewards.
+
+Methods (the "sweet spot" study: chosen = max; the rejected sample nearest mu - 2 sigma
+beats the minimum, more so as the number of samples grows):
+- `max_min`: chosen = highest reward, rejected = lowest;
+- `max_mu_minus_2sigma`: rejected = the sample whose reward is nearest mu - 2 sigma;
+- `max_rank_k`: rejected = the k-th best sample (TOA pairs the best with the 30th of 160);
+- `min_of_k_random`: rejected = the lowest of k samples drawn at random (seeded).
+A pair is kept only when chosen and rejected differ and their reward margin is at least
+`min_margin`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.types import Prompt
+from search.base import Candidate, derive_seed
+
+PairMethod = Literal["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]
+
+
+class PairSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[PairMethod] = Field(default_factory=lambda: ["max_min", "max_mu_minus_2sigma"])
+    """Which rejected-sample rules to apply; each gives at most one pair per prompt."""
+    min_margin: float = Field(0.0, ge=0)
+    """Drop pairs whose chosen reward exceeds the rejected one by less than this."""
+    rank_k: int = Field(2, ge=2)
+    """k of max_rank_k (rank 1 is the best sample)."""
+    random_k: int = Field(4, ge=1)
+    """k of min_of_k_random."""
+
+
+def _order(rewards: Sequence[float]) -> np.ndarray:
+    """Indices from best to worst; ties keep the earlier sample first (stable)."""
+    return np.argsort(-np.asarray(rewards, dtype=float), kind="stable")
+
+
+def rejected_index(
+    rewards: Sequence[float], method: PairMethod, settings: PairSettings, seed: int = 0
+) -> int | None:
+    """Index of the rejected sample under `method`, or None if the method cannot apply."""
+    values = np.asarray(rewards, dtype=float)
+    n = len(values)
+    if n < 2:
+        return None
+    order = _order(values)
+    if method == "max_min":
+        return int(order[-1])
+    if method == "max_mu_minus_2sigma":
+        target = values.mean() - 2 * values.std(ddof=1)
+        others = order[1:]  # never the chosen sample itself
+        return int(others[np.argmin(np.abs(values[others] - target), axis=0)])
+    if method == "max_rank_k":
+        return int(order[settings.rank_k - 1]) if settings.rank_k <= n else None
+    if method == "min_of_k_random":
+        rng = np.random.default_rng(seed)
+        others = order[1:]
+        drawn = rng.choice(others, size=min(settings.random_k, len(others)), replace=False)
+        return int(min(drawn, key=lambda i: (values[i], i)))
+    raise ValueError(f"unknown pair method {method!r}")
+
+
+def select_pairs(
+    rewards: Sequence[float], settings: PairSettings, seed: int = 0
+) -> list[tuple[PairMethod, int, int]]:
+    """(method, chosen index, rejected index) for every method that yields a valid pair."""
+    if len(rewards) < 2:
+        return []
+    chosen = int(_order(rewards)[0])
+    pairs = []
+    for method in settings.methods:
+        rejected = rejected_index(rewards, method, settings, seed)
+        if rejected is None or rejected == chosen:
+            continue
+        if rewards[chosen] - rewards[rejected] < max(settings.min_margin, 1e-12):
+            continue  # no preference without a reward gap
+        pairs.append((method, chosen, rejected))
+    return pairs
+
+
+def pair_records(
+    prompt: Prompt, candidates: Sequence[Candidate], settings: PairSettings, seed: int = 0
+) -> list[dict[str, Any]]:
+    """DPO pairs of one prompt's scored candidates, in TRL's standard format."""
+    scored = [c for c in candidates if c.reward is not None]
+    rewards = [c.reward for c in scored]
+    records = []
+    for method, i, j in select_pairs(rewards, settings, derive_seed(seed, prompt.id, "pairs")):  # type: ignore[arg-type]
+        chosen, rejected = scored[i], scored[j]
+        records.append(
+            {
+                "prompt": prompt.prompt,
+                "chosen": chosen.text,
+                "rejected": rejected.text,
+                "prompt_id": prompt.id,
+                "method": method,
+                "chosen_reward": chosen.reward,
+                "rejected_reward": rejected.reward,
+                "chosen_id": chosen.id,
+                "rejected_id": rejected.id,
+                "chosen_model": chosen.model,
+                "rejected_model": rejected.model,
+                "chosen_action": chosen.action,
+                "rejected_action": rejected.action,
+            }
+        )
+    return records

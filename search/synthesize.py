@@ -1,0 +1,226 @@
+"""`multisample synthesize`: a strategy over a prompts file, into a run directory.
+
+Many prompts' searches run at once (bounded by `concurrency`), so every engine always
+has many requests in flight. Each finished prompt is committed to disk at once; a
+failure stops the run with everything finished so far kept, and `--resume` continues it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+from pydantic import Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from engine.config import BudgetConfig, ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec
+from engine.pool import ModelPool
+from engine.prompts import EMBEDDED_TASKS, PromptFile, PromptsError, load_prompts
+from engine.rewards import build_reward
+from engine.storage import RunDirectory
+from engine.types import Message, SamplingSettings
+from search.base import SearchContext, SearchResult
+from search.pairs import PairSettings, pair_records
+from search.registry import StrategySettings, run_strategy
+
+logger = logging.getLogger(__name__)
+
+SAMPLES = "samples.jsonl"
+PAIRS = "pairs.jsonl"
+
+
+class SynthesizeConfig(PoolConfig):
+    """A synthesis run: models, reward, strategy, budget, prompts and outputs."""
+
+    prompts: str = EMBEDDED_TASKS
+    """A JSONL prompts file, or 'embedded:tasks' for the shipped IFEval-style task set."""
+    limit: int | None = Field(None, ge=1)
+    """Use only the first `limit` prompts of the file."""
+    strategy: StrategySettings = Field(default_factory=lambda: {"kind": "best_of_n"})  # type: ignore[assignment]
+    """The search strategy and its settings; `kind` names it."""
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    """What each prompt's search may spend."""
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    """Default sampling of every model (a model's own `sampling` overrides fields)."""
+    reward: RewardSpec = Field(default_factory=lambda: VerifiableRewardSpec(kind="verifiable"))
+    """How responses are scored."""
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    """How DPO preference pairs are built from each prompt's samples."""
+    seed: int = 0
+    """Base seed: every generation's seed derives from it, the prompt id and its index."""
+    concurrency: int = Field(16, ge=1)
+    """Prompts searched at once."""
+    output_dir: str = "runs"
+    """Where run directories are created."""
+
+
+@dataclass
+class LiveStats:
+    """Live figures for the progress bar."""
+
+    started: float = field(default_factory=time.perf_counter)
+    generations: int = 0
+    completion_tokens: int = 0
+    best: list[float] = field(default_factory=list)
+
+    def add(self, result: SearchResult) -> None:
+        self.generations += int(result.spend["generations"])
+        self.completion_tokens += sum(c.completion_tokens for c in result.candidates)
+        best = result.best()
+        if best is not None and best.reward is not None:
+            self.best.append(best.reward)
+
+    def line(self) -> str:
+        rate = self.completion_tokens / max(time.perf_counter() - self.started, 1e-9)
+        best = f"{statistics.fmean(self.best):.3f}" if self.best else "-"
+        return f"{self.generations} gens | {rate:,.0f} tok/s | mean best {best}"
+
+
+def check_models(config: SynthesizeConfig) -> None:
+    """Model names a strategy or judge refers to must exist in the pool (before any start)."""
+    names = [m.name for m in config.models]
+    for model in config.strategy.models_used(names):
+        if model not in names:
+            raise ConfigError(f"strategy: no model named {model!r}; configured: {names}")
+
+
+async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> None:
+    """Every prompt must fit every model's context window, with room for a response."""
+    for model in models:
+        window = await pool.context_length(model)
+        if window is None:
+            continue
+        counts = await asyncio.gather(
+            *(pool.count_tokens(model, (Message("user", p.prompt),)) for p in prompts.prompts)
+        )
+        for prompt, count in zip(prompts.prompts, counts, strict=True):
+            if count is not None and count >= window:
+                raise PromptsError(
+                    f"{prompts.where(prompt.id)}: prompt {prompt.id!r} is {count} tokens, "
+                    f"but model {model!r} has a context window of {window}"
+                )
+
+
+def tree_path(prompt_id: str) -> str:
+    """Relative path of a prompt's tree; ids may hold any character, file names may not."""
+    return f"trees/{quote(prompt_id, safe='')}.json"
+
+
+def default_run_name(config_path: Path) -> str:
+    return f"{config_path.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def summarize(
+    run: RunDirectory, config: SynthesizeConfig, wall_s: float, gen_tokens: int
+) -> dict[str, Any]:
+    """Figures over every prompt on disk (so a resumed run's summary covers all of it)."""
+    by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    spend: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for record in run.records(SAMPLES):
+        by_prompt[record["prompt_id"]].append(record)
+        model = spend[record["model"]]
+        model["generations"] += 1
+        model["prompt_tokens"] += record["prompt_tokens"]
+        model["completion_tokens"] += record["completion_tokens"]
+    scored = {pid: [r for r in rows if r["reward"] is not None] for pid, rows in by_prompt.items()}
+    first = [min(rows, key=lambda r: r["id"])["reward"] for rows in scored.values() if rows]
+    best = [max(r["reward"] for r in rows) for rows in scored.values() if rows]
+    every = [r["reward"] for rows in scored.values() for r in rows]
+    pairs = run.records(PAIRS)
+    return {
+        "status": "complete",
+        "strategy": config.strategy.kind,
+        "prompts": len(by_prompt),
+        "samples": sum(len(rows) for rows in by_prompt.values()),
+        "pairs": len(pairs),
+        "mean_reward_first_sample": statistics.fmean(first) if first else None,
+        "mean_reward_best": statistics.fmean(best) if best else None,
+        "mean_reward_all": statistics.fmean(every) if every else None,
+        "spend_per_model": {m: dict(v) for m, v in sorted(spend.items())},
+        "this_session": {
+            "wall_s": round(wall_s, 2),
+            "completion_tokens": gen_tokens,
+            "completion_tokens_per_s": round(gen_tokens / wall_s, 1) if wall_s else None,
+        },
+    }
+
+
+async def synthesize(
+    config: SynthesizeConfig,
+    run_path: Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run the strategy over every prompt not yet done; return the summary."""
+    console = console or Console(stderr=True)
+    check_models(config)
+    prompts = load_prompts(config.prompts, config.limit)
+    config_text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    pool = ModelPool(config, config.sampling)
+    reward = build_reward(config.reward, pool)
+    async with pool:
+        await reward.start()
+        try:
+            await preflight(pool, prompts, config.strategy.models_used(pool.names))
+            # Only now, with engines up and inputs checked, does the run directory appear.
+            run = RunDirectory.open(run_path, config_text, resume)
+            done = run.completed()
+            todo = [p for p in prompts.prompts if p.id not in done]
+            if done:
+                console.print(f"resuming: {len(done)} prompts done, {len(todo)} to go")
+            ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed)
+            stats = LiveStats()
+            gate = asyncio.Semaphore(config.concurrency)
+
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[line]}"),
+                console=console,
+                transient=False,
+            ) as bar:
+                task = bar.add_task(config.strategy.kind, total=len(todo), line="")
+
+                async def one(prompt_index: int) -> None:
+                    prompt = todo[prompt_index]
+                    async with gate:
+                        result = await run_strategy(prompt, ctx, config.strategy)
+                    run.commit_prompt(
+                        prompt.id,
+                        {
+                            SAMPLES: result.sample_records(),
+                            PAIRS: pair_records(
+                                prompt, result.candidates, config.pairs, config.seed
+                            ),
+                        },
+                        {tree_path(prompt.id): result.tree_document()},
+                    )
+                    stats.add(result)
+                    bar.update(task, advance=1, line=stats.line())
+
+                # A TaskGroup cancels the other searches as soon as one fails.
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for i in range(len(todo)):
+                            group.create_task(one(i))
+                except ExceptionGroup as failed:
+                    raise failed.exceptions[0] from None
+        finally:
+            await reward.close()
+    wall = time.perf_counter() - stats.started
+    summary = summarize(run, config, wall, stats.completion_tokens)
+    run.write_summary(summary)
+    return summary
