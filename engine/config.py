@@ -172,23 +172,23 @@ def _yaml_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _user_path(data: Any, loc: tuple[Any, ...]) -> str:
-    """The field path as the user wrote it: pydantic puts a tagged union's tag into `loc`
-    ('models.0.vllm.dtype'), which the user never typed, so steps that are not keys of
-    the data at that point are dropped."""
+def _user_path(data: Any, loc: tuple[Any, ...], missing: bool = False) -> str:
+    """The field path as the user wrote it. Pydantic puts a tagged union's tag into `loc`
+    ('models.0.vllm.dtype'), which the user never typed: a name step that is not a key
+    of the data is such a tag, except the last step of a 'missing field' error."""
     path = ""
     for step, part in enumerate(loc):
-        if isinstance(part, int) and isinstance(data, list) and part < len(data):
+        last = step == len(loc) - 1
+        if isinstance(part, int):
             path += f"[{part}]"
-            data = data[part]
+            data = data[part] if isinstance(data, list) and part < len(data) else None
         elif isinstance(data, dict) and part in data:
             path += f".{part}" if path else str(part)
             data = data[part]
-        elif isinstance(data, dict) and step < len(loc) - 1:
-            continue  # a union tag: only the last step of a path can be absent from the data
-        else:
+        elif last and missing:
             path += f".{part}" if path else str(part)
-            data = None
+        else:
+            continue  # a union tag
     return path or "(top level)"
 
 
@@ -202,7 +202,9 @@ def format_validation_error(
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
         line = _yaml_line(node, item["loc"])
         where = f"{source}:{line}" if line else source
-        lines.append(f"{where}: {_user_path(data, item['loc'])}: {item['msg']}{shown}")
+        missing = item["type"] == "missing"
+        path = _user_path(data, item["loc"], missing)
+        lines.append(f"{where}: {path}: {item['msg']}{shown}")
     return "\n".join(lines)
 
 

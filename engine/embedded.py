@@ -23,6 +23,7 @@ locates the bundled MiniLM sentence-embedding model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -60,7 +61,7 @@ __all__ = [
 
 EMBEDDED_PREFIX = "embedded:"
 MANIFEST_NAME = "multisample-manifest.json"
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 """Bump when the conversion recipe changes: folders made by another version are redone."""
 MANIFEST_FORMAT = 1
 _HASH_BLOCK = 1 << 20
@@ -534,42 +535,39 @@ def _dequantize_and_save(
         ) from exc
 
     folder, file_name = str(gguf_path.parent), gguf_path.name
-    with (
-        _quiet_transformers(progress is not None),
-        _step(progress, f"{spec.name}: dequantizing GGUF"),
-    ):
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        config.dtype = torch.bfloat16
-        with torch.device("meta"):
-            fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-        state = {k: v.to(torch.bfloat16) for k, v in loaded.state_dict().items()}
-        missing, unexpected = fresh.load_state_dict(state, strict=False, assign=True)
-        fresh.tie_weights()
-        still_meta = [n for n, p in fresh.named_parameters() if p.device.type == "meta"]
-        if unexpected or still_meta:
-            raise EmbeddedModelError(
-                f"{spec.name}: converted weights do not fit the model "
-                f"(unexpected: {unexpected[:5]}, missing: {still_meta[:5]})"
-            )
-        if missing:
-            logger.debug("%s: keys filled by weight tying: %s", spec.name, missing)
-        del loaded, state
-        fresh.eval()
-        generation_config = fresh.generation_config
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            value = getattr(config, key, None)
-            if value is not None and getattr(generation_config, key, None) is None:
-                setattr(generation_config, key, value)
+    with _quiet_transformers(progress is not None):
+        with _step(progress, f"{spec.name}: dequantizing GGUF"):
+            loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
+            _apply_gguf_tokenizer_flags(tokenizer, gguf_path)
+            config = loaded.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            config.dtype = torch.bfloat16
+            # A fresh model (no GGUF/quantizer state) whose weights are the dequantized ones.
+            with torch.device("meta"):
+                fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+            state = {k: v.to(torch.bfloat16) for k, v in loaded.state_dict().items()}
+            missing, unexpected = fresh.load_state_dict(state, strict=False, assign=True)
+            fresh.tie_weights()
+            still_meta = [k for k, v in fresh.state_dict().items() if v.is_meta]
+            if unexpected or still_meta:
+                raise EmbeddedModelError(
+                    f"{spec.name}: converted weights do not fit the model "
+                    f"(unexpected: {unexpected[:5]}, missing: {still_meta[:5]})"
+                )
+            if missing:
+                logger.debug("%s: keys filled by weight tying: %s", spec.name, missing)
+            del loaded, state
+            generation_config = fresh.generation_config
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                value = getattr(config, key, None)
+                if value is not None and getattr(generation_config, key, None) is None:
+                    setattr(generation_config, key, value)
 
-        _apply_gguf_tokenizer_flags(tokenizer, gguf_path)
-
-    with _step(progress, f"{spec.name}: saving safetensors and tokenizer"):
-        fresh.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+        with _step(progress, f"{spec.name}: saving safetensors and tokenizer"):
+            fresh.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
 
     versions = {
         "torch": torch.__version__,
@@ -603,16 +601,24 @@ def _apply_gguf_tokenizer_flags(tokenizer: Any, gguf_path: Path) -> None:
 
 @contextlib.contextmanager
 def _quiet_transformers(quiet: bool) -> Iterator[None]:
-    """Hide transformers' tqdm bars while a rich Progress shows the steps."""
+    """Hide transformers' tqdm bars while a rich Progress shows the steps. The GGUF loader
+    calls ``tqdm`` directly (no switch), so its module's ``tqdm`` is swapped for the
+    duration."""
     if not quiet:
         yield
         return
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    original = getattr(gguf_utils, "tqdm", None)
     hf_logging.disable_progress_bar()
+    if original is not None:
+        gguf_utils.tqdm = functools.partial(original, disable=True)
     try:
         yield
     finally:
+        if original is not None:
+            gguf_utils.tqdm = original
         if was_enabled:
             hf_logging.enable_progress_bar()

@@ -65,6 +65,8 @@ def load_prompts(path: str | Path, limit: int | None = None) -> PromptFile:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PromptsError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:
+            raise PromptsError(f"{where}: not valid JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise PromptsError(f"{where}: expected a JSON object, got {type(data).__name__}")
         try:

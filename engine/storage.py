@@ -41,15 +41,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file; a torn last line (from a kill mid-write) is skipped."""
+    """Records of a JSONL file; a torn last line (from a kill mid-write) is skipped.
+
+    Read as bytes: a torn line may end inside a multi-byte character."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:
         for line in handle:
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 return  # torn write: the process died mid-line
             if line.strip():
-                yield json.loads(line)
+                yield json.loads(line.decode("utf-8"))
 
 
 class RunDirectory:
@@ -134,5 +136,5 @@ class RunDirectory:
                 r for r in read_jsonl(file) if file.name == PROGRESS or r.get("prompt_id") in done
             ]
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
-            if text != file.read_text(encoding="utf-8"):
+            if text.encode() != file.read_bytes():
                 write_atomic(file, text)

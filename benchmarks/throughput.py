@@ -1,0 +1,132 @@
+"""Throughput of multisample's best-of-N through the Ray pool, against vLLM's ceiling.
+
+Same prompts, same sampling, same number of generated tokens (ignore_eos with a fixed
+max_tokens), measured one after the other in this process on this machine:
+
+  (a) vLLM's offline `LLM.generate` with every request at once: the engine's ceiling;
+  (b) multisample: best-of-N over all prompts through the async Ray actor, with rewards;
+  (c) the naive loop: the same pool, one request at a time (on a subset: it is slow).
+
+Prints tokens/s of each and the ratios b/a (target >= 0.9) and c/a. The machines are
+shared and noisy, so only ratios measured in one run mean anything.
+
+    python benchmarks/throughput.py [--prompts 48] [--n 4] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import time
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def offline_ceiling(folder: str, texts: list[str], n: int, max_tokens: int) -> tuple[int, float]:
+    """(generated tokens, seconds) of vLLM's offline LLM on every request at once."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=folder, max_model_len=2048, enable_prefix_caching=True, seed=0)
+    conversations = [[{"role": "user", "content": t}] for t in texts for _ in range(n)]
+    params = [
+        SamplingParams(temperature=0.8, max_tokens=max_tokens, ignore_eos=True, seed=i)
+        for i in range(len(conversations))
+    ]
+    llm.chat(conversations[:4], params[:4], use_tqdm=False)  # warm-up, as the pool gets
+    started = time.perf_counter()
+    outputs = llm.chat(conversations, params, use_tqdm=False)
+    elapsed = time.perf_counter() - started
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    del llm
+    gc.collect()
+    return tokens, elapsed
+
+
+async def through_pool(
+    model_ref: str, texts: list[str], n: int, max_tokens: int, naive_requests: int
+) -> dict[str, tuple[int, float]]:
+    from engine.config import BudgetConfig, PoolConfig, VerifiableRewardSpec
+    from engine.pool import ModelPool
+    from engine.rewards import build_reward
+    from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+    from search.base import SearchContext
+    from search.best_of_n import BestOfNSettings
+    from search.registry import run_strategy
+
+    # The actor gets both cores, as the offline engine does.
+    config = PoolConfig.model_validate(
+        {"models": [{"name": "m", "model": model_ref, "num_cpus": os.cpu_count() or 1, "kv_cache_gib": 2}]}
+    )
+    sampling = SamplingSettings(temperature=0.8, max_tokens=max_tokens, ignore_eos=True)
+    async with ModelPool(config, sampling) as pool:
+        reward = build_reward(VerifiableRewardSpec(kind="verifiable"), pool)
+        ctx = SearchContext(pool, reward, sampling, BudgetConfig(generations=n), seed=0)
+        prompts = [Prompt(id=f"p{i}", prompt=t) for i, t in enumerate(texts)]
+        await run_strategy(prompts[0], ctx, BestOfNSettings())  # warm-up
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(run_strategy(p, ctx, BestOfNSettings()) for p in prompts))
+        elapsed = time.perf_counter() - started
+        tokens = sum(c.completion_tokens for r in results for c in r.candidates)
+
+        one_at_a_time = [
+            GenerationRequest((Message("user", texts[i % len(texts)]),), sampling, i)
+            for i in range(naive_requests)
+        ]
+        naive_started = time.perf_counter()
+        naive_tokens = 0
+        for request in one_at_a_time:
+            (generation,) = await pool.generate("m", [request])
+            naive_tokens += generation.completion_tokens
+        naive_elapsed = time.perf_counter() - naive_started
+    return {"pool": (tokens, elapsed), "naive": (naive_tokens, naive_elapsed)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=48)
+    parser.add_argument("--n", type=int, default=4, help="samples per prompt (best-of-N)")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--naive-requests", type=int, default=12)
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+
+    from engine.embedded import resolve_model_path
+    from engine.prompts import load_prompts
+
+    texts = [p.prompt for p in load_prompts("embedded:tasks", args.prompts).prompts]
+    folder = str(resolve_model_path(args.model))
+
+    a_tokens, a_s = offline_ceiling(folder, texts, args.n, args.max_tokens)
+    pool = asyncio.run(through_pool(args.model, texts, args.n, args.max_tokens, args.naive_requests))
+    (b_tokens, b_s), (c_tokens, c_s) = pool["pool"], pool["naive"]
+
+    rate_a, rate_b, rate_c = a_tokens / a_s, b_tokens / b_s, c_tokens / c_s
+    figures = {
+        "requests": args.prompts * args.n,
+        "max_tokens": args.max_tokens,
+        "offline_tokens": a_tokens,
+        "pool_tokens": b_tokens,
+        "offline_tok_s": round(rate_a, 1),
+        "pool_best_of_n_tok_s": round(rate_b, 1),
+        "one_at_a_time_tok_s": round(rate_c, 1),
+        "ratio_pool_over_offline": round(rate_b / rate_a, 3),
+        "ratio_one_at_a_time_over_offline": round(rate_c / rate_a, 3),
+    }
+    print(f"(a) vLLM offline, all at once : {rate_a:8.1f} tok/s  ({a_tokens} tokens, {a_s:.1f} s)")
+    print(f"(b) multisample best-of-{args.n}    : {rate_b:8.1f} tok/s  ({b_tokens} tokens, {b_s:.1f} s)")
+    print(f"(c) one request at a time      : {rate_c:8.1f} tok/s  ({c_tokens} tokens, {c_s:.1f} s)")
+    print(f"ratio b/a = {rate_b / rate_a:.3f}  (target >= 0.9)")
+    print(f"ratio c/a = {rate_c / rate_a:.3f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

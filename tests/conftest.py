@@ -1,0 +1,47 @@
+"""Shared fixtures. Real engines are expensive to start (20-60 s each on two cores), so
+the model pool starts once per test session and every integration test shares it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.config import PoolConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CHAT_MODEL = "smollm2"
+BASE_MODEL = "gemma3"
+
+
+def embedded_pool_config(**overrides: object) -> PoolConfig:
+    """Both embedded models: SmolLM2 (chat) and Gemma-3-270M (base)."""
+    return PoolConfig.model_validate(
+        {
+            "models": [
+                {"name": CHAT_MODEL, "model": "embedded:smollm2-135m-instruct"},
+                {"name": BASE_MODEL, "model": "embedded:gemma3-270m", "prompt_format": "base"},
+            ],
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def embedded_models() -> dict[str, Path]:
+    """The embedded models, prepared in the user's cache (a no-op once done)."""
+    from engine.embedded import EMBEDDED, prepare
+
+    return {name: prepare(name) for name in EMBEDDED}
+
+
+@pytest.fixture(scope="session")
+async def pool(embedded_models: dict[str, Path]) -> AsyncIterator[object]:
+    """Both embedded models on vLLM in Ray actors, started once for the session."""
+    from engine.pool import ModelPool
+
+    async with ModelPool(embedded_pool_config()) as started:
+        yield started

