@@ -39,6 +39,9 @@ class Budget:
     parameters: Callable[[str], float | None] = lambda _model: None
     per_model: dict[str, ModelSpend] = field(default_factory=dict)
     reward_calls: int = 0
+    reserved: int = 0
+    """Generations requested but not yet charged: concurrent calls of one search must
+    not both spend the last generation."""
 
     @property
     def generations(self) -> int:
@@ -56,7 +59,7 @@ class Budget:
         """Generations left under the generation limit (None: no such limit)."""
         if self.limits.generations is None:
             return None
-        return max(self.limits.generations - self.generations, 0)
+        return max(self.limits.generations - self.generations - self.reserved, 0)
 
     def can_generate(self, n: int = 1) -> bool:
         """May the search spend `n` more generations?"""
@@ -65,7 +68,16 @@ class Budget:
             return False
         return self.limits.tokens is None or self.tokens < self.limits.tokens
 
+    def reserve(self, n: int) -> None:
+        """Hold `n` generations for a call in flight; `charge` or `release` ends the hold."""
+        self.reserved += n
+
+    def release(self, n: int) -> None:
+        """Give back held generations that were never made (a failed call)."""
+        self.reserved = max(self.reserved - n, 0)
+
     def charge(self, generation: Generation) -> None:
+        self.release(1)
         spend = self.per_model.setdefault(generation.model, ModelSpend())
         spend.generations += 1
         spend.prompt_tokens += generation.prompt_tokens

@@ -29,7 +29,8 @@ class ConfigError(ValueError):
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The docstring under each field is its description in the JSON schema.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class _ModelBase(_Settings):
@@ -164,15 +165,15 @@ def _yaml_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
-        child = None
+        child = key = None
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == part), None)
+            key, child = next(((k, v) for k, v in node.value if k.value == part), (None, None))
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             child = node.value[part] if part < len(node.value) else None
         if child is None:
             continue  # a union tag or a missing key: stay at the parent
         node = child
-        line = node.start_mark.line + 1
+        line = (key or node).start_mark.line + 1  # a key's own line, not its value's
     return line
 
 

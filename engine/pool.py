@@ -17,7 +17,7 @@ import ray
 from engine.backends.base import Backend, BackendError
 from engine.backends.openai import OpenAIBackend
 from engine.backends.vllm import VLLMBackend
-from engine.config import OpenAIModelSpec, PoolConfig, VLLMModelSpec
+from engine.config import ConfigError, OpenAIModelSpec, PoolConfig, VLLMModelSpec
 from engine.types import Generation, GenerationRequest, Message, SamplingSettings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class ModelPool:
         """Connect to Ray if a model needs it, then start every model concurrently."""
         if self._started:
             return
+        if self.config.ray_address is None:
+            check_local_models(self.config)
         if any(isinstance(s, VLLMModelSpec) for s in self.config.models):
             _connect_ray(self.config)
         results = await asyncio.gather(
@@ -106,6 +108,19 @@ class ModelPool:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def check_local_models(config: PoolConfig) -> None:
+    """Fail fast, naming the config field, when a local model folder is missing. (On a
+    cluster, paths are resolved on the node that hosts the model instead.)"""
+    from engine.embedded import EmbeddedModelError, resolve_model_path
+
+    for index, spec in enumerate(config.models):
+        if isinstance(spec, VLLMModelSpec):
+            try:
+                resolve_model_path(spec.model)
+            except EmbeddedModelError as exc:
+                raise ConfigError(f"models[{index}].model: {exc}") from None
 
 
 def _connect_ray(config: PoolConfig) -> None:

@@ -25,7 +25,7 @@ class Message:
 class SamplingSettings(BaseModel):
     """How a model samples one response. Field meanings follow vLLM's SamplingParams."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     temperature: float = Field(0.7, ge=0.0, le=5.0)
     """Softmax temperature; 0 means greedy decoding."""
@@ -77,7 +77,7 @@ class Generation:
 class Prompt(BaseModel):
     """One input record of a prompts file (JSONL, one object per line)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     id: str = Field(min_length=1)
     """Unique within the file; samples and pairs refer to it."""

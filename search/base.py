@@ -108,7 +108,7 @@ class Search:
         self.tree.add_node(ROOT, kind="prompt", text=self.prompt.prompt)
         self._next_id = 0
 
-    def _reserve(self, n: int) -> list[int]:
+    def _new_ids(self, n: int) -> list[int]:
         ids = list(range(self._next_id, self._next_id + n))
         self._next_id += n
         return ids
@@ -137,7 +137,7 @@ class Search:
                 f"{self.strategy}: {n} more generation(s) would exceed the budget "
                 f"({self.budget.generations} spent of {self.ctx.budget.generations})"
             )
-        ids = self._reserve(n)
+        ids = self._new_ids(n)
         settings = self.ctx.pool.sampling(model, sampling or self.ctx.sampling)
         requests = [
             GenerationRequest(
@@ -145,7 +145,12 @@ class Search:
             )
             for i in ids
         ]
-        generations = await self.ctx.pool.generate(model, requests)
+        self.budget.reserve(n)
+        try:
+            generations = await self.ctx.pool.generate(model, requests)
+        except BaseException:
+            self.budget.release(n)
+            raise
         for generation in generations:
             self.budget.charge(generation)
         rewards: list[float | None] = [None] * n

@@ -9,12 +9,9 @@ from pydantic import BaseModel, ConfigDict
 from engine.types import Message, Prompt
 from search.base import Search, SearchContext, SearchResult
 
-TOKEN_BUDGET_BATCH = 4
-"""Samples per call when only a token budget limits the search (its size is unknown)."""
-
 
 class BestOfNSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     kind: Literal["best_of_n"] = "best_of_n"
     model: str | None = None
@@ -35,17 +32,15 @@ async def sample_until_spent(search: Search, model: str, limit: int | None = Non
     """Sample `model` on the prompt until the budget (or `limit` samples) is spent.
 
     With a generation budget all samples go out in one batch, so the engine batches them
-    and reuses the prompt's KV cache.
+    and reuses the prompt's KV cache. Under a token budget alone they go one at a time,
+    so the spend overshoots the limit by at most one response.
     """
     messages = (Message("user", search.prompt.prompt),)
     made = 0
     while search.budget.can_generate() and (limit is None or made < limit):
         remaining = search.budget.remaining_generations()
-        n = TOKEN_BUDGET_BATCH if remaining is None else remaining
+        n = 1 if remaining is None else remaining
         if limit is not None:
             n = min(n, limit - made)
-        n = max(n, 1)
-        if not search.budget.can_generate(n):
-            n = 1
         await search.sample(model, messages, n)
         made += n

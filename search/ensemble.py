@@ -13,7 +13,7 @@ from search.best_of_n import sample_until_spent
 
 
 class EnsembleSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     kind: Literal["ensemble"] = "ensemble"
     models: list[str] | None = None

@@ -28,7 +28,7 @@ PairMethod = Literal["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_r
 
 
 class PairSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     methods: list[PairMethod] = Field(default_factory=lambda: ["max_min", "max_mu_minus_2sigma"])
     """Which rejected-sample rules to apply; each gives at most one pair per prompt."""

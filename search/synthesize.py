@@ -30,6 +30,7 @@ from engine.rewards import build_reward
 from engine.storage import RunDirectory
 from engine.types import Message, Prompt, SamplingSettings
 from search.base import SearchContext, SearchResult
+from search.best_of_n import BestOfNSettings
 from search.pairs import PairSettings, pair_records
 from search.registry import StrategySettings, run_strategy
 
@@ -46,7 +47,7 @@ class SynthesizeConfig(PoolConfig):
     """A JSONL prompts file, or 'embedded:tasks' for the shipped IFEval-style task set."""
     limit: int | None = Field(None, ge=1)
     """Use only the first `limit` prompts of the file."""
-    strategy: StrategySettings = Field(default_factory=lambda: {"kind": "best_of_n"})  # type: ignore[assignment]
+    strategy: StrategySettings = Field(default_factory=BestOfNSettings)
     """The search strategy and its settings; `kind` names it."""
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     """What each prompt's search may spend."""

@@ -450,7 +450,7 @@ def test_weighted_needs_components(tmp_path: Path) -> None:
 def test_unknown_reward_kind(tmp_path: Path) -> None:
     path = write(tmp_path, "reward:\n  kind: bogus\n")
     message = config_error(path, RewardHolder)
-    assert message.startswith(f"{path}:2: reward: ")
+    assert message.startswith(f"{path}:1: reward: ")
     assert "'bogus'" in message
 
 

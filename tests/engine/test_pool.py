@@ -18,7 +18,7 @@ QUESTION = (Message("user", "Name three colors of the rainbow."),)
 
 
 def requests(n: int, seed: int = 0, **sampling: object) -> list[GenerationRequest]:
-    settings = SamplingSettings(max_tokens=24, **sampling)  # type: ignore[arg-type]
+    settings = SamplingSettings.model_validate({"max_tokens": 24, **sampling})
     return [GenerationRequest(QUESTION, settings, seed + i) for i in range(n)]
 
 

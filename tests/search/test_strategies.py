@@ -1,0 +1,101 @@
+"""Rules every registered strategy keeps, on the deterministic toy pool."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from engine.config import BudgetConfig
+from engine.types import Prompt, SamplingSettings
+from search.base import ROOT, SearchContext
+from search.best_of_n import BestOfNSettings
+from search.ensemble import EnsembleSettings
+from search.registry import STRATEGIES, run_strategy
+from tests.search.toy import ToyPool, ToyReward
+
+PROMPT = Prompt(id="q1", prompt="Say something.")
+
+
+def context(
+    budget: BudgetConfig, seed: int = 0, names: tuple[str, ...] = ("a", "b")
+) -> SearchContext:
+    return SearchContext(ToyPool(names), ToyReward(), SamplingSettings(), budget, seed)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", sorted(STRATEGIES))
+@pytest.mark.parametrize("generations", [1, 2, 5, 16])
+async def test_every_strategy_spends_exactly_its_generation_budget(
+    kind: str, generations: int
+) -> None:
+    settings_cls, _ = STRATEGIES[kind]
+    result = await run_strategy(
+        PROMPT, context(BudgetConfig(generations=generations)), settings_cls()
+    )
+    assert result.spend["generations"] == generations == len(result.candidates)
+    assert result.spend["tokens"] == 15 * generations
+    assert result.spend["flops"] == pytest.approx(2 * 1e6 * 15 * generations)
+    assert result.spend["reward_calls"] == generations
+
+
+@pytest.mark.parametrize("kind", sorted(STRATEGIES))
+async def test_every_strategy_respects_a_token_budget(kind: str) -> None:
+    settings_cls, _ = STRATEGIES[kind]
+    result = await run_strategy(
+        PROMPT, context(BudgetConfig(generations=None, tokens=100)), settings_cls()
+    )
+    # 15 tokens a generation: allowed while below 100, so 7 generations (105 tokens).
+    assert result.spend["tokens"] == 105
+
+
+@pytest.mark.parametrize("kind", sorted(STRATEGIES))
+async def test_every_strategy_is_reproducible_and_seed_sensitive(kind: str) -> None:
+    settings_cls, _ = STRATEGIES[kind]
+    budget = BudgetConfig(generations=6)
+    first = await run_strategy(PROMPT, context(budget, seed=1), settings_cls())
+    again = await run_strategy(PROMPT, context(budget, seed=1), settings_cls())
+    other = await run_strategy(PROMPT, context(budget, seed=2), settings_cls())
+    assert [c.text for c in first.candidates] == [c.text for c in again.candidates]
+    assert [c.text for c in first.candidates] != [c.text for c in other.candidates]
+    assert len({c.seed for c in first.candidates}) == 6
+
+
+@pytest.mark.parametrize("kind", sorted(STRATEGIES))
+async def test_every_strategy_returns_a_tree_rooted_at_the_prompt(kind: str) -> None:
+    settings_cls, _ = STRATEGIES[kind]
+    result = await run_strategy(PROMPT, context(BudgetConfig(generations=4)), settings_cls())
+    tree = result.tree
+    assert tree.nodes[ROOT]["kind"] == "prompt"
+    assert set(tree.nodes) == {ROOT, *(c.id for c in result.candidates)}
+    for candidate in result.candidates:
+        parents = set(tree.predecessors(candidate.id))
+        assert parents == (set(candidate.parents) or {ROOT})
+    best = result.best()
+    assert best is not None
+    assert best.reward == max(c.reward for c in result.candidates if c.reward is not None)
+
+
+async def test_best_of_n_samples_one_model_in_one_batch() -> None:
+    ctx = context(BudgetConfig(generations=8))
+    result = await run_strategy(PROMPT, ctx, BestOfNSettings(model="b"))
+    assert ctx.pool.calls == [("b", 8)]  # type: ignore[attr-defined]
+    assert {c.model for c in result.candidates} == {"b"}
+    assert all(c.action == "generate" and c.parents == () for c in result.candidates)
+
+
+async def test_best_of_n_defaults_to_the_first_model() -> None:
+    result = await run_strategy(PROMPT, context(BudgetConfig(generations=2)), BestOfNSettings())
+    assert {c.model for c in result.candidates} == {"a"}
+
+
+async def test_ensemble_splits_the_budget_evenly_over_the_models() -> None:
+    ctx = context(BudgetConfig(generations=7), names=("a", "b", "c"))
+    result = await run_strategy(PROMPT, ctx, EnsembleSettings())
+    assert Counter(c.model for c in result.candidates) == {"a": 3, "b": 2, "c": 2}
+    assert sorted(ctx.pool.calls) == [("a", 3), ("b", 2), ("c", 2)]  # type: ignore[attr-defined]
+    chosen = await run_strategy(
+        PROMPT,
+        context(BudgetConfig(generations=4), names=("a", "b", "c")),
+        EnsembleSettings(models=["c"]),
+    )
+    assert {c.model for c in chosen.candidates} == {"c"}

@@ -1,0 +1,124 @@
+"""`synthesize` end to end on the real embedded engines, and its failure modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config import ConfigError
+from engine.pool import ModelPool
+from engine.prompts import PromptsError
+from engine.storage import PROGRESS, SUMMARY
+from search.synthesize import PAIRS, SAMPLES, SynthesizeConfig, synthesize
+from tests.conftest import embedded_pool_config
+
+pytestmark = pytest.mark.engine
+
+FAIL_ON: set[str] = set()
+"""Prompt texts on which `flaky_reward` raises, to interrupt a run mid-way."""
+
+
+def flaky_reward(prompt: str, responses: list[str], reference: str | None) -> list[float]:
+    if prompt in FAIL_ON:
+        raise RuntimeError("injected reward failure")
+    return [len(set(r.split())) / 100 for r in responses]
+
+
+def config(**overrides: Any) -> SynthesizeConfig:
+    base = embedded_pool_config().model_dump()
+    base.update(
+        {
+            "limit": 4,
+            "budget": {"generations": 4},
+            "sampling": {"temperature": 0.8, "max_tokens": 48},
+            "concurrency": 4,
+        }
+    )
+    base.update(overrides)
+    return SynthesizeConfig.model_validate(base)
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+async def test_ensemble_run_directory(pool: ModelPool, tmp_path: Path) -> None:
+    import datasets
+
+    run = tmp_path / "run"
+    summary = await synthesize(config(strategy={"kind": "ensemble"}), run, pool=pool)
+    samples = load(run / SAMPLES)
+    pairs = load(run / PAIRS)
+    assert len(samples) == 16 and summary["samples"] == 16 and summary["prompts"] == 4
+    assert {s["model"] for s in samples} == {"smollm2", "gemma3"}
+    for s in samples:
+        assert s["action"] == "generate" and s["parents"] == [] and 0 <= s["reward"] <= 1
+        assert s["prompt_tokens"] > 0 and s["completion_tokens"] > 0
+    for p in pairs:
+        assert p["chosen_reward"] > p["rejected_reward"]
+        assert set(p) >= {"prompt", "chosen", "rejected", "prompt_id", "method"}
+    assert summary["mean_reward_best"] >= summary["mean_reward_first_sample"]
+    assert set(summary["spend_per_model"]) == {"smollm2", "gemma3"}
+    assert (run / SUMMARY).exists() and len(list((run / "trees").glob("*.json"))) == 4
+    # Loadable as datasets, TRL's DPO columns included.
+    loaded = datasets.load_dataset("json", data_files=str(run / PAIRS), split="train")
+    assert len(pairs) == 0 or {"prompt", "chosen", "rejected"} <= set(loaded.column_names)
+    assert len(datasets.load_dataset("json", data_files=str(run / SAMPLES), split="train")) == 16
+
+
+async def test_interrupted_run_resumes_to_the_uninterrupted_result(
+    pool: ModelPool, tmp_path: Path
+) -> None:
+    from engine.prompts import load_prompts
+
+    settings = config(
+        limit=6,
+        strategy={"kind": "best_of_n"},
+        reward={"kind": "callable", "path": "tests.search.test_synthesize:flaky_reward"},
+        concurrency=2,
+    )
+    clean = tmp_path / "clean"
+    await synthesize(settings, clean, pool=pool)
+
+    broken = tmp_path / "broken"
+    FAIL_ON.add(load_prompts("embedded:tasks").prompts[4].prompt)
+    try:
+        with pytest.raises(RuntimeError, match="injected reward failure"):
+            await synthesize(settings, broken, pool=pool)
+    finally:
+        FAIL_ON.clear()
+    assert not (broken / SUMMARY).exists(), "an interrupted run must not look complete"
+    done_before = {r["prompt_id"] for r in load(broken / PROGRESS)}
+    assert 0 < len(done_before) < 6
+
+    with pytest.raises(Exception, match="already exists"):
+        await synthesize(settings, broken, pool=pool)  # no silent overwrite
+    await synthesize(settings, broken, resume=True, pool=pool)
+
+    def key(rows: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+        return sorted((r["prompt_id"], r["id"], r["text"]) for r in rows)
+
+    assert key(load(broken / SAMPLES)) == key(load(clean / SAMPLES))
+    assert len(load(broken / PROGRESS)) == 6
+
+
+async def test_a_prompt_longer_than_the_context_fails_before_any_output(
+    pool: ModelPool, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"id": "ok", "prompt": "Hi."}, {"id": "huge", "prompt": "word " * 3000}]
+    prompts.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    with pytest.raises(PromptsError, match=r"prompts.jsonl:2: prompt 'huge' is \d+ tokens"):
+        await synthesize(config(prompts=str(prompts), limit=None), run, pool=pool)
+    assert not run.exists()
+
+
+def test_strategy_models_must_exist() -> None:
+    with pytest.raises(ConfigError, match="no model named 'nope'"):
+        from search.synthesize import check_models
+
+        check_models(config(strategy={"kind": "best_of_n", "model": "nope"}))
