@@ -19,6 +19,7 @@ from engine.config import BudgetConfig
 from engine.pool import ModelPool
 from engine.rewards.base import Reward
 from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+from search.templates import load_templates
 
 Action = Literal["generate", "refine", "aggregate", "feedback"]
 ROOT = "root"
@@ -66,6 +67,8 @@ class SearchContext:
     sampling: SamplingSettings
     budget: BudgetConfig
     seed: int = 0
+    templates: dict[str, str] = field(default_factory=load_templates)
+    """Prompt templates by name (see search.templates)."""
 
 
 @dataclass
@@ -181,10 +184,16 @@ class Search:
         self.candidates.extend(made)
         return made
 
-    def result(self) -> SearchResult:
+    def result(self, tree: nx.DiGraph | None = None) -> SearchResult:
+        """The search's result; `tree` replaces the candidate graph when a strategy
+        keeps its own (TOA exports its MCTS tree of model and response nodes)."""
         candidates = sorted(self.candidates, key=lambda c: c.id)
         return SearchResult(
-            self.prompt, self.strategy, candidates, self.tree, self.budget.to_dict()
+            self.prompt,
+            self.strategy,
+            candidates,
+            self.tree if tree is None else tree,
+            self.budget.to_dict(),
         )
 
 

@@ -32,14 +32,14 @@ async def sample_until_spent(search: Search, model: str, limit: int | None = Non
     """Sample `model` on the prompt until the budget (or `limit` samples) is spent.
 
     With a generation budget all samples go out in one batch, so the engine batches them
-    and reuses the prompt's KV cache. Under a token budget alone they go one at a time,
-    so the spend overshoots the limit by at most one response.
+    and reuses the prompt's KV cache. Under a token budget they go one at a time, so the
+    spend overshoots the token limit by at most one response.
     """
     messages = (Message("user", search.prompt.prompt),)
     made = 0
     while search.budget.can_generate() and (limit is None or made < limit):
         remaining = search.budget.remaining_generations()
-        n = 1 if remaining is None else remaining
+        n = remaining if remaining is not None and search.ctx.budget.tokens is None else 1
         if limit is not None:
             n = min(n, limit - made)
         await search.sample(model, messages, n)

@@ -7,15 +7,18 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import networkx as nx
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from rich.tree import Tree
 
 from engine.cli import fail, guarded
 from engine.config import load_config
 from engine.storage import SUMMARY, read_jsonl
-from search.synthesize import SAMPLES, SynthesizeConfig, default_run_name, synthesize
+from search.base import ROOT
+from search.synthesize import SAMPLES, SynthesizeConfig, default_run_name, synthesize, tree_path
 
 
 def register(app: typer.Typer, config_kinds: dict[str, type[BaseModel]]) -> None:
@@ -78,7 +81,7 @@ def show_command(
         str | None, typer.Option(help="Show this prompt's samples, best first.")
     ] = None,
 ) -> None:
-    """Summarize a run directory, or one prompt's samples."""
+    """Summarize a run directory, or one prompt's samples and search tree."""
     summary_path = run / SUMMARY
     if not (run / SAMPLES).exists():
         fail(f"{run}: not a run directory (no {SAMPLES})")
@@ -109,3 +112,30 @@ def show_command(
         parents = ",".join(map(str, r["parents"])) or "root"
         table.add_row(str(r["id"]), r["model"], r["action"], parents, reward, r["text"][:300])
     console.print(table)
+    tree_file = run / tree_path(prompt)
+    if tree_file.exists():
+        console.print(render_tree(json.loads(tree_file.read_text(encoding="utf-8"))))
+
+
+def render_tree(document: dict[str, Any]) -> Tree:
+    """A search tree (networkx node-link) as a rich Tree, children in id order."""
+    graph = nx.node_link_graph(document, edges="edges")
+
+    def label(node: Any) -> str:
+        data = graph.nodes[node]
+        parts = [f"[bold]{node}[/]", str(data.get("kind", ""))]
+        if data.get("model"):
+            parts.append(str(data["model"]))
+        if data.get("reward") is not None:
+            parts.append(f"reward {data['reward']:.3f}")
+        return " ".join(parts)
+
+    root = ROOT if ROOT in graph else next(n for n in graph if graph.in_degree(n) == 0)
+    view = Tree(label(root))
+    # A node with several parents (an aggregate) is shown under each of them.
+    stack = [(root, view)]
+    while stack:
+        node, branch = stack.pop()
+        for child in sorted(graph.successors(node), key=lambda n: (type(n).__name__, n)):
+            stack.append((child, branch.add(label(child))))
+    return view

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from engine.types import Prompt
-from search import best_of_n, ensemble
+from search import best_of_n, ensemble, moa, prs, refine
 from search.base import SearchContext, SearchResult
 
 RunFunction = Callable[[Prompt, SearchContext, Any], Awaitable[SearchResult]]
@@ -20,10 +20,17 @@ RunFunction = Callable[[Prompt, SearchContext, Any], Awaitable[SearchResult]]
 STRATEGIES: dict[str, tuple[type[BaseModel], RunFunction]] = {
     "best_of_n": (best_of_n.BestOfNSettings, best_of_n.run),
     "ensemble": (ensemble.EnsembleSettings, ensemble.run),
+    "refine": (refine.RefineSettings, refine.run),
+    "moa": (moa.MoASettings, moa.run),
+    "prs": (prs.PRSSettings, prs.run),
 }
 
 StrategySettings = Annotated[
-    best_of_n.BestOfNSettings | ensemble.EnsembleSettings,
+    best_of_n.BestOfNSettings
+    | ensemble.EnsembleSettings
+    | refine.RefineSettings
+    | moa.MoASettings
+    | prs.PRSSettings,
     Field(discriminator="kind"),
 ]
 

@@ -33,6 +33,7 @@ from search.base import SearchContext, SearchResult
 from search.best_of_n import BestOfNSettings
 from search.pairs import PairSettings, pair_records
 from search.registry import StrategySettings, run_strategy
+from search.templates import load_templates
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class SynthesizeConfig(PoolConfig):
     """How DPO preference pairs are built from each prompt's samples."""
     seed: int = 0
     """Base seed: every generation's seed derives from it, the prompt id and its index."""
+    templates: dict[str, str] = Field(default_factory=dict)
+    """Template files replacing the built-in ones, by name: refine, aggregate, feedback,
+    corrector (see search/templates/)."""
     concurrency: int = Field(16, ge=1)
     """Prompts searched at once."""
     output_dir: str = "runs"
@@ -171,15 +175,17 @@ async def synthesize(
     """
     check_models(config)
     prompts = load_prompts(config.prompts, config.limit)
+    templates = load_templates(config.templates)
     if pool is not None:
-        return await _run(config, prompts, run_path, resume, console, pool)
+        return await _run(config, prompts, templates, run_path, resume, console, pool)
     async with ModelPool(config, config.sampling) as own:
-        return await _run(config, prompts, run_path, resume, console, own)
+        return await _run(config, prompts, templates, run_path, resume, console, own)
 
 
 async def _run(
     config: SynthesizeConfig,
     prompts: PromptFile,
+    templates: dict[str, str],
     run_path: Path,
     resume: bool,
     console: Console | None,
@@ -197,7 +203,7 @@ async def _run(
         todo = [p for p in prompts.prompts if p.id not in done]
         if done:
             console.print(f"resuming: {len(done)} prompts done, {len(todo)} to go")
-        ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed)
+        ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed, templates)
         stats = LiveStats()
         gate = asyncio.Semaphore(config.concurrency)
 

@@ -230,3 +230,16 @@ def test_to_dict_empty() -> None:
         "reward_calls": 0,
         "per_model": {},
     }
+
+
+def test_reserved_generations_count_until_charged_or_released() -> None:
+    b = budget(generations=4)
+    b.reserve(3)
+    assert b.remaining_generations() == 1
+    assert b.can_generate(1) and not b.can_generate(2)
+    b.charge(gen())  # one of the three arrives
+    assert (b.reserved, b.generations, b.remaining_generations()) == (2, 1, 1)
+    b.release(2)  # the other two failed
+    assert (b.reserved, b.remaining_generations()) == (0, 3)
+    b.release(5)
+    assert b.reserved == 0

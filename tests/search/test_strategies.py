@@ -35,7 +35,8 @@ async def test_every_strategy_spends_exactly_its_generation_budget(
     assert result.spend["generations"] == generations == len(result.candidates)
     assert result.spend["tokens"] == 15 * generations
     assert result.spend["flops"] == pytest.approx(2 * 1e6 * 15 * generations)
-    assert result.spend["reward_calls"] == generations
+    # Every answer is scored once; feedback (not an answer) is not.
+    assert result.spend["reward_calls"] == len(result.scored())
 
 
 @pytest.mark.parametrize("kind", sorted(STRATEGIES))

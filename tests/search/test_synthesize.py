@@ -12,6 +12,7 @@ from engine.config import ConfigError
 from engine.pool import ModelPool
 from engine.prompts import PromptsError
 from engine.storage import PROGRESS, SUMMARY
+from search.registry import STRATEGIES
 from search.synthesize import PAIRS, SAMPLES, SynthesizeConfig, synthesize
 from tests.conftest import embedded_pool_config
 
@@ -122,3 +123,22 @@ def test_strategy_models_must_exist() -> None:
         from search.synthesize import check_models
 
         check_models(config(strategy={"kind": "best_of_n", "model": "nope"}))
+
+
+@pytest.mark.parametrize("kind", sorted(STRATEGIES))
+async def test_every_strategy_on_the_real_engines(
+    pool: ModelPool, tmp_path: Path, kind: str
+) -> None:
+    strategy: dict[str, Any] = {"kind": kind}
+    if kind in {"best_of_n", "prs"}:
+        strategy["model"] = "smollm2"
+    settings = config(limit=2, strategy=strategy, budget={"generations": 5})
+    summary = await synthesize(settings, tmp_path / kind, pool=pool)
+    samples = load(tmp_path / kind / SAMPLES)
+    assert summary["prompts"] == 2
+    assert len(samples) == 10  # the whole budget, feedback included, for each prompt
+    for s in samples:
+        assert s["strategy"] == kind and s["completion_tokens"] > 0
+        assert (s["reward"] is None) == (s["action"] == "feedback")
+    ids = {(s["prompt_id"], s["id"]) for s in samples}
+    assert all((s["prompt_id"], p) in ids for s in samples for p in s["parents"])

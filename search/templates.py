@@ -1,0 +1,49 @@
+"""Prompt templates of the strategies: the project's own, in files a user can override.
+
+Each template is a text file formatted with `str.format`; the fields a template may use:
+- refine: {question}, {answer}
+- aggregate: {question}, {references}
+- feedback: {question}, {answer}, {preference}
+- corrector: {question}, {answer}, {preference}, {feedback}
+"""
+
+from __future__ import annotations
+
+import string
+from importlib import resources
+from pathlib import Path
+
+from engine.config import ConfigError
+
+FIELDS: dict[str, set[str]] = {
+    "refine": {"question", "answer"},
+    "aggregate": {"question", "references"},
+    "feedback": {"question", "answer", "preference"},
+    "corrector": {"question", "answer", "preference", "feedback"},
+}
+
+
+def default_template(name: str) -> str:
+    return (resources.files("search") / "templates" / f"{name}.txt").read_text(encoding="utf-8")
+
+
+def load_templates(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The built-in templates with the files named in `overrides` ({name: path}) in
+    their place; a missing file, an unknown name or an unknown field is a ConfigError."""
+    templates = {name: default_template(name) for name in FIELDS}
+    for name, path in (overrides or {}).items():
+        if name not in FIELDS:
+            raise ConfigError(f"templates.{name}: unknown template; known: {', '.join(FIELDS)}")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"templates.{name}: cannot read {path}: {exc}") from None
+        used = {field for _, field, _, _ in string.Formatter().parse(text) if field}
+        unknown = used - FIELDS[name]
+        if unknown:
+            raise ConfigError(
+                f"templates.{name}: {path} uses unknown field(s) {sorted(unknown)}; "
+                f"allowed: {sorted(FIELDS[name])}"
+            )
+        templates[name] = text
+    return templates
