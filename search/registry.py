@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from engine.types import Prompt
-from search import best_of_n, ensemble, moa, prs, refine
+from search import best_of_n, ensemble, moa, prs, refine, toa
 from search.base import SearchContext, SearchResult
 
 RunFunction = Callable[[Prompt, SearchContext, Any], Awaitable[SearchResult]]
@@ -23,6 +23,7 @@ STRATEGIES: dict[str, tuple[type[BaseModel], RunFunction]] = {
     "refine": (refine.RefineSettings, refine.run),
     "moa": (moa.MoASettings, moa.run),
     "prs": (prs.PRSSettings, prs.run),
+    "toa": (toa.TOASettings, toa.run),
 }
 
 StrategySettings = Annotated[
@@ -30,7 +31,8 @@ StrategySettings = Annotated[
     | ensemble.EnsembleSettings
     | refine.RefineSettings
     | moa.MoASettings
-    | prs.PRSSettings,
+    | prs.PRSSettings
+    | toa.TOASettings,
     Field(discriminator="kind"),
 ]
 

@@ -17,12 +17,14 @@ Choices the paper leaves open, as made here:
 - UCB's n counts the plays begun, this one included (the authors' code passes
   play index + 1), so ln(n) is never ln(0).
 - A model node without a response yet is never fully expanded: it is expanded rather
-  than descended into. The authors' code cannot descend into it either (it fails); it
-  only arises when `width` < K or with plays in flight.
+  than descended into. The authors' code cannot descend into it either (it would pick
+  from an empty child list); it only arises when `width` < K or with plays in flight.
 - Ties (UCB, top-k of responses) go to the first child in creation order: under a
   response node the K refine nodes come before the K fresh ones, each in model order.
 - Rewards are compared as normalized r~ (as the authors' code does), so with a reward
   scale far above `tau` the sigmoid saturates and distinct rewards can tie.
+- Fresh nodes copy the root children's real statistics (not plays in flight), and the
+  width counts attached responses only (not those of plays in flight).
 - With `topk_child` > 1, the kept responses compete by UCB on their own backed-up
   statistics (as in the authors' code; every node on the path is backed up).
 """
@@ -212,9 +214,9 @@ class _Tree:
         children = node.children
         if node.kind == "model":
             # Keep the top `topk_child` responses by their own r~ (stable: ties -> first).
-            ranked = sorted(children, key=lambda c: -(c.normalized or 0.0))
-            children = ranked[: self.topk_child]
-            children.sort(key=node.children.index)
+            ranked = sorted(children, key=lambda c: c.normalized or 0.0, reverse=True)
+            kept = set(ranked[: self.topk_child])
+            children = [c for c in children if c in kept]
         # The highest UCB; ties -> first in order.
         return max(children, key=lambda c: c.ucb(plays, self.alpha))
 
@@ -274,13 +276,12 @@ class _Tree:
             elif node.kind == "model":
                 extra = {}
                 if node.copied is not None:
-                    extra = dict(
-                        zip(
-                            ("copied_visits", "copied_reward_sum", "copied_n_rewards"),
-                            node.copied,
-                            strict=True,
-                        )
-                    )
+                    visits, reward_sum, n_rewards = node.copied
+                    extra = {
+                        "copied_visits": visits,
+                        "copied_reward_sum": reward_sum,
+                        "copied_n_rewards": n_rewards,
+                    }
                 graph.add_node(
                     node.id, kind="model", model=node.model, action=node.action, **stats, **extra
                 )

@@ -67,10 +67,18 @@ async def test_every_strategy_returns_a_tree_rooted_at_the_prompt(kind: str) -> 
     result = await run_strategy(PROMPT, context(BudgetConfig(generations=4)), settings_cls())
     tree = result.tree
     assert tree.nodes[ROOT]["kind"] == "prompt"
-    assert set(tree.nodes) == {ROOT, *(c.id for c in result.candidates)}
+    # TOA's tree also holds the MCTS model nodes ("call model m") between responses.
+    model_nodes = {n for n, data in tree.nodes(data=True) if data.get("kind") == "model"}
+    assert set(tree.nodes) - model_nodes == {ROOT, *(c.id for c in result.candidates)}
     for candidate in result.candidates:
         parents = set(tree.predecessors(candidate.id))
-        assert parents == (set(candidate.parents) or {ROOT})
+        if not model_nodes:
+            assert parents == (set(candidate.parents) or {ROOT})
+            continue
+        (model_node,) = parents
+        assert tree.nodes[model_node]["model"] == candidate.model
+        if candidate.action == "refine":
+            assert set(tree.predecessors(model_node)) == set(candidate.parents)
     best = result.best()
     assert best is not None
     assert best.reward == max(c.reward for c in result.candidates if c.reward is not None)

@@ -326,8 +326,9 @@ async def test_responses_hold_the_raw_and_the_normalized_reward() -> None:
 
 
 async def test_root_children_are_expanded_until_their_layer_reaches_width() -> None:
-    # Budget 16: width 5, so the first five plays all generate from the prompt; the sixth
-    # goes down a (the higher mean) into its best response, 2 (0.94).
+    # Width 5 (also the default for a budget of 16): the first five plays all generate
+    # from the prompt; the sixth goes down a (the higher mean) into its best response,
+    # 2 (0.94).
     result = await toa(8, width=5)
     assert toy_rewards(3, 5) == [0.6, 0.2, 0.94, 0.58, 0.64]
     assert plays(result)[:6] == [
@@ -423,8 +424,10 @@ async def test_the_same_seed_gives_the_same_result() -> None:
 
 
 async def test_plays_in_flight_use_virtual_loss() -> None:
-    # Two plays at once: while play 3 (a) is in flight, play 4 sees a with a visit and
-    # a reward of 0 more, so it goes to b's response; sequentially it would refine 0.
+    # Two plays at once (plays finish in the order they began). Play 3 starts while play
+    # 2 (b) is in flight: b counts a visit with reward 0 and layer 1 holds one response
+    # (< width 2), so a generates again; sequentially play 3 refines 0. Play 4 starts
+    # while play 3 (a) is in flight, so it goes to b and refines response 1.
     result = await toa(6, plays_in_flight=2)
     assert plays(result) == [
         ("a", "generate", (), 1),
