@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import networkx as nx
+from pydantic import BaseModel, ConfigDict
 
 from engine.budget import Budget
 from engine.config import BudgetConfig
@@ -23,6 +24,30 @@ from search.templates import load_templates
 
 Action = Literal["generate", "refine", "aggregate", "feedback"]
 ROOT = "root"
+
+
+class OneModel(BaseModel):
+    """Settings of a strategy that samples a single pool model."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    model: str | None = None
+    """The pool model that samples; None takes the first configured model."""
+
+    def models_used(self, pool_models: list[str]) -> list[str]:
+        return [self.model or pool_models[0]]
+
+
+class ManyModels(BaseModel):
+    """Settings of a strategy that orchestrates several pool models."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    models: list[str] | None = None
+    """Pool models that take part, in this order; None takes all of them."""
+
+    def models_used(self, pool_models: list[str]) -> list[str]:
+        return self.models or pool_models
 
 
 class BudgetExceededError(RuntimeError):

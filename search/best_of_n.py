@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from engine.types import Message, Prompt
-from search.base import Search, SearchContext, SearchResult
+from search.base import OneModel, Search, SearchContext, SearchResult
 
 
-class BestOfNSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class BestOfNSettings(OneModel):
     kind: Literal["best_of_n"] = "best_of_n"
-    model: str | None = None
-    """The pool model that samples; None takes the first configured model."""
-
-    def models_used(self, pool_models: list[str]) -> list[str]:
-        return [self.model or pool_models[0]]
 
 
 async def run(prompt: Prompt, ctx: SearchContext, settings: BestOfNSettings) -> SearchResult:

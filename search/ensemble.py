@@ -5,22 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from engine.types import Message, Prompt
-from search.base import Search, SearchContext, SearchResult, split_evenly
+from search.base import ManyModels, Search, SearchContext, SearchResult, split_evenly
 from search.best_of_n import sample_until_spent
 
 
-class EnsembleSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class EnsembleSettings(ManyModels):
     kind: Literal["ensemble"] = "ensemble"
-    models: list[str] | None = None
-    """Pool models that take part; None takes all of them."""
-
-    def models_used(self, pool_models: list[str]) -> list[str]:
-        return self.models or pool_models
 
 
 async def run(prompt: Prompt, ctx: SearchContext, settings: EnsembleSettings) -> SearchResult:

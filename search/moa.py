@@ -28,24 +28,17 @@ import asyncio
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from engine.types import Message, Prompt
-from search.base import Action, Candidate, Search, SearchContext, SearchResult
+from search.base import Action, Candidate, ManyModels, Search, SearchContext, SearchResult
 
 
-class MoASettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class MoASettings(ManyModels):
     kind: Literal["moa"] = "moa"
-    models: list[str] | None = None
-    """Pool models of every layer (proposers and aggregators); None takes all of them."""
     layers_per_block: int = Field(3, ge=1)
     """Layers of one block: the first answers the prompt, each next one aggregates the
     layer before it. Blocks repeat until the budget is spent."""
-
-    def models_used(self, pool_models: list[str]) -> list[str]:
-        return self.models or pool_models
 
 
 def format_references(answers: Sequence[Candidate]) -> str:

@@ -36,10 +36,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from engine.types import Message, Prompt, SamplingSettings
-from search.base import Action, Candidate, Search, SearchContext, SearchResult
+from search.base import Action, Candidate, OneModel, Search, SearchContext, SearchResult
 
 DEFAULT_PREFERENCE = (
     "I prefer responses that are informative, precise, creative, detailed, relevant, and in-depth."
@@ -47,13 +47,8 @@ DEFAULT_PREFERENCE = (
 PUBLISHED_SAMPLING = {"temperature": 0.8, "top_p": 1.0, "top_k": 50, "presence_penalty": 1.2}
 
 
-class PRSSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class PRSSettings(OneModel):
     kind: Literal["prs"] = "prs"
-    model: str | None = None
-    """The pool model that samples, writes feedback and refines; None takes the first
-    configured model."""
     preference: str = DEFAULT_PREFERENCE
     """The user preference z appended to the instruction; a prompt's own `preference`
     takes its place."""
@@ -68,9 +63,6 @@ class PRSSettings(BaseModel):
     published_sampling: bool = True
     """Override temperature, top_p, top_k and presence_penalty with the published values
     (0.8, 1, 50, 1.2); other fields (max_tokens, stop, ...) stay as configured."""
-
-    def models_used(self, pool_models: list[str]) -> list[str]:
-        return [self.model or pool_models[0]]
 
 
 def layer_sizes(budget: int, feedback: bool) -> tuple[int, int, bool]:

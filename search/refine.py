@@ -22,21 +22,12 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from engine.types import Message, Prompt
-from search.base import Candidate, Search, SearchContext, SearchResult, derive_seed
+from search.base import Candidate, ManyModels, Search, SearchContext, SearchResult, derive_seed
 
 
-class RefineSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class RefineSettings(ManyModels):
     kind: Literal["refine"] = "refine"
-    models: list[str] | None = None
-    """Pool models that take part (each once per round); None takes all of them."""
-
-    def models_used(self, pool_models: list[str]) -> list[str]:
-        return self.models or pool_models
 
 
 def round_order(models: list[str], seed: int, prompt_id: str, round_index: int) -> list[str]:

@@ -39,25 +39,21 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from engine.types import Message, Prompt
-from search.base import ROOT, Candidate, Search, SearchContext, SearchResult
+from search.base import ROOT, Candidate, ManyModels, Search, SearchContext, SearchResult
 
 ModelAction = Literal["generate", "refine", "fresh"]
 """generate: a root child; refine: refines its parent response; fresh: generates from the
 prompt again, under a response node."""
 
 
-class TOASettings(BaseModel):
+class TOASettings(ManyModels):
     """TOA's settings; the defaults are the published ones. The published sampling
     temperature (0.7; 0.8 for data synthesis) is not forced: the run's sampling applies."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
     kind: Literal["toa"] = "toa"
-    models: list[str] | None = None
-    """Pool models that act (K of them); None takes all of them."""
     alpha: float = Field(0.01, ge=0)
     """UCB exploration weight: mean(r~) + alpha * sqrt(2 ln(n) / visits)."""
     tau: float = Field(0.1, gt=0)
@@ -85,9 +81,6 @@ class TOASettings(BaseModel):
         if models is not None and not models:
             raise ValueError("models must not be empty")
         return models
-
-    def models_used(self, pool_models: list[str]) -> list[str]:
-        return self.models or pool_models
 
 
 # --- The math, as pure functions -----------------------------------------------------------
