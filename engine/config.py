@@ -140,6 +140,9 @@ class PoolConfig(_Settings):
     """Address of an existing Ray cluster ('auto', or 'host:port'); None starts a local one."""
     request_timeout_s: float = Field(600.0, gt=0)
     """Longest wait for one batch of generations from a model, in seconds."""
+    show_engine_logs: bool = False
+    """Forward the model actors' own output (vLLM, Ray workers) to this terminal. Off:
+    it stays in Ray's session logs (/tmp/ray/session_latest/logs on a local cluster)."""
     start_timeout_s: float = Field(900.0, gt=0)
     """Longest wait for a model's engine to start (placement, loading, warm-up), in seconds."""
 

@@ -127,7 +127,7 @@ def _connect_ray(config: PoolConfig) -> None:
     if ray.is_initialized():
         return
     if config.ray_address:
-        ray.init(address=config.ray_address, log_to_driver=True)
+        ray.init(address=config.ray_address, log_to_driver=config.show_engine_logs)
         return
     # Ray's CPUs are logical: let every model actor be placed even when the models ask for
     # more CPUs than the machine has; vLLM's threads share the cores either way.
@@ -135,5 +135,5 @@ def _connect_ray(config: PoolConfig) -> None:
     ray.init(
         num_cpus=max(os.cpu_count() or 1, int(wanted + 0.999)),
         include_dashboard=False,
-        log_to_driver=True,
+        log_to_driver=config.show_engine_logs,
     )

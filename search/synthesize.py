@@ -176,10 +176,16 @@ async def synthesize(
     check_models(config)
     prompts = load_prompts(config.prompts, config.limit)
     templates = load_templates(config.templates)
+    console = console or Console(stderr=True)
     if pool is not None:
         return await _run(config, prompts, templates, run_path, resume, console, pool)
-    async with ModelPool(config, config.sampling) as own:
+    with console.status(f"starting {len(config.models)} model(s): engines take a minute..."):
+        own = ModelPool(config, config.sampling)
+        await own.start()
+    try:
         return await _run(config, prompts, templates, run_path, resume, console, own)
+    finally:
+        await own.close()
 
 
 async def _run(
@@ -188,10 +194,9 @@ async def _run(
     templates: dict[str, str],
     run_path: Path,
     resume: bool,
-    console: Console | None,
+    console: Console,
     pool: ModelPool,
 ) -> dict[str, Any]:
-    console = console or Console(stderr=True)
     config_text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     reward = build_reward(config.reward, pool)
     await reward.start()
