@@ -91,13 +91,16 @@ def show_command(
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
             summary["run_dir"] = str(run)
             print_summary(summary)
-            table = Table("model", "generations", "prompt tokens", "completion tokens")
+            table = Table(
+                "model", "generations", "prompt tokens", "completion tokens", "est. FLOPs"
+            )
             for model, spend in summary["spend_per_model"].items():
                 table.add_row(
                     model,
                     f"{spend['generations']:.0f}",
                     f"{spend['prompt_tokens']:.0f}",
                     f"{spend['completion_tokens']:.0f}",
+                    f"{spend.get('flops', 0):.3g}",
                 )
             console.print(table)
         else:

@@ -12,6 +12,7 @@ import logging
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from engine.budget import estimate_flops
 from engine.config import BudgetConfig, ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec
 from engine.pool import ModelPool
 from engine.prompts import EMBEDDED_TASKS, PromptFile, PromptsError, load_prompts
@@ -126,17 +128,24 @@ def default_run_name(config_path: Path) -> str:
 
 
 def summarize(
-    run: RunDirectory, config: SynthesizeConfig, wall_s: float, gen_tokens: int
+    run: RunDirectory,
+    config: SynthesizeConfig,
+    parameters: Callable[[str], float | None],
+    wall_s: float,
+    gen_tokens: int,
 ) -> dict[str, Any]:
     """Figures over every prompt on disk (so a resumed run's summary covers all of it)."""
     by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    spend: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    spend: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(int))
     for record in run.records(SAMPLES):
         by_prompt[record["prompt_id"]].append(record)
         model = spend[record["model"]]
         model["generations"] += 1
         model["prompt_tokens"] += record["prompt_tokens"]
         model["completion_tokens"] += record["completion_tokens"]
+        model["flops"] += estimate_flops(
+            parameters(record["model"]), record["prompt_tokens"] + record["completion_tokens"]
+        )
     scored = {pid: [r for r in rows if r["reward"] is not None] for pid, rows in by_prompt.items()}
     first = [min(rows, key=lambda r: r["id"])["reward"] for rows in scored.values() if rows]
     best = [max(r["reward"] for r in rows) for rows in scored.values() if rows]
@@ -246,6 +255,6 @@ async def _run(
     finally:
         await reward.close()
     wall = time.perf_counter() - stats.started
-    summary = summarize(run, config, wall, stats.completion_tokens)
+    summary = summarize(run, config, pool.parameters, wall, stats.completion_tokens)
     run.write_summary(summary)
     return summary

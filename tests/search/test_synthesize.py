@@ -62,7 +62,11 @@ async def test_ensemble_run_directory(pool: ModelPool, tmp_path: Path) -> None:
         assert p["chosen_reward"] > p["rejected_reward"]
         assert set(p) >= {"prompt", "chosen", "rejected", "prompt_id", "method"}
     assert summary["mean_reward_best"] >= summary["mean_reward_first_sample"]
-    assert set(summary["spend_per_model"]) == {"smollm2", "gemma3"}
+    spend = summary["spend_per_model"]
+    assert set(spend) == {"smollm2", "gemma3"}
+    for model, params in (("smollm2", 134_515_008), ("gemma3", 268_098_176)):
+        tokens = spend[model]["prompt_tokens"] + spend[model]["completion_tokens"]
+        assert spend[model]["flops"] == pytest.approx(2 * params * tokens)
     assert (run / SUMMARY).exists() and len(list((run / "trees").glob("*.json"))) == 4
     # Loadable as datasets, TRL's DPO columns included.
     loaded = datasets.load_dataset("json", data_files=str(run / PAIRS), split="train")
