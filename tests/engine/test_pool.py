@@ -41,9 +41,10 @@ async def test_generations_carry_the_engines_token_counts(pool: ModelPool, model
 
 async def test_same_seed_same_text_and_order_is_kept(pool: ModelPool) -> None:
     batch = requests(6, temperature=1.0)
-    first, again = await asyncio.gather(
-        pool.generate(CHAT_MODEL, batch), pool.generate(CHAT_MODEL, batch)
-    )
+    # One after the other: the same batch shape gives the same numerics (batches of other
+    # shapes may differ in the last bits, which can flip a sampled token).
+    first = await pool.generate(CHAT_MODEL, batch)
+    again = await pool.generate(CHAT_MODEL, batch)
     assert [g.text for g in first] == [g.text for g in again]
     assert len({g.text for g in first}) > 1, "different seeds should sample differently"
 
