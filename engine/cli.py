@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -67,10 +67,6 @@ def guarded(function: Callable[[], T]) -> T:
         fail("interrupted; finished work is kept (use --resume to continue)", code=130)
     except OSError as exc:
         fail(f"{getattr(exc, 'filename', None) or ''}: {exc.strerror or exc}".lstrip(": "))
-
-
-def load(path: Path, kind: str) -> Any:
-    return load_config(path, CONFIG_KINDS[kind])
 
 
 @models_app.command("prepare")
@@ -134,7 +130,7 @@ def config_check(
     """Validate a config file; print every problem with its line and field."""
     if kind not in CONFIG_KINDS:
         fail(f"unknown config kind {kind!r}; known: {', '.join(CONFIG_KINDS)}")
-    guarded(lambda: load(path, kind))
+    guarded(lambda: load_config(path, CONFIG_KINDS[kind]))
     typer.echo(f"{path}: ok")
 
 

@@ -54,6 +54,7 @@ class VLLMModelSpec(_ModelBase):
     """A model hosted by vLLM's async engine inside its own Ray actor."""
 
     backend: Literal["vllm"] = "vllm"
+    """vLLM in a Ray actor (the default when `backend` is left out)."""
     model: str
     """'embedded:NAME' for a model that `multisample models prepare` made, or a folder
     holding a Hugging Face model (config.json, weights, tokenizer)."""
@@ -100,6 +101,7 @@ class OpenAIModelSpec(_ModelBase):
     """A model behind an OpenAI-compatible HTTP API (vLLM or SGLang servers, hosted APIs)."""
 
     backend: Literal["openai"]
+    """An OpenAI-compatible HTTP endpoint."""
     model: str
     """The model name the server expects in requests."""
     base_url: str
@@ -301,11 +303,17 @@ class ClassifierRewardSpec(_Settings):
     max_model_len: int | None = Field(2048, ge=16)
     """Context window in tokens; longer inputs are truncated from the left."""
     dtype: str = "auto"
+    """Weight dtype passed to vLLM, as for vLLM models."""
     num_cpus: float = Field(1.0, ge=0)
+    """CPUs the reward model's Ray actor reserves."""
     num_gpus: float = Field(0.0, ge=0)
+    """GPUs the reward model's Ray actor reserves; 0 runs on the CPU."""
     kv_cache_gib: int = Field(1, ge=1)
+    """KV-cache size on the CPU, in GiB; ignored on a GPU."""
     resources: dict[str, float] = Field(default_factory=dict)
+    """Extra Ray resources the actor needs (to pin it to a node)."""
     trust_remote_code: bool = False
+    """Run code shipped with the model folder. Off unless you trust the folder."""
     enforce_eager: bool | None = None
     """As for vLLM models: None is eager on the CPU, compiled on GPUs."""
 
@@ -323,6 +331,7 @@ class WeightedComponent(_Settings):
     weight: float
     """Multiplies this component's score; weights need not sum to 1."""
     reward: RewardSpec
+    """The component reward (any kind, weighted ones included)."""
 
 
 class WeightedRewardSpec(_Settings):
@@ -330,6 +339,7 @@ class WeightedRewardSpec(_Settings):
 
     kind: Literal["weighted"]
     components: list[WeightedComponent] = Field(min_length=1)
+    """The rewards summed, each with its weight."""
 
 
 RewardSpec = Annotated[

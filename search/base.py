@@ -209,6 +209,28 @@ class Search:
         self.candidates.extend(made)
         return made
 
+    async def sample_until_spent(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        limit: int | None = None,
+        **options: Any,
+    ) -> list[Candidate]:
+        """`sample` until the budget (or `limit` samples) is spent; `options` as for `sample`.
+
+        With a generation budget all samples go out in one batch, so the engine batches
+        them and reuses the prompt's KV cache. Under a token budget they go one at a time,
+        so the spend overshoots the token limit by at most one response.
+        """
+        made: list[Candidate] = []
+        while self.budget.can_generate() and (limit is None or len(made) < limit):
+            remaining = self.budget.remaining_generations()
+            n = remaining if remaining is not None and self.ctx.budget.tokens is None else 1
+            if limit is not None:
+                n = min(n, limit - len(made))
+            made += await self.sample(model, messages, n, **options)
+        return made
+
     def result(self, tree: nx.DiGraph | None = None) -> SearchResult:
         """The search's result; `tree` replaces the candidate graph when a strategy
         keeps its own (TOA exports its MCTS tree of model and response nodes)."""

@@ -7,7 +7,6 @@ from typing import Literal
 
 from engine.types import Message, Prompt
 from search.base import ManyModels, Search, SearchContext, SearchResult, split_evenly
-from search.best_of_n import sample_until_spent
 
 
 class EnsembleSettings(ManyModels):
@@ -28,7 +27,7 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: EnsembleSettings) ->
         shares = split_evenly(total, len(models))
         await asyncio.gather(
             *(
-                sample_until_spent(search, m, limit=k)
+                search.sample_until_spent(m, (Message("user", prompt.prompt),), limit=k)
                 for m, k in zip(models, shares, strict=True)
                 if k
             )

@@ -34,12 +34,12 @@ than the deepest parent.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from engine.types import Message, Prompt, SamplingSettings
-from search.base import Action, Candidate, OneModel, Search, SearchContext, SearchResult
+from search.base import Candidate, OneModel, Search, SearchContext, SearchResult
 
 DEFAULT_PREFERENCE = (
     "I prefer responses that are informative, precise, creative, detailed, relevant, and in-depth."
@@ -95,32 +95,8 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: PRSSettings) -> Sear
         settings.n if remaining is None else remaining, settings.feedback
     )
 
-    async def layer(
-        messages: tuple[Message, ...],
-        n: int,
-        *,
-        action: Action,
-        parents: tuple[int, ...] = (),
-        depth: int,
-        step: int,
-        score: bool = True,
-    ) -> list[Candidate]:
-        # A token limit cannot be planned ahead: then one generation at a time.
-        batch = n if ctx.budget.tokens is None else 1
-        made: list[Candidate] = []
-        while len(made) < n and search.budget.can_generate(min(batch, n - len(made))):
-            made += await search.sample(
-                model,
-                messages,
-                min(batch, n - len(made)),
-                action=action,
-                parents=parents,
-                depth=depth,
-                step=step,
-                score=score,
-                sampling=sampling,
-            )
-        return made
+    async def layer(messages: tuple[Message, ...], n: int, **options: Any) -> list[Candidate]:
+        return await search.sample_until_spent(model, messages, n, sampling=sampling, **options)
 
     # Step 2: N0 responses to x'; y* = argmax of the reward of the ORIGINAL prompt.
     first = await layer((Message("user", augmented),), n0, action="generate", depth=1, step=0)
