@@ -23,8 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
+from engine.statistics import mean_ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -38,16 +37,6 @@ METHODS: dict[str, dict[str, Any]] = {
     f"prs ({CHAT})": {"kind": "prs", "model": CHAT},
     "toa": {"kind": "toa"},
 }
-
-
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the Student-t confidence interval of the mean."""
-    data = np.asarray(values, dtype=float)
-    mean = float(data.mean())
-    if len(data) < 2 or float(data.std()) == 0.0:
-        return mean, mean, mean
-    low, high = stats.t.interval(level, len(data) - 1, loc=mean, scale=stats.sem(data))
-    return mean, float(low), float(high)
 
 
 def per_prompt_quality(
