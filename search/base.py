@@ -7,7 +7,6 @@ any number of prompts' searches run at once over one pool.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from engine.budget import Budget
 from engine.config import BudgetConfig
 from engine.pool import ModelPool
 from engine.rewards.base import Reward
+from engine.seeds import derive_seed
 from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
 from search.templates import load_templates
 
@@ -52,12 +52,6 @@ class ManyModels(BaseModel):
 
 class BudgetExceededError(RuntimeError):
     """A strategy asked for more than its budget allows: a bug in the strategy."""
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (Python's hash() is salted per process)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
 
 
 @dataclass(frozen=True)

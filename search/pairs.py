@@ -21,8 +21,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.seeds import derive_seed
 from engine.types import Prompt
-from search.base import Candidate, derive_seed
+from search.base import Candidate
 
 PairMethod = Literal["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]
 

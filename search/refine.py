@@ -22,8 +22,9 @@ from __future__ import annotations
 import random
 from typing import Literal
 
+from engine.seeds import derive_seed
 from engine.types import Message, Prompt
-from search.base import Candidate, ManyModels, Search, SearchContext, SearchResult, derive_seed
+from search.base import Candidate, ManyModels, Search, SearchContext, SearchResult
 
 
 class RefineSettings(ManyModels):

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from search.base import derive_seed, split_evenly
+from engine.seeds import derive_seed
+from search.base import split_evenly
 
 # --- derive_seed -----------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from engine.seeds import derive_seed
 from engine.types import Prompt
-from search.base import Action, Candidate, derive_seed
+from search.base import Action, Candidate
 from search.pairs import PairMethod, PairSettings, pair_records, rejected_index, select_pairs
 
 ALL: list[PairMethod] = ["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]

@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from engine.config import BudgetConfig
+from engine.seeds import derive_seed
 from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
-from search.base import ROOT, SearchContext, SearchResult, derive_seed
+from search.base import ROOT, SearchContext, SearchResult
 from search.moa import MoASettings
 from search.moa import run as run_moa
 from search.refine import RefineSettings

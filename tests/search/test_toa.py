@@ -15,8 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from engine.config import BudgetConfig
+from engine.seeds import derive_seed
 from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
-from search.base import ROOT, Candidate, SearchContext, SearchResult, derive_seed
+from search.base import ROOT, Candidate, SearchContext, SearchResult
 from search.toa import TOASettings, _Tree, is_fully_expanded, normalize, run, ucb
 from tests.search.toy import ToyPool, ToyReward
 
