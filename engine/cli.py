@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -55,6 +56,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     from engine.embedded import EmbeddedModelError
 
     return (ConfigError, BackendError, RewardError, RunDirectoryError, EmbeddedModelError)
+
+
+def run_directory(config: Path, output_dir: str | Path, name: str | None) -> Path:
+    """Where a run of `config` goes: --name, or the config's name and the UTC time."""
+    return Path(output_dir) / (name or f"{config.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
 
 
 def guarded(function: Callable[[], T]) -> T:

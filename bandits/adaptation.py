@@ -1,0 +1,61 @@
+"""Adaptation data from preferences: the paper's collaborative update, as TRL datasets.
+
+Each strict preference between the answers of a pair teaches *both* candidates: the
+preferred answer is a supervised target (TRL's conversational "messages" format) and
+the pair is a DPO example ("prompt" / "chosen" / "rejected"). Files are per candidate,
+so each can be fine-tuned on its own; a candidate's system prompt is part of its prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+ADAPTATION = "adaptation"
+
+
+def sft_file(candidate: str) -> str:
+    return f"{ADAPTATION}/{candidate}.sft.jsonl"
+
+
+def dpo_file(candidate: str) -> str:
+    return f"{ADAPTATION}/{candidate}.dpo.jsonl"
+
+
+def adaptation_records(
+    round_: int,
+    query_id: str,
+    query: str,
+    candidates: tuple[str, str],
+    system_prompts: tuple[str | None, str | None],
+    answers: tuple[str, str],
+    preferred: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """Records by file for one strict preference (`preferred` is 0 or 1)."""
+    chosen, rejected = answers[preferred], answers[1 - preferred]
+    meta = {"round": round_, "query_id": query_id, "source": candidates[preferred]}
+    records: dict[str, list[dict[str, Any]]] = {}
+    for name, system in zip(candidates, system_prompts, strict=True):
+        prompt = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": query}
+        ]
+        records.setdefault(sft_file(name), []).append(
+            {**meta, "messages": [*prompt, {"role": "assistant", "content": chosen}]}
+        )
+        records.setdefault(dpo_file(name), []).append(
+            {
+                **meta,
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
+    return records
+
+
+class OnlineUpdate(Protocol):
+    """A step that adapts candidates after each committed round (e.g. a LoRA update).
+
+    None ships yet: `select` writes the data; an implementation receives each round's
+    new records per file, after they are safely on disk."""
+
+    async def __call__(self, round_: int, records: dict[str, list[dict[str, Any]]]) -> None: ...
