@@ -43,9 +43,9 @@ def select_command(
 ) -> None:
     """Learn online which candidate model is best, from pairwise preferences.
 
-    Each round a bandit policy picks two candidates; both answer a batch of queries; a
-    reward model or a person (feedback kind 'human': answers side by side, type 1 / 2 / t)
-    prefers one answer per query. The state is saved after every round.
+    Each round a bandit policy picks two candidates and both answer a batch of queries.
+    A reward model, or you with --interactive, prefers one answer per query.
+    The state is saved after every round: --resume continues a stopped run.
     """
     if resume and name is None:
         fail("--resume needs --name of the run to continue")
