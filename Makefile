@@ -13,10 +13,14 @@ TORCH_INDEX ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test install models lint format bench clean
+.PHONY: demo sweep test install models lint format bench clean
 
 demo: models
 	$(BIN)/multisample synthesize configs/demo.yaml --name demo-$$(date -u +%Y%m%d-%H%M%S)
+
+# The example inference-scaling sweep (README, "Inference-scaling sweeps").
+sweep: models
+	$(BIN)/multisample sweep configs/sweep.yaml --name sweep-$$(date -u +%Y%m%d-%H%M%S)
 
 test: models
 	$(BIN)/ruff check .

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from bandits.select import STATE, HumanFeedback, SelectConfig, select
-from engine.cli import fail, guarded, run_directory
+from bandits.select import HumanFeedback, SelectConfig, select
+from engine.cli import OutputDir, Resume, RunName, fail, guarded, run_directory
 from engine.config import load_config
 
 
@@ -25,16 +25,9 @@ def select_command(
     config: Annotated[
         Path, typer.Argument(help="YAML config (see `multisample config schema select`).")
     ],
-    name: Annotated[
-        str | None, typer.Option(help="Run name (default: config name + UTC time).")
-    ] = None,
-    output_dir: Annotated[
-        Path | None, typer.Option(help="Parent of the run directory (default: the config's).")
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help=f"Continue the run --name from its last round ({STATE})."),
-    ] = False,
+    name: RunName = None,
+    output_dir: OutputDir = None,
+    resume: Resume = False,
     rounds: Annotated[int | None, typer.Option(help="Play at most this many rounds.")] = None,
     interactive: Annotated[
         bool,

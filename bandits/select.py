@@ -29,7 +29,6 @@ from pydantic import Field, model_validator
 from rich.columns import Columns
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from bandits.adaptation import ADAPTATION, OnlineUpdate, adaptation_records
@@ -44,6 +43,7 @@ from bandits.policies import (
 from bandits.simulator import strong_regret, true_best, weak_regret
 from engine.config import ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec, _Settings
 from engine.pool import ModelPool
+from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, load_prompts
 from engine.rewards import Reward, build_reward
 from engine.seeds import derive_seed
@@ -460,15 +460,8 @@ class Session:
         if total is None and config.prompts != STDIN:
             total = -(-len(load_prompts(config.prompts, config.limit).prompts) // config.batch)
         stopped = False
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[line]}"),
-            console=self.console,
-            disable=isinstance(self.judge, HumanJudge),  # it would redraw over the answers
-        ) as bar:
+        # A person's screen shows answers: a redrawn bar would write over them.
+        with progress_bar(self.console, disable=isinstance(self.judge, HumanJudge)) as bar:
             task = bar.add_task(config.policy.kind, total=total, completed=state.round, line="")
             while not stopped and (config.rounds is None or state.round < config.rounds):
                 batch = list(itertools.islice(queries, config.batch))

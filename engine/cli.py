@@ -58,6 +58,20 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, BackendError, RewardError, RunDirectoryError, EmbeddedModelError)
 
 
+# The options every run command shares (synthesize, sweep, select).
+RunName = Annotated[
+    str | None, typer.Option("--name", help="Run name (default: config name + UTC time).")
+]
+OutputDir = Annotated[
+    Path | None,
+    typer.Option("--output-dir", help="Parent of the run directory (default: the config's)."),
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the run --name where it stopped; nothing is redone."),
+]
+
+
 def run_directory(config: Path, output_dir: str | Path, name: str | None) -> Path:
     """Where a run of `config` goes: --name, or the config's name and the UTC time."""
     return Path(output_dir) / (name or f"{config.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}")

@@ -7,6 +7,7 @@ can be validated and its schema printed on any machine.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -84,7 +85,7 @@ class VLLMModelSpec(_ModelBase):
     label given to one node with `ray start --resources`, to pin it to that node."""
     trust_remote_code: bool = False
     """Run code shipped with the model folder. Off unless you trust the folder."""
-    seed_offset: int = 0
+    seed_offset: int = Field(0, ge=0, lt=2**32)
     """Added to every request seed, so two specs of one model sample differently."""
 
     @model_validator(mode="after")
@@ -112,9 +113,11 @@ class OpenAIModelSpec(_ModelBase):
     max_concurrency: int = Field(16, ge=1)
     """Requests in flight at once to this endpoint."""
     timeout_s: float = Field(120.0, gt=0)
-    """Timeout of one HTTP request, in seconds."""
+    """Deadline of one HTTP attempt, whole response included, in seconds."""
     max_retries: int = Field(5, ge=0)
-    """Retries on timeouts, connection errors, 429 and 5xx, with exponential backoff."""
+    """Retries of one request on timeouts, connection errors, truncated or unreadable
+    responses, 408, 409, 429 and 5xx, with exponential backoff; when they run out the
+    run stops with the last error (finished prompts are kept; --resume)."""
     backoff_s: float = Field(0.5, gt=0)
     """First backoff delay in seconds; doubled on each retry, capped at 30 s (a server's
     Retry-After header takes precedence)."""
@@ -147,6 +150,10 @@ class PoolConfig(_Settings):
     it stays in Ray's session logs (/tmp/ray/session_latest/logs on a local cluster)."""
     start_timeout_s: float = Field(900.0, gt=0)
     """Longest wait for a model's engine to start (placement, loading, warm-up), in seconds."""
+    max_actor_restarts: int = Field(3, ge=0)
+    """Times a vLLM model's actor is replaced when its process or engine dies (killed, out
+    of memory, node lost), per model and run; its in-flight requests are re-issued with
+    their seeds. 0: a dead engine fails the run (finished prompts are kept; --resume)."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
@@ -172,7 +179,10 @@ def _yaml_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     for part in loc:
         child = key = None
         if isinstance(node, yaml.MappingNode):
-            key, child = next(((k, v) for k, v in node.value if k.value == part), (None, None))
+            # Compared as text: a key written `1:` is the int 1 in `loc`, "1" in the node.
+            key, child = next(
+                ((k, v) for k, v in node.value if str(k.value) == str(part)), (None, None)
+            )
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             child = node.value[part] if part < len(node.value) else None
         if child is None:
@@ -189,17 +199,29 @@ def _user_path(data: Any, loc: tuple[Any, ...], missing: bool = False) -> str:
     path = ""
     for step, part in enumerate(loc):
         last = step == len(loc) - 1
-        if isinstance(part, int):
-            path += f"[{part}]"
-            data = data[part] if isinstance(data, list) and part < len(data) else None
-        elif isinstance(data, dict) and part in data:
+        if isinstance(data, dict) and part in data:
             path += f".{part}" if path else str(part)
             data = data[part]
+        elif isinstance(part, int):
+            path += f"[{part}]"
+            data = data[part] if isinstance(data, list) and part < len(data) else None
         elif last and missing:
             path += f".{part}" if path else str(part)
         else:
             continue  # a union tag
     return path or "(top level)"
+
+
+_SECRET_NAME = re.compile(
+    r"(^|[_-])(api_?key|key|token|secret|password|passwd|auth|authorization|credentials?)"
+    r"($|[_-])",
+    re.IGNORECASE,
+)
+
+
+def _looks_secret(loc: tuple[Any, ...]) -> bool:
+    """Whether a field's name suggests its value is a credential, never to be echoed."""
+    return any(isinstance(part, str) and _SECRET_NAME.search(part) for part in loc[-1:])
 
 
 def format_validation_error(
@@ -210,12 +232,36 @@ def format_validation_error(
     for item in error.errors():
         got = item.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        if _looks_secret(item["loc"]):
+            shown = " (value not shown)"  # e.g. an API key pasted where it does not belong
         line = _yaml_line(node, item["loc"])
         where = f"{source}:{line}" if line else source
         missing = item["type"] == "missing"
         path = _user_path(data, item["loc"], missing)
         lines.append(f"{where}: {path}: {item['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _yaml_where(path: Path, text: str, error: yaml.YAMLError) -> str:
+    """'path:line' of a YAML error, or the path alone when PyYAML gives no position."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        return f"{path}:{mark.line + 1}"
+    position = getattr(error, "position", None)  # a reader error: a character offset
+    if isinstance(position, int):
+        return f"{path}:{text.count(chr(10), 0, position) + 1}"
+    return str(path)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's explanation on one line (its str() adds the offending text below)."""
+    problem = getattr(error, "problem", None)
+    if isinstance(error, yaml.reader.ReaderError) and isinstance(error.character, int):
+        problem = f"unacceptable character #x{error.character:04x}: {error.reason}"
+    context = getattr(error, "context", None)
+    if problem is not None and context:
+        problem = f"{context}, {problem}"  # e.g. "expected a single document in the stream"
+    return " ".join(str(problem if problem is not None else error).split())
 
 
 def load_config(path: str | Path, model: type[Config]) -> Config:
@@ -230,9 +276,10 @@ def load_config(path: str | Path, model: type[Config]) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        where, problem = _yaml_where(path, text, exc), _yaml_problem(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     try:

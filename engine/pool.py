@@ -2,6 +2,8 @@
 
 Routing is plain Python; each vLLM model lives in its own Ray actor, each endpoint in an
 HTTP client. `await pool.generate(model, requests)` is the only call strategies need.
+Faults the backends absorb (engine restarts, retried HTTP requests) are counted per model
+in `pool.events()`, for run summaries.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ class ModelPool:
         for spec in config.models:
             if isinstance(spec, VLLMModelSpec):
                 self.backends[spec.name] = VLLMBackend(
-                    spec, config.request_timeout_s, config.start_timeout_s
+                    spec,
+                    config.request_timeout_s,
+                    config.start_timeout_s,
+                    config.max_actor_restarts,
                 )
             else:
                 self.backends[spec.name] = OpenAIBackend(spec, self.default_sampling)
@@ -93,6 +98,29 @@ class ModelPool:
         info = getattr(self.backends[model], "info", {})
         return info.get("parameters")
 
+    @property
+    def restarts(self) -> dict[str, int]:
+        """Engine restarts so far, per vLLM model."""
+        return {n: b.restarts for n, b in self.backends.items() if isinstance(b, VLLMBackend)}
+
+    def events(self) -> dict[str, dict[str, int]]:
+        """Faults absorbed so far, per model: engine restarts of vLLM models; retried
+        attempts and failed requests of endpoint models. Counts only grow."""
+        events: dict[str, dict[str, int]] = {}
+        for name, backend in self.backends.items():
+            if isinstance(backend, VLLMBackend):
+                events[name] = {"engine_restarts": backend.restarts}
+            elif isinstance(backend, OpenAIBackend):
+                events[name] = {"retries": backend.retries, "failed_requests": backend.failures}
+        return events
+
+    def events_since(self, before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """`events()` minus an earlier snapshot: what one run of a shared pool absorbed."""
+        return {
+            model: {k: v - before.get(model, {}).get(k, 0) for k, v in counts.items()}
+            for model, counts in self.events().items()
+        }
+
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
         self._started = False
@@ -133,6 +161,10 @@ def _connect_ray(config: PoolConfig) -> None:
     # more CPUs than the machine has; vLLM's threads share the cores either way.
     wanted = sum(s.num_cpus for s in config.models if isinstance(s, VLLMModelSpec))
     ray.init(
+        # "local": a new cluster of this process's own. Without it, ray.init() silently joins
+        # a cluster that `ray start` left running on this machine; joining one is what
+        # `ray_address` is for.
+        address="local",
         num_cpus=max(os.cpu_count() or 1, int(wanted + 0.999)),
         include_dashboard=False,
         log_to_driver=config.show_engine_logs,

@@ -1,4 +1,4 @@
-"""`multisample synthesize` and `multisample show`, added to the engine's command."""
+"""`multisample synthesize`, `sweep` and `show`, added to the engine's command."""
 
 from __future__ import annotations
 
@@ -14,30 +14,27 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from engine.cli import fail, guarded
+from engine.cli import OutputDir, Resume, RunName, fail, guarded, run_directory
 from engine.config import load_config
 from engine.storage import SUMMARY, read_jsonl
 from search.base import ROOT
-from search.synthesize import SAMPLES, SynthesizeConfig, default_run_name, synthesize, tree_path
+from search.sweep import SweepConfig, sweep
+from search.synthesize import SAMPLES, SynthesizeConfig, synthesize, tree_path
 
 
 def register(app: typer.Typer, config_kinds: dict[str, type[BaseModel]]) -> None:
     config_kinds["synthesize"] = SynthesizeConfig
+    config_kinds["sweep"] = SweepConfig
     app.command("synthesize")(synthesize_command)
+    app.command("sweep")(sweep_command)
     app.command("show")(show_command)
 
 
 def synthesize_command(
     config: Annotated[Path, typer.Argument(help="YAML config (see `multisample config schema`).")],
-    name: Annotated[
-        str | None, typer.Option(help="Run name (default: config name + UTC time).")
-    ] = None,
-    output_dir: Annotated[
-        Path | None, typer.Option(help="Parent of the run directory (default: the config's).")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run --name, skipping finished prompts.")
-    ] = False,
+    name: RunName = None,
+    output_dir: OutputDir = None,
+    resume: Resume = False,
     limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
 ) -> None:
     """Run a search strategy over a prompts file; write samples, DPO pairs and trees."""
@@ -48,13 +45,51 @@ def synthesize_command(
         settings = load_config(config, SynthesizeConfig)
         if limit is not None:
             settings = settings.model_copy(update={"limit": limit})
-        run_path = Path(output_dir or settings.output_dir) / (name or default_run_name(config))
+        run_path = run_directory(config, output_dir or settings.output_dir, name)
         summary = asyncio.run(synthesize(settings, run_path, resume=resume))
         summary["run_dir"] = str(run_path)
         return summary
 
     summary = guarded(body)
     print_summary(summary)
+
+
+def sweep_command(
+    config: Annotated[Path, typer.Argument(help="YAML sweep config (`config schema sweep`).")],
+    name: RunName = None,
+    output_dir: OutputDir = None,
+    resume: Resume = False,
+) -> None:
+    """Methods x budgets x seeds over one prompts file: quality against compute."""
+    if resume and name is None:
+        fail("--resume needs --name of the sweep to continue")
+
+    def body() -> dict[str, Any]:
+        settings = load_config(config, SweepConfig)
+        path = run_directory(config, output_dir or settings.output_dir, name)
+        summary = asyncio.run(sweep(settings, path, resume=resume))
+        summary["sweep_dir"] = str(path)
+        return summary
+
+    summary = guarded(body)
+    console = Console()
+    console.print(f"[bold]sweep:[/] {summary['sweep_dir']}")
+    console.print(
+        f"{summary['cells']} cells ({len(summary['methods'])} methods x "
+        f"{len(summary['budgets'])} budgets x {len(summary['seeds'])} seeds), "
+        f"{summary['prompts']} prompts each"
+    )
+    console.print("best reward at each budget (lead over the runner-up, paired t-test):")
+    for lead in summary["best_per_budget"].get("best_reward", []):
+        line = f"  {lead['budget']:>4} generations: {lead['method']} {lead['mean']:.3f}"
+        if lead["runner_up"] is not None and lead["p_value"] is not None:
+            verdict = "significant" if lead["significant"] else "not significant"
+            line += (
+                f" ({lead['lead']:+.3f} over {lead['runner_up']}, "
+                f"p = {lead['p_value']:.2g}, {verdict})"
+            )
+        console.print(line, soft_wrap=True)
+    console.print(f"report: {Path(summary['sweep_dir']) / 'report.md'}")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -12,9 +12,8 @@ import logging
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,13 +21,14 @@ from urllib.parse import quote
 import yaml
 from pydantic import Field
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.budget import estimate_flops
 from engine.config import BudgetConfig, ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec
 from engine.pool import ModelPool
+from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, PromptFile, PromptsError, load_prompts
 from engine.rewards import build_reward
+from engine.rewards.base import Reward
 from engine.storage import RunDirectory
 from engine.types import Message, Prompt, SamplingSettings
 from search.base import SearchContext, SearchResult
@@ -123,10 +123,6 @@ def tree_path(prompt_id: str) -> str:
     return f"trees/{quote(prompt_id, safe='')}.json"
 
 
-def default_run_name(config_path: Path) -> str:
-    return f"{config_path.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-
-
 def summarize(
     run: RunDirectory,
     config: SynthesizeConfig,
@@ -169,6 +165,78 @@ def summarize(
     }
 
 
+async def run_all(searches: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run every coroutine at once; the first failure cancels the others and is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for search in searches:
+                group.create_task(search)
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+@dataclass
+class RunJob:
+    """The searches of one run directory: a synthesize run is one job, each cell of a
+    sweep is another. `search` runs one prompt and commits it at once; `finish` writes
+    the summary over every prompt on disk."""
+
+    config: SynthesizeConfig
+    run: RunDirectory
+    ctx: SearchContext
+    todo: list[Prompt]
+    """Prompts not yet committed, in file order."""
+    done: int
+    """Prompts committed before this session (a resumed run)."""
+    stats: LiveStats = field(default_factory=LiveStats)
+    events_at_start: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The pool's fault counters when the job opened (engine restarts, retries)."""
+
+    @classmethod
+    def open(
+        cls,
+        config: SynthesizeConfig,
+        prompts: PromptFile,
+        templates: dict[str, str],
+        run_path: Path,
+        resume: bool,
+        pool: ModelPool,
+        reward: Reward,
+    ) -> RunJob:
+        """Create (or reopen, to resume) the run directory and list what is left to do."""
+        config_text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        run = RunDirectory.open(run_path, config_text, resume)
+        done = run.completed()
+        todo = [p for p in prompts.prompts if p.id not in done]
+        ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed, templates)
+        return cls(config, run, ctx, todo, len(done), events_at_start=pool.events())
+
+    async def search(self, prompt: Prompt, gate: asyncio.Semaphore) -> SearchResult:
+        """Search one prompt once `gate` lets it in, then commit its records."""
+        async with gate:
+            result = await run_strategy(prompt, self.ctx, self.config.strategy)
+        self.run.commit_prompt(
+            prompt.id,
+            {
+                SAMPLES: result.sample_records(),
+                PAIRS: pair_records(prompt, result.candidates, self.config.pairs, self.config.seed),
+            },
+            {tree_path(prompt.id): result.tree_document()},
+        )
+        self.stats.add(result)
+        return result
+
+    def finish(self, pool: ModelPool) -> dict[str, Any]:
+        """Write summary.json (last: it marks the run directory complete); return it."""
+        wall = time.perf_counter() - self.stats.started
+        summary = summarize(
+            self.run, self.config, pool.parameters, wall, self.stats.completion_tokens
+        )
+        summary["this_session"]["events"] = pool.events_since(self.events_at_start)
+        self.run.write_summary(summary)
+        return summary
+
+
 async def synthesize(
     config: SynthesizeConfig,
     run_path: Path,
@@ -206,55 +274,24 @@ async def _run(
     console: Console,
     pool: ModelPool,
 ) -> dict[str, Any]:
-    config_text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     reward = build_reward(config.reward, pool)
     await reward.start()
     try:
         await preflight(pool, prompts, config.strategy.models_used(pool.names))
         # Only now, with engines up and inputs checked, does the run directory appear.
-        run = RunDirectory.open(run_path, config_text, resume)
-        done = run.completed()
-        todo = [p for p in prompts.prompts if p.id not in done]
-        if done:
-            console.print(f"resuming: {len(done)} prompts done, {len(todo)} to go")
-        ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed, templates)
-        stats = LiveStats()
+        job = RunJob.open(config, prompts, templates, run_path, resume, pool, reward)
+        if job.done:
+            console.print(f"resuming: {job.done} prompts done, {len(job.todo)} to go")
         gate = asyncio.Semaphore(config.concurrency)
 
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[line]}"),
-            console=console,
-        ) as bar:
-            task = bar.add_task(config.strategy.kind, total=len(todo), line="")
+        with progress_bar(console) as bar:
+            task = bar.add_task(config.strategy.kind, total=len(job.todo), line="")
 
             async def one(prompt: Prompt) -> None:
-                async with gate:
-                    result = await run_strategy(prompt, ctx, config.strategy)
-                run.commit_prompt(
-                    prompt.id,
-                    {
-                        SAMPLES: result.sample_records(),
-                        PAIRS: pair_records(prompt, result.candidates, config.pairs, config.seed),
-                    },
-                    {tree_path(prompt.id): result.tree_document()},
-                )
-                stats.add(result)
-                bar.update(task, advance=1, line=stats.line())
+                await job.search(prompt, gate)
+                bar.update(task, advance=1, line=job.stats.line())
 
-            # A TaskGroup cancels the other searches as soon as one fails.
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for prompt in todo:
-                        group.create_task(one(prompt))
-            except ExceptionGroup as failed:
-                raise failed.exceptions[0] from None
+            await run_all(one(prompt) for prompt in job.todo)
     finally:
         await reward.close()
-    wall = time.perf_counter() - stats.started
-    summary = summarize(run, config, pool.parameters, wall, stats.completion_tokens)
-    run.write_summary(summary)
-    return summary
+    return job.finish(pool)

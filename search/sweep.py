@@ -1,0 +1,477 @@
+"""`multisample sweep`: methods x budgets x seeds over one prompts file, quality vs compute.
+
+Each (method, budget, seed) cell is a synthesize run directory of its own,
+`<sweep>/cells/<method>-b<budget>-s<seed>/`, so every prompt is committed as soon as its
+search ends and `--resume` continues a cell where it stopped. All cells' prompts share
+one model pool and one concurrency gate: while the last prompts of a cell finish, the
+next cells' prompts already fill the engines, which never idle at a cell boundary.
+The longest searches (most generation rounds in sequence) start first, and short ones
+fill the tail.
+
+Every cell is a fresh search: its seed derives from the sweep seed and the budget, so a
+larger budget is never a replay of a smaller one's samples. All methods at one budget
+and seed share that seed (common random numbers for the paired comparison). A best_of_n
+method may instead take its smaller budgets as prefixes of its largest search
+(`reuse_prefix: true`).
+
+Outputs, next to `cells/`: `table.csv` / `table.parquet` (one row per method x budget x
+seed), `units.csv` / `units.parquet` (one row per prompt of each cell), `curves.csv`
+(per method x budget, with 95% intervals), `plots/`, `report.md`, and `summary.json`
+written last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from rich.console import Console
+
+from engine.config import PoolConfig, RewardSpec, VerifiableRewardSpec
+from engine.pool import ModelPool
+from engine.progress import progress_bar
+from engine.prompts import EMBEDDED_TASKS, PromptFile, load_prompts
+from engine.rewards import build_reward
+from engine.seeds import derive_seed
+from engine.storage import CONFIG, SUMMARY, RunDirectory, RunDirectoryError, read_jsonl
+from engine.types import Prompt, SamplingSettings
+from search import sweep_report
+from search.registry import StrategySettings
+from search.synthesize import (
+    SAMPLES,
+    LiveStats,
+    RunJob,
+    SynthesizeConfig,
+    preflight,
+    run_all,
+)
+from search.templates import load_templates
+
+CELLS = "cells"
+
+
+class SweepMethod(BaseModel):
+    """One method of a sweep: a name and a strategy with its settings."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    """How tables, plots and the report call this method; unique within a sweep."""
+    strategy: StrategySettings
+    """The search strategy and its settings, as `strategy` of a synthesize config."""
+    reuse_prefix: bool = False
+    """Take each smaller budget's search as the first samples of the largest budget's
+    search instead of a fresh one. Only best_of_n allows it (its search at budget b is
+    exactly the first b samples of a larger one); it saves the smaller budgets'
+    generations, but then the budgets' results are nested, not independent."""
+
+
+class SweepConfig(PoolConfig):
+    """An inference-scaling sweep: methods x budgets x seeds over one prompts file."""
+
+    prompts: str = EMBEDDED_TASKS
+    """A JSONL prompts file, or 'embedded:tasks' for the shipped IFEval-style task set."""
+    limit: int | None = Field(None, ge=1)
+    """Use only the first `limit` prompts of the file."""
+    methods: list[SweepMethod] = Field(min_length=1)
+    """The methods compared, each a name and a strategy."""
+    budgets: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8], min_length=1
+    )
+    """Generations per prompt of each cell (every call of a policy model counts)."""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """Sweep seeds; every cell's search seed derives from one of them and its budget."""
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    """Default sampling of every model (a model's own `sampling` overrides fields)."""
+    reward: RewardSpec = Field(default_factory=lambda: VerifiableRewardSpec(kind="verifiable"))
+    """How responses are scored."""
+    templates: dict[str, str] = Field(default_factory=dict)
+    """Template files replacing the built-in ones, by name (see search/templates/)."""
+    concurrency: int = Field(32, ge=1)
+    """Prompt searches in flight at once, over all cells together."""
+    top_k: int = Field(4, ge=1)
+    """k of the 'mean top-k reward' quality measure (a search with fewer scored samples
+    averages all it has)."""
+    output_dir: str = "runs"
+    """Where sweep directories are created."""
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[SweepMethod], info: ValidationInfo) -> list[SweepMethod]:
+        names = [m.name for m in methods]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"method names must be unique; repeated: {', '.join(repeated)}")
+        models = [m.name for m in info.data.get("models", [])]
+        for index, method in enumerate(methods):
+            for model in method.strategy.models_used(models) if models else []:
+                if model not in models:
+                    raise ValueError(
+                        f"methods[{index}] ({method.name}): no model named {model!r}; "
+                        f"configured: {models}"
+                    )
+            if method.reuse_prefix and method.strategy.kind != "best_of_n":
+                raise ValueError(
+                    f"methods[{index}] ({method.name}): reuse_prefix needs a best_of_n "
+                    f"strategy (got {method.strategy.kind}): other searches at a smaller "
+                    "budget are not a prefix of a larger one"
+                )
+        return methods
+
+    @field_validator("budgets", "seeds")
+    @classmethod
+    def _distinct(cls, values: list[int], info: ValidationInfo) -> list[int]:
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{info.field_name} must be distinct; repeated: {repeated}")
+        return values
+
+    def method(self, name: str) -> SweepMethod:
+        return next(m for m in self.methods if m.name == name)
+
+    def cells(self) -> list[Cell]:
+        """Every table row's cell: method x budget x seed, in config order."""
+        return [
+            Cell(m.name, b, s)
+            for m in self.methods
+            for b in sorted(self.budgets)
+            for s in self.seeds
+        ]
+
+    def source(self, cell: Cell) -> Cell:
+        """The cell whose search holds `cell`'s samples: itself, or for a method that
+        reuses prefixes, the same seed's cell at the largest budget."""
+        if self.method(cell.method).reuse_prefix:
+            return Cell(cell.method, max(self.budgets), cell.seed)
+        return cell
+
+    def searches(self) -> list[Cell]:
+        """The cells that run a search of their own (each once)."""
+        return list(dict.fromkeys(self.source(c) for c in self.cells()))
+
+    def cell_config(self, cell: Cell) -> SynthesizeConfig:
+        """The synthesize config of a cell's own run directory."""
+        data = self.model_dump(mode="json", exclude={"methods", "budgets", "seeds", "top_k"})
+        data.update(
+            strategy=self.method(cell.method).strategy.model_dump(mode="json"),
+            budget={"generations": cell.budget},
+            seed=cell_seed(cell.seed, cell.budget),
+        )
+        return SynthesizeConfig.model_validate(data)
+
+    def models_used(self) -> list[str]:
+        names = [m.name for m in self.models]
+        used = {model for m in self.methods for model in m.strategy.models_used(names)}
+        return [n for n in names if n in used]
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    method: str
+    budget: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-b{self.budget}-s{self.seed}"
+
+
+def cell_seed(seed: int, budget: int) -> int:
+    """The search seed of a cell: fresh for every budget (a larger budget does not replay
+    a smaller one's samples), shared by the methods at one budget and seed."""
+    return derive_seed("sweep", seed, budget)
+
+
+def sequential_rounds(method: SweepMethod, budget: int, pool: ModelPool) -> float:
+    """About how many generation rounds one search of `method` waits through one after
+    another (its length at any load): what orders the cells, longest first."""
+    strategy = method.strategy
+    if strategy.kind in ("best_of_n", "ensemble"):
+        return 1  # every sample in one batch
+    if strategy.kind == "prs":
+        return 3 if budget >= 3 else 2  # samples, feedback, refinements
+    if strategy.kind == "moa":
+        return math.ceil(budget / len(strategy.models_used(pool.names)))  # layers
+    if strategy.kind == "toa":
+        return budget / strategy.plays_in_flight
+    return budget  # refine: the chains' steps and the rounds are all sequential
+
+
+def config_text(config: SweepConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def cell_path(path: Path, cell: Cell) -> Path:
+    return path / CELLS / cell.name
+
+
+def check_sweep_dir(path: Path, text: str, resume: bool) -> None:
+    """Refuse, before any engine starts, what RunDirectory.open would refuse later: a new
+    sweep over an existing one, or a resume with another config."""
+    existing = path / CONFIG
+    if not existing.exists():
+        return
+    if not resume:
+        raise RunDirectoryError(
+            f"{path}: a sweep already exists here; pass --resume to continue it "
+            "or choose another --name"
+        )
+    if existing.read_text(encoding="utf-8") != text:
+        raise RunDirectoryError(
+            f"{path}: --resume with a different config than the sweep was started with; "
+            f"compare with {existing}"
+        )
+
+
+def searches_done(config: SweepConfig, path: Path) -> bool:
+    """Is every cell's search complete on disk (its summary written)?"""
+    return all((cell_path(path, c) / SUMMARY).exists() for c in config.searches())
+
+
+async def sweep(
+    config: SweepConfig,
+    path: Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    pool: ModelPool | None = None,
+) -> dict[str, Any]:
+    """Run every cell's search not yet done, then write the tables, plots and report;
+    return the summary. A resumed sweep whose searches are all done starts no engine and
+    only rebuilds its outputs.
+
+    `pool`, when given, must be started and hold the config's models; it is left running.
+    """
+    prompts = load_prompts(config.prompts, config.limit)
+    templates = load_templates(config.templates)
+    console = console or Console(stderr=True)
+    check_sweep_dir(path, config_text(config), resume)
+    if resume and (path / CONFIG).exists() and searches_done(config, path):
+        sweep_dir = RunDirectory.open(path, config_text(config), resume=True)
+        console.print("every cell is done: rebuilding the tables, plots and report")
+        return write_outputs(config, path, sweep_dir, prompts, None)
+    if pool is not None:
+        return await _run(config, prompts, templates, path, resume, console, pool)
+    with console.status(f"starting {len(config.models)} model(s): engines take a minute..."):
+        own = ModelPool(config, config.sampling)
+        await own.start()
+    try:
+        return await _run(config, prompts, templates, path, resume, console, own)
+    finally:
+        await own.close()
+
+
+async def _run(
+    config: SweepConfig,
+    prompts: PromptFile,
+    templates: dict[str, str],
+    path: Path,
+    resume: bool,
+    console: Console,
+    pool: ModelPool,
+) -> dict[str, Any]:
+    reward = build_reward(config.reward, pool)
+    await reward.start()
+    try:
+        await preflight(pool, prompts, config.models_used())
+        # Only now, with engines up and inputs checked, does the sweep directory appear.
+        sweep_dir = RunDirectory.open(path, config_text(config), resume)
+        jobs = {
+            cell: RunJob.open(
+                config.cell_config(cell),
+                prompts,
+                templates,
+                cell_path(path, cell),
+                resume,
+                pool,
+                reward,
+            )
+            for cell in config.searches()
+        }
+        for job in jobs.values():
+            if not job.todo and not job.run.is_complete():
+                job.finish(pool)  # every prompt was committed, the summary was not
+        open_jobs = {c: j for c, j in jobs.items() if j.todo}
+        if len(open_jobs) < len(jobs) or any(j.done for j in jobs.values()):
+            console.print(
+                f"resuming: {len(jobs) - len(open_jobs)} of {len(jobs)} cells done, "
+                f"{sum(len(j.todo) for j in open_jobs.values())} searches to go"
+            )
+        stats = LiveStats()
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(config.concurrency)
+        left = {cell: len(job.todo) for cell, job in open_jobs.items()}
+        finished = len(jobs) - len(open_jobs)
+        # Longest searches first (most generation rounds in sequence, then the largest
+        # budget): they start early and the short ones fill the tail.
+        order = sorted(
+            open_jobs,
+            key=lambda c: (
+                -sequential_rounds(config.method(c.method), c.budget, pool),
+                -c.budget,
+                c,
+            ),
+        )
+
+        with progress_bar(console) as bar:
+            task = bar.add_task("sweep", total=sum(left.values()), line="")
+
+            async def one(cell: Cell, prompt: Prompt) -> None:
+                nonlocal finished
+                job = open_jobs[cell]
+                stats.add(await job.search(prompt, gate))
+                left[cell] -= 1
+                if not left[cell]:
+                    job.finish(pool)
+                    finished += 1
+                bar.update(task, advance=1, line=f"{finished}/{len(jobs)} cells | {stats.line()}")
+
+            await run_all(one(cell, p) for cell in order for p in open_jobs[cell].todo)
+        search_s = time.perf_counter() - started
+    finally:
+        await reward.close()
+    session = {
+        "search_wall_s": round(search_s, 2),
+        "completion_tokens": stats.completion_tokens,
+        "completion_tokens_per_s": round(stats.completion_tokens / search_s, 1)
+        if search_s
+        else None,
+    }
+    return write_outputs(config, path, sweep_dir, prompts, session)
+
+
+def load_units(config: SweepConfig, path: Path) -> pd.DataFrame:
+    """One row per (method, budget, seed, prompt) from the cells on disk."""
+    verifiable = isinstance(config.reward, VerifiableRewardSpec)
+    rows = []
+    cache: dict[Cell, tuple[list[dict[str, Any]], dict[str, float]]] = {}
+    for cell in config.cells():
+        source = config.source(cell)
+        if source not in cache:
+            folder = cell_path(path, source)
+            summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
+            cache[source] = (list(read_jsonl(folder / SAMPLES)), flops_per_token(summary))
+        samples, rates = cache[source]
+        first = cell.budget if source != cell else None
+        strategy = config.method(cell.method).strategy.kind
+        for row in sweep_report.prompt_rows(samples, rates, config.top_k, verifiable, first):
+            rows.append(
+                {
+                    "method": cell.method,
+                    "strategy": strategy,
+                    "budget": cell.budget,
+                    "seed": cell.seed,
+                    **row,
+                }
+            )
+    units = pd.DataFrame(rows)
+    per_model = sorted({k for r in rows for k in r if k.startswith(("tokens_", "flops_"))})
+    units[per_model] = units[per_model].fillna(0)  # a model a method never called
+    tokens = [c for c in per_model if c.startswith("tokens_")]
+    units[tokens] = units[tokens].astype(int)
+    first = ["method", "strategy", "budget", "seed", "prompt_id", "generations"]
+    first += ["prompt_tokens", "completion_tokens", "tokens", *tokens, "flops"]
+    first += [c for c in per_model if c.startswith("flops_")]
+    units = units[first + [c for c in units.columns if c not in first]]
+    # Methods keep the config's order in every table and plot.
+    units["method"] = pd.Categorical(units["method"], [m.name for m in config.methods])
+    return units
+
+
+def flops_per_token(summary: dict[str, Any]) -> dict[str, float]:
+    """2 x parameters of each model a run used, from its summary (0 when unknown)."""
+    rates = {}
+    for model, spend in summary["spend_per_model"].items():
+        tokens = spend["prompt_tokens"] + spend["completion_tokens"]
+        rates[model] = spend.get("flops", 0.0) / tokens if tokens else 0.0
+    return rates
+
+
+def describe_method(method: SweepMethod) -> str:
+    settings = method.strategy.model_dump(exclude={"kind"}, exclude_defaults=True)
+    parts = [method.strategy.kind, *(f"{k}={v}" for k, v in settings.items())]
+    if method.reuse_prefix:
+        parts.append("smaller budgets are prefixes of the largest")
+    return f"{method.name} ({', '.join(parts)})"
+
+
+def write_outputs(
+    config: SweepConfig,
+    path: Path,
+    sweep_dir: RunDirectory,
+    prompts: PromptFile,
+    session: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Tables, plots and report from the cells on disk; summary.json last."""
+    units = load_units(config, path)
+    labels = sweep_report.quality_labels(
+        config.top_k, isinstance(config.reward, VerifiableRewardSpec)
+    )
+    table = sweep_report.cell_table(units)
+    curve = sweep_report.curves(units, list(labels))
+    files = sweep_report.write_table(table, path / "table")
+    files += sweep_report.write_table(units, path / "units")
+    curve.to_csv(path / "curves.csv", index=False)
+    plots = sweep_report.write_plots(curve, labels, path / "plots")
+    found = {q: sweep_report.leads(units, q) for q in labels}
+    facts = [
+        f"{len(prompts.prompts)} prompts ({config.prompts}) x {len(config.seeds)} seed(s) "
+        f"{config.seeds}; budgets {sorted(config.budgets)} generations per prompt",
+        "methods: " + "; ".join(describe_method(m) for m in config.methods),
+        f"reward: {config.reward.kind}; sampling: temperature {config.sampling.temperature}, "
+        f"max_tokens {config.sampling.max_tokens}",
+    ]
+    if session is not None:
+        facts.append(
+            f"searches of this session: {session['search_wall_s']:.0f} s, "
+            f"{session['completion_tokens']:,} generated tokens "
+            f"({session['completion_tokens_per_s'] or 0:,.0f} tokens/s)"
+        )
+    report = sweep_report.markdown_report(
+        f"Sweep {path.name}",
+        facts,
+        curve,
+        found,
+        labels,
+        [str(p.relative_to(path)) for p in plots if p.name != "overview.png"],
+    )
+    (path / "report.md").write_text(report, encoding="utf-8")
+    summary = {
+        "status": "complete",
+        "cells": len(table),
+        "searches": len(config.searches()),
+        "prompts": len(prompts.prompts),
+        "methods": [m.name for m in config.methods],
+        "budgets": sorted(config.budgets),
+        "seeds": config.seeds,
+        "best_per_budget": {
+            q: [
+                {
+                    "budget": lead.budget,
+                    "method": lead.leader,
+                    "mean": lead.leader_mean,
+                    "runner_up": lead.runner_up,
+                    "lead": lead.lead,
+                    "p_value": lead.p_value,
+                    "significant": lead.significant,
+                }
+                for lead in rows
+            ]
+            for q, rows in found.items()
+        },
+        "outputs": sorted(
+            str(p.relative_to(path))
+            for p in [*files, *plots, path / "curves.csv", path / "report.md"]
+        ),
+        "this_session": session,
+    }
+    sweep_dir.write_summary(summary)
+    return summary

@@ -1,0 +1,362 @@
+"""What a sweep reports: tidy tables, confidence intervals, significance, plots, Markdown.
+
+Small pure functions over pandas tables; only the `write_*` functions touch the disk.
+The unit of every statistic is one (prompt, seed) search of a method at a budget:
+
+- compute measures, per prompt: generations, tokens (prompt + completion, per model and
+  in all) and estimated FLOPs (2 x parameters x tokens, per model and in all);
+- quality measures, per prompt: the best reward, the mean of the top-k rewards, and, for
+  the verifiable reward, whether the best response meets all of the prompt's constraints.
+
+Means carry 95% Student-t intervals over the (prompt, seed) units (engine.statistics).
+At each budget, the best method's lead over the runner-up is tested with a paired t-test
+over the units both share (the same prompts and seeds), see `paired_p_value`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from engine.statistics import mean_ci
+
+KEYS = ["method", "budget", "seed"]
+"""A cell: one method at one budget with one seed."""
+COMPUTE = {
+    "generations": "generations per prompt",
+    "tokens": "tokens per prompt (prompt + completion)",
+    "flops": "estimated FLOPs per prompt",
+}
+"""Compute measures (x axes), per prompt: column -> axis label."""
+ALPHA = 0.05
+"""Significance level of a lead (two-sided)."""
+ALL_MET = "all_met"
+
+
+def quality_labels(top_k: int, verifiable: bool) -> dict[str, str]:
+    """Quality measures (y axes): column -> label. `all_met` only for a verifiable reward,
+    whose score is the share of constraints met (1.0: all of them)."""
+    labels = {"best_reward": "best reward", "topk_reward": f"mean top-{top_k} reward"}
+    if verifiable:
+        labels[ALL_MET] = "share of prompts with all constraints met"
+    return labels
+
+
+def prompt_rows(
+    samples: Iterable[Mapping[str, Any]],
+    flops_per_token: Mapping[str, float],
+    top_k: int,
+    verifiable: bool,
+    first: int | None = None,
+) -> list[dict[str, Any]]:
+    """One row per prompt of a search run's samples: compute spent and quality reached.
+
+    Every generation of a search is a sample (feedback included), so the samples are the
+    whole spend. `flops_per_token` is 2 x parameters of each model (0 when unknown).
+    `first` keeps only each prompt's first `first` samples (a prefix of the search).
+    """
+    by_prompt: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for sample in samples:
+        if first is None or sample["id"] < first:
+            by_prompt[sample["prompt_id"]].append(sample)
+    rows = []
+    for prompt_id, rows_of_prompt in by_prompt.items():
+        row: dict[str, Any] = {
+            "prompt_id": prompt_id,
+            "generations": len(rows_of_prompt),
+            "prompt_tokens": sum(s["prompt_tokens"] for s in rows_of_prompt),
+            "completion_tokens": sum(s["completion_tokens"] for s in rows_of_prompt),
+        }
+        row["tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+        row["flops"] = 0.0
+        for model in sorted(flops_per_token):
+            tokens = sum(
+                s["prompt_tokens"] + s["completion_tokens"]
+                for s in rows_of_prompt
+                if s["model"] == model
+            )
+            row[f"tokens_{model}"] = tokens
+            row[f"flops_{model}"] = tokens * flops_per_token[model]
+            row["flops"] += row[f"flops_{model}"]
+        rewards = sorted(
+            (s["reward"] for s in rows_of_prompt if s["reward"] is not None), reverse=True
+        )
+        row["best_reward"] = rewards[0] if rewards else None
+        row["topk_reward"] = statistics.fmean(rewards[:top_k]) if rewards else None
+        if verifiable:
+            # The verifiable reward is met / total: exactly 1.0 when all are met.
+            row[ALL_MET] = None if not rewards else float(rewards[0] == 1.0)
+        rows.append(row)
+    return rows
+
+
+def cell_table(units: pd.DataFrame) -> pd.DataFrame:
+    """One row per method x budget x seed: per-prompt means of every measure."""
+    measures = [c for c in units.columns if c not in {*KEYS, "prompt_id", "strategy"}]
+    grouped = units.groupby(KEYS, sort=True, observed=True)
+    table = grouped[measures].mean()
+    table.insert(0, "prompts", grouped.size())
+    if "strategy" in units:
+        table.insert(0, "strategy", grouped["strategy"].first())
+    return table.reset_index()
+
+
+def curves(units: pd.DataFrame, qualities: Sequence[str]) -> pd.DataFrame:
+    """One row per method x budget: mean compute per prompt, and each quality's mean with
+    its 95% interval over the (prompt, seed) units (`<q>`, `<q>_low`, `<q>_high`)."""
+    rows = []
+    for (method, budget), group in units.groupby(["method", "budget"], sort=True, observed=True):
+        row: dict[str, Any] = {"method": method, "budget": budget, "units": len(group)}
+        for measure in COMPUTE:
+            row[measure] = float(group[measure].mean())
+        for quality in qualities:
+            values = group[quality].dropna()
+            mean, low, high = mean_ci(values) if len(values) else (np.nan,) * 3
+            row.update({quality: mean, f"{quality}_low": low, f"{quality}_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_p_value(leader: Sequence[float], other: Sequence[float]) -> float | None:
+    """Two-sided p-value of a mean difference over paired units: Student's paired t-test
+    (scipy.stats.ttest_rel), which tests the mean the methods are ranked by.
+
+    Where the t statistic is undefined because every difference is the same: 1.0 when
+    they are all zero (no lead at all), else the exact two-sided sign test, 2 x 0.5^n
+    (all n units favour one method). None with fewer than two units.
+    """
+    a, b = np.asarray(leader, dtype=float), np.asarray(other, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in size: {a.size} and {b.size}")
+    if a.size < 2:
+        return None
+    differences = a - b
+    if np.ptp(differences) <= 1e-12:
+        if abs(differences[0]) <= 1e-12:
+            return 1.0
+        return min(1.0, 2 * 0.5**a.size)
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+@dataclass(frozen=True)
+class Lead:
+    """The best method at one budget by one quality measure, and its lead."""
+
+    quality: str
+    budget: int
+    leader: str
+    leader_mean: float
+    runner_up: str | None
+    runner_up_mean: float | None
+    units: int
+    """(prompt, seed) units both methods share (the test's sample size)."""
+    p_value: float | None
+
+    @property
+    def lead(self) -> float | None:
+        return None if self.runner_up_mean is None else self.leader_mean - self.runner_up_mean
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value is not None and self.p_value < ALPHA
+
+
+def leads(units: pd.DataFrame, quality: str) -> list[Lead]:
+    """At each budget, the method with the highest mean `quality` and its paired test
+    against the runner-up. A tie in the mean goes to the method listed first."""
+    found = []
+    for budget, group in units.groupby("budget", sort=True):
+        means = group.groupby("method", sort=True, observed=True)[quality].mean().dropna()
+        if means.empty:
+            continue
+        order = sorted(means.index, key=lambda m: -means[m])  # stable: ties keep table order
+        leader = order[0]
+        if len(order) == 1:
+            found.append(
+                Lead(quality, int(budget), leader, float(means[leader]), None, None, 0, None)
+            )
+            continue
+        runner_up = order[1]
+        wide = group.pivot_table(
+            index=["prompt_id", "seed"],
+            columns="method",
+            values=quality,
+            aggfunc="first",
+            observed=True,
+        )[[leader, runner_up]].dropna()
+        p = paired_p_value(wide[leader].to_numpy(), wide[runner_up].to_numpy())
+        found.append(
+            Lead(
+                quality,
+                int(budget),
+                leader,
+                float(means[leader]),
+                runner_up,
+                float(means[runner_up]),
+                len(wide),
+                p,
+            )
+        )
+    return found
+
+
+def write_table(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """`table` as `<stem>.csv` and `<stem>.parquet`."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, parquet = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
+    table.to_csv(csv, index=False)
+    table.to_parquet(parquet, index=False)
+    return [csv, parquet]
+
+
+def _axes(
+    ax: Any, curve: pd.DataFrame, quality: str, compute: str, labels: Mapping[str, str]
+) -> None:
+    for method in dict.fromkeys(curve["method"]):  # in table order
+        rows = curve[curve["method"] == method].sort_values("budget")
+        (line,) = ax.plot(rows[compute], rows[quality], marker="o", label=method)
+        ax.fill_between(
+            rows[compute],
+            rows[f"{quality}_low"],
+            rows[f"{quality}_high"],
+            color=line.get_color(),
+            alpha=0.15,
+            linewidth=0,
+        )
+    from matplotlib.ticker import (
+        EngFormatter,
+        FixedLocator,
+        LogLocator,
+        NullFormatter,
+        ScalarFormatter,
+    )
+
+    if compute == "generations":  # budgets as plain numbers: 1, 2, 4, 8...
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(sorted(curve["generations"].round().unique())))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    else:  # 200, 500, 1 k, 2 k...; 50 G, 100 G...
+        ax.set_xscale("log", base=10)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(EngFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(COMPUTE[compute])
+    ax.set_ylabel(labels[quality])
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def write_plots(curve: pd.DataFrame, labels: Mapping[str, str], folder: Path) -> list[Path]:
+    """`<quality>-vs-<compute>.png` for every pair (one curve and 95% band per method),
+    and `overview.png` with all of them. FLOPs plots are skipped when no model's
+    parameter count is known (every FLOPs figure is 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    computes = [c for c in COMPUTE if c != "flops" or (curve["flops"] > 0).all()]
+    written = []
+    for quality in labels:
+        for compute in computes:
+            fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+            _axes(ax, curve, quality, compute, labels)
+            ax.legend(fontsize="small")
+            ax.set_title(f"{labels[quality]} vs {compute}", fontsize="medium")
+            fig.tight_layout()
+            path = folder / f"{quality}-vs-{compute}.png"
+            fig.savefig(path)
+            plt.close(fig)
+            written.append(path)
+    fig, grid = plt.subplots(
+        len(labels),
+        len(computes),
+        figsize=(4.2 * len(computes), 3.2 * len(labels)),
+        dpi=100,
+        squeeze=False,
+    )
+    for row, quality in enumerate(labels):
+        for column, compute in enumerate(computes):
+            _axes(grid[row][column], curve, quality, compute, labels)
+    handles, names = grid[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=len(names), fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    path = folder / "overview.png"
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def _ci(row: Mapping[str, Any], quality: str) -> str:
+    if pd.isna(row[quality]):
+        return "-"
+    return f"{row[quality]:.3f} [{row[f'{quality}_low']:.3f}, {row[f'{quality}_high']:.3f}]"
+
+
+def markdown_report(
+    title: str,
+    facts: Sequence[str],
+    curve: pd.DataFrame,
+    found: Mapping[str, list[Lead]],
+    labels: Mapping[str, str],
+    plots: Sequence[str],
+) -> str:
+    """The sweep's report: what ran, every method x budget with intervals, the best method
+    at each budget by each quality measure with the significance of its lead, the plots."""
+    lines = [f"# {title}", "", *(f"- {fact}" for fact in facts), ""]
+    lines += [
+        "## Quality against compute",
+        "",
+        "Per-prompt means over every (prompt, seed) unit; quality with its 95% Student-t "
+        "interval. Units of one prompt under different seeds are not independent, so the "
+        "intervals are somewhat narrow when seeds are many and prompts few.",
+        "",
+        "| method | budget | tokens/prompt | FLOPs/prompt | " + " | ".join(labels.values()) + " |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---" for _ in labels) + " |",
+    ]
+    for _, row in curve.sort_values("budget", kind="stable").iterrows():
+        cells = [_ci(row, q) for q in labels]
+        lines.append(
+            f"| {row['method']} | {row['budget']} | {row['tokens']:,.0f} | "
+            f"{row['flops']:.3g} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "## Best method at each budget",
+        "",
+        f"The lead is the leader's mean minus the runner-up's; p is a two-sided paired "
+        f"t-test over the (prompt, seed) units both share (a sign test when every "
+        f"difference is the same); significant: p < {ALPHA}.",
+    ]
+    for quality, rows in found.items():
+        lines += [
+            "",
+            f"### {labels[quality]}",
+            "",
+            "| budget | best | runner-up | lead | p | significant |",
+            "| ---: | --- | --- | ---: | ---: | --- |",
+        ]
+        for lead in rows:
+            runner = (
+                "-" if lead.runner_up is None else f"{lead.runner_up} ({lead.runner_up_mean:.3f})"
+            )
+            gap = "-" if lead.lead is None else f"{lead.lead:+.3f}"
+            p = "-" if lead.p_value is None else f"{lead.p_value:.3g}"
+            verdict = "yes" if lead.significant else "no (tie)" if lead.lead == 0 else "no"
+            lines.append(
+                f"| {lead.budget} | **{lead.leader}** ({lead.leader_mean:.3f}) | {runner} | "
+                f"{gap} | {p} | {verdict} |"
+            )
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
