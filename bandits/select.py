@@ -42,7 +42,7 @@ from bandits.policies import (
 )
 from bandits.simulator import strong_regret, true_best, weak_regret
 from engine.config import ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec, _Settings
-from engine.pool import ModelPool
+from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, load_prompts
 from engine.rewards import Reward, build_reward
@@ -401,29 +401,24 @@ async def select(
         state = SelectState.parse(run_path / STATE, candidates, config.policy.kind)
     # `rounds` only says when to stop: a resumed run may raise it to play on.
     run_text = yaml.safe_dump(config.model_dump(mode="json", exclude={"rounds"}), sort_keys=False)
-    own = pool is None
-    if pool is None:
-        with console.status(f"starting {len(config.models)} model(s): engines take a minute..."):
-            pool = ModelPool(config, config.sampling)
-            await pool.start()
-    reward: Reward | None = None
-    try:
-        judge: Judge
-        if isinstance(config.feedback, RewardFeedback):
-            reward = build_reward(config.feedback.reward, pool)
-            await reward.start()
-            judge = RewardJudge(reward, config.feedback.tie_margin)
-        else:
-            judge = HumanJudge(console, ask or console.input, derive_seed(config.seed, "order"))
-        # Only now, with engines up and inputs checked, does the run directory appear.
-        run = SelectRun.open(run_path, run_text, resume)
-        session = Session(config, pool, run, state, judge, truth, console, online_update)
-        return await session.play(stdin or sys.stdin)
-    finally:
-        if reward is not None:
-            await reward.close()
-        if own:
-            await pool.close()
+    async with pool_for(config, config.sampling, console, pool) as started:
+        reward: Reward | None = None
+        try:
+            judge: Judge
+            if isinstance(config.feedback, RewardFeedback):
+                reward = build_reward(config.feedback.reward, started)
+                await reward.start()
+                judge = RewardJudge(reward, config.feedback.tie_margin)
+            else:
+                seed = derive_seed(config.seed, "order")
+                judge = HumanJudge(console, ask or console.input, seed)
+            # Only now, with engines up and inputs checked, does the run directory appear.
+            run = SelectRun.open(run_path, run_text, resume)
+            session = Session(config, started, run, state, judge, truth, console, online_update)
+            return await session.play(stdin or sys.stdin)
+        finally:
+            if reward is not None:
+                await reward.close()
 
 
 class Session:

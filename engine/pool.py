@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 
 import ray
+from rich.console import Console
 
 from engine.backends.base import Backend, BackendError
 from engine.backends.openai import OpenAIBackend
@@ -136,6 +138,27 @@ class ModelPool:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+@asynccontextmanager
+async def pool_for(
+    config: PoolConfig,
+    sampling: SamplingSettings,
+    console: Console,
+    pool: ModelPool | None = None,
+) -> AsyncIterator[ModelPool]:
+    """`pool` when given (started, and left running: sweeps and tests share one);
+    otherwise the config's own pool, started here and stopped on the way out."""
+    if pool is not None:
+        yield pool
+        return
+    with console.status(f"starting {len(config.models)} model(s): engines take a minute..."):
+        own = ModelPool(config, sampling)
+        await own.start()
+    try:
+        yield own
+    finally:
+        await own.close()
 
 
 def check_local_models(config: PoolConfig) -> None:

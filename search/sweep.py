@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from rich.console import Console
 
 from engine.config import PoolConfig, RewardSpec, VerifiableRewardSpec
-from engine.pool import ModelPool
+from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, PromptFile, load_prompts
 from engine.rewards import build_reward
@@ -258,15 +258,8 @@ async def sweep(
         sweep_dir = RunDirectory.open(path, config_text(config), resume=True)
         console.print("every cell is done: rebuilding the tables, plots and report")
         return write_outputs(config, path, sweep_dir, prompts, None)
-    if pool is not None:
-        return await _run(config, prompts, templates, path, resume, console, pool)
-    with console.status(f"starting {len(config.models)} model(s): engines take a minute..."):
-        own = ModelPool(config, config.sampling)
-        await own.start()
-    try:
-        return await _run(config, prompts, templates, path, resume, console, own)
-    finally:
-        await own.close()
+    async with pool_for(config, config.sampling, console, pool) as started:
+        return await _run(config, prompts, templates, path, resume, console, started)
 
 
 async def _run(

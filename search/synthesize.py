@@ -24,7 +24,7 @@ from rich.console import Console
 
 from engine.budget import estimate_flops
 from engine.config import BudgetConfig, ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec
-from engine.pool import ModelPool
+from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, PromptFile, PromptsError, load_prompts
 from engine.rewards import build_reward
@@ -254,15 +254,8 @@ async def synthesize(
     prompts = load_prompts(config.prompts, config.limit)
     templates = load_templates(config.templates)
     console = console or Console(stderr=True)
-    if pool is not None:
-        return await _run(config, prompts, templates, run_path, resume, console, pool)
-    with console.status(f"starting {len(config.models)} model(s): engines take a minute..."):
-        own = ModelPool(config, config.sampling)
-        await own.start()
-    try:
-        return await _run(config, prompts, templates, run_path, resume, console, own)
-    finally:
-        await own.close()
+    async with pool_for(config, config.sampling, console, pool) as started:
+        return await _run(config, prompts, templates, run_path, resume, console, started)
 
 
 async def _run(
