@@ -399,3 +399,25 @@ RewardSpec = Annotated[
     Field(discriminator="kind"),
 ]
 WeightedComponent.model_rebuild()
+
+
+def ray_actor_specs(config: BaseModel) -> list[VLLMModelSpec | ClassifierRewardSpec]:
+    """Every spec in a run's config that is hosted by its own Ray actor: the pool's vLLM
+    models and classifier rewards, nested ones (weighted components, feedback) included."""
+    found: list[VLLMModelSpec | ClassifierRewardSpec] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, VLLMModelSpec | ClassifierRewardSpec):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                visit(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+
+    visit(config)
+    return found

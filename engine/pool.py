@@ -21,7 +21,13 @@ from rich.console import Console
 from engine.backends.base import Backend, BackendError
 from engine.backends.openai import OpenAIBackend
 from engine.backends.vllm import VLLMBackend
-from engine.config import ConfigError, OpenAIModelSpec, PoolConfig, VLLMModelSpec
+from engine.config import (
+    ConfigError,
+    OpenAIModelSpec,
+    PoolConfig,
+    VLLMModelSpec,
+    ray_actor_specs,
+)
 from engine.types import Generation, GenerationRequest, Message, SamplingSettings
 
 logger = logging.getLogger(__name__)
@@ -62,12 +68,13 @@ class ModelPool:
         return base.model_copy(update=override.model_dump(exclude_unset=True))
 
     async def start(self) -> None:
-        """Connect to Ray if a model needs it, then start every model concurrently."""
+        """Connect to Ray if a model or the run's reward needs it, then start every model
+        concurrently."""
         if self._started:
             return
         if self.config.ray_address is None:
             check_local_models(self.config)
-        if any(isinstance(s, VLLMModelSpec) for s in self.config.models):
+        if ray_actor_specs(self.config):
             _connect_ray(self.config)
         results = await asyncio.gather(
             *(b.start() for b in self.backends.values()), return_exceptions=True
@@ -180,9 +187,10 @@ def _connect_ray(config: PoolConfig) -> None:
     if config.ray_address:
         ray.init(address=config.ray_address, log_to_driver=config.show_engine_logs)
         return
-    # Ray's CPUs are logical: let every model actor be placed even when the models ask for
-    # more CPUs than the machine has; vLLM's threads share the cores either way.
-    wanted = sum(s.num_cpus for s in config.models if isinstance(s, VLLMModelSpec))
+    # Ray's CPUs are logical: let every actor be placed even when the models and the reward
+    # model ask for more CPUs than the machine has; vLLM's threads share the cores either
+    # way. An actor left out of this count would wait for a CPU that never frees.
+    wanted = sum(s.num_cpus for s in ray_actor_specs(config))
     ray.init(
         # "local": a new cluster of this process's own. Without it, ray.init() silently joins
         # a cluster that `ray start` left running on this machine; joining one is what

@@ -65,9 +65,13 @@ def reference_logits(folder: Path, prompt: str, responses: list[str]) -> list[fl
 
 
 async def test_classifier_scores_match_transformers(tiny_classifier: Path) -> None:
-    reward = ClassifierReward(
-        ClassifierRewardSpec(kind="classifier", model=str(tiny_classifier), dtype="float32")
+    # The session's shared pool may already hold every CPU of the test cluster (it counted
+    # only its own models); CPUs are logical, so this actor reserves none instead of
+    # waiting for one. A run's own pool counts its reward (tests/engine/test_pool.py).
+    spec = ClassifierRewardSpec(
+        kind="classifier", model=str(tiny_classifier), dtype="float32", num_cpus=0
     )
+    reward = ClassifierReward(spec)
     try:
         scores = await reward.score(PROMPT, RESPONSES)
     finally:

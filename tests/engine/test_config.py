@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from engine.config import (
     BudgetConfig,
     CallableRewardSpec,
+    ClassifierRewardSpec,
     ConfigError,
     EmbeddingRewardSpec,
     JudgeRewardSpec,
@@ -19,6 +20,7 @@ from engine.config import (
     VLLMModelSpec,
     WeightedRewardSpec,
     load_config,
+    ray_actor_specs,
 )
 
 
@@ -475,3 +477,55 @@ def test_pool_model_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="no model named 'big'") as info:
         config.model("big")
     assert "['small']" in str(info.value)
+
+
+# --- Ray placement -----------------------------------------------------------------------------
+
+
+class RunWithReward(PoolConfig):
+    """A pool config with a reward, the way synthesize, sweep and select configs are."""
+
+    reward: RewardSpec
+
+
+def run_with_classifier_reward() -> RunWithReward:
+    classifier = {"kind": "classifier", "model": "/rm", "num_cpus": 2}
+    return RunWithReward.model_validate(
+        {
+            "models": [
+                {"name": "a", "model": "/a"},
+                {"name": "b", "model": "/b", "num_cpus": 0.5},
+                {"name": "api", "backend": "openai", "model": "m", "base_url": "http://h/v1"},
+            ],
+            "reward": {
+                "kind": "weighted",
+                "components": [
+                    {"weight": 1, "reward": {"kind": "verifiable"}},
+                    {"weight": 1, "reward": classifier},
+                ],
+            },
+        }
+    )
+
+
+def test_ray_actor_specs_finds_models_and_nested_classifier_rewards() -> None:
+    specs = ray_actor_specs(run_with_classifier_reward())
+    assert [type(s) for s in specs] == [VLLMModelSpec, VLLMModelSpec, ClassifierRewardSpec]
+    assert sum(s.num_cpus for s in specs) == 3.5
+
+
+def test_local_cluster_has_a_cpu_for_the_reward_model_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting only the pool's models left a classifier reward's actor waiting forever
+    for a CPU on a machine with as many cores as models."""
+    import ray
+
+    from engine import pool
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 2)
+    pool._connect_ray(run_with_classifier_reward())
+    assert calls[0]["num_cpus"] == 4  # 1 + 0.5 + 2, rounded up
