@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TextIO
 
 import numpy as np
-import yaml
 from pydantic import Field, model_validator
 from rich.columns import Columns
 from rich.console import Console
@@ -47,7 +46,13 @@ from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, load_prompts
 from engine.rewards import Reward, build_reward
 from engine.seeds import derive_seed
-from engine.storage import SUMMARY, RunDirectory, read_jsonl, write_atomic
+from engine.storage import (
+    SUMMARY,
+    RunDirectory,
+    check_run_directory,
+    read_jsonl,
+    write_atomic,
+)
 from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
 
 STATE = "state.json"
@@ -396,11 +401,11 @@ async def select(
     truth = read_truth(config.truth, candidates) if config.truth else None
     policy = make_policy(config.policy, len(candidates), config.seed)
     check(config, policy)
+    # `rounds` only says when to stop: a resumed run may raise it to play on.
+    check_run_directory(run_path, config, resume, exclude={"rounds"})
     state = SelectState(candidates, policy, np.zeros((len(candidates),) * 2, dtype=int))
     if resume and (run_path / STATE).exists():
         state = SelectState.parse(run_path / STATE, candidates, config.policy.kind)
-    # `rounds` only says when to stop: a resumed run may raise it to play on.
-    run_text = yaml.safe_dump(config.model_dump(mode="json", exclude={"rounds"}), sort_keys=False)
     async with pool_for(config, config.sampling, console, pool) as started:
         reward: Reward | None = None
         try:
@@ -413,7 +418,7 @@ async def select(
                 seed = derive_seed(config.seed, "order")
                 judge = HumanJudge(console, ask or console.input, seed)
             # Only now, with engines up and inputs checked, does the run directory appear.
-            run = SelectRun.open(run_path, run_text, resume)
+            run = SelectRun.open(run_path, config, resume, exclude={"rounds"})
             session = Session(config, started, run, state, judge, truth, console, online_update)
             return await session.play(stdin or sys.stdin)
         finally:

@@ -15,6 +15,7 @@ the file and the reason, and leaves the directory resumable.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -23,9 +24,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import BaseModel
+
+from engine.config import ConfigError, load_config
+
 PROGRESS = "progress.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
+LOCK = ".lock"
 
 logger = logging.getLogger(__name__)
 
@@ -102,35 +109,149 @@ def _append_bytes(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def config_text(config: BaseModel, exclude: set[str] | None = None) -> str:
+    """What a run directory keeps of its config (config.yaml): every field, defaults
+    included, so the file alone says how the run was made."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude), sort_keys=False)
+
+
+def _differences(saved: Any, new: Any, where: str = "") -> list[str]:
+    """Dotted paths of the fields that differ between two dumped configs."""
+    if isinstance(saved, dict) and isinstance(new, dict):
+        children = [(f"{where}.{k}", saved.get(k), new.get(k)) for k in {**saved, **new}]
+    elif isinstance(saved, list) and isinstance(new, list) and len(saved) == len(new):
+        children = [(f"{where}[{i}]", saved[i], new[i]) for i in range(len(saved))]
+    else:
+        return [] if saved == new else [where.lstrip(".")]
+    return [path for at, a, b in children for path in _differences(a, b, at)]
+
+
+def check_run_directory(
+    path: Path, config: BaseModel, resume: bool, exclude: set[str] | None = None
+) -> bool:
+    """Whether a run exists at `path`. Refuses, with one line (and commands call it before
+    any engine starts): a new run over an existing one (nothing a user produced is
+    overwritten), a resume with another config than the run was started with, a run
+    another process is using, and a path where no directory can be made.
+
+    The configs are compared parsed, not as text: a field that a later version of
+    multisample added (with its default) does not block resuming an older run. `exclude`
+    names fields a resume may change (e.g. how many rounds to play); they need defaults.
+    """
+    saved_path = path / CONFIG
+    if not saved_path.exists():
+        _check_creatable(path)
+        return False
+    if not resume:
+        raise RunDirectoryError(
+            f"{path}: a run already exists here; pass --resume to continue it "
+            "or choose another --name"
+        )
+    if _held_elsewhere(path):
+        raise _in_use(path)
+    try:
+        saved = load_config(saved_path, type(config))
+    except ConfigError as exc:
+        raise RunDirectoryError(
+            f"cannot resume: the run's saved config does not load: {exc}"
+        ) from None
+    new = config.model_dump(mode="json", exclude=exclude)
+    differ = _differences(saved.model_dump(mode="json", exclude=exclude), new)
+    if differ:
+        named = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+        raise RunDirectoryError(
+            f"{path}: --resume with a different config than the run was started with "
+            f"({named} differ); compare with {saved_path}"
+        )
+    return True
+
+
+def _check_creatable(path: Path) -> None:
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        reason = f"{existing} is a file, not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    else:
+        return
+    raise RunDirectoryError(f"{path}: cannot write the run directory: {reason}")
+
+
+_HELD: dict[Path, int] = {}  # run directories whose lock this process holds -> the lock's fd
+
+
+def _acquire(path: Path) -> bool:
+    """Hold `path`'s lock: one process at a time appends to a run directory (the same
+    --resume started twice would run, and write, the unfinished prompts twice). It is an
+    flock, so the OS releases it when the process ends, however it ends. False if this
+    process held it already."""
+    key = path.resolve()
+    if key in _HELD:
+        return False
+    fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _in_use(path) from None
+    _HELD[key] = fd
+    return True
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Does another process hold `path`'s lock? (Asked without creating anything.)"""
+    if path.resolve() in _HELD:
+        return False
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except OSError:  # no lock file: no process ever held it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the lock, if it was taken
+    return False
+
+
+def _in_use(path: Path) -> RunDirectoryError:
+    return RunDirectoryError(
+        f"{path}: another multisample process is using this run directory; let it finish "
+        "(or stop it) before resuming"
+    )
+
+
+def _release(path: Path) -> None:
+    fd = _HELD.pop(path.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
 class RunDirectory:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, config_text: str, resume: bool) -> RunDirectory:
-        """Create a new run directory, or reopen one to resume it.
-
-        A new run refuses a directory that holds a run already (nothing a user produced
-        is overwritten); a resumed run refuses a config that differs from the first one.
-        """
+    def open(
+        cls, path: Path, config: BaseModel, resume: bool, exclude: set[str] | None = None
+    ) -> RunDirectory:
+        """Create a new run directory, or reopen one to resume it, and hold it until its
+        summary is written (`check_run_directory` says what is refused)."""
         run = cls(path)
-        config_path = path / CONFIG
         try:
-            if config_path.exists():
-                if not resume:
-                    raise RunDirectoryError(
-                        f"{path}: a run already exists here; pass --resume to continue it "
-                        "or choose another --name"
-                    )
-                if config_path.read_text(encoding="utf-8") != config_text:
-                    raise RunDirectoryError(
-                        f"{path}: --resume with a different config than the run was started "
-                        f"with; compare with {config_path}"
-                    )
+            path.mkdir(parents=True, exist_ok=True)
+            acquired = _acquire(path)  # before anything is read or repaired
+            try:
+                exists = check_run_directory(path, config, resume, exclude)
+            except RunDirectoryError:
+                if acquired:
+                    _release(path)
+                raise
+            if exists:
                 run._repair()
             else:
-                path.mkdir(parents=True, exist_ok=True)
-                write_atomic(config_path, config_text)
+                write_atomic(path / CONFIG, config_text(config, exclude))
         except OSError as exc:
             blocker = next((p for p in (path, *path.parents) if p.is_file()), None)
             if blocker is not None:
@@ -185,11 +306,13 @@ class RunDirectory:
         return list(read_jsonl(self.path / name))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write summary.json, which marks the run complete, and let go of the directory."""
         path = self.path / SUMMARY
         try:
             write_atomic(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         except OSError as exc:
             raise _write_failed(path, exc) from None
+        _release(self.path)
 
     def _repair(self) -> None:
         """Drop records of prompts that were not marked done, torn lines, and temporary

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from rich.console import Console
 
@@ -41,7 +40,7 @@ from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, PromptFile, load_prompts
 from engine.rewards import build_reward
 from engine.seeds import derive_seed
-from engine.storage import CONFIG, SUMMARY, RunDirectory, RunDirectoryError, read_jsonl
+from engine.storage import SUMMARY, RunDirectory, check_run_directory, read_jsonl
 from engine.types import Prompt, SamplingSettings
 from search import sweep_report
 from search.registry import StrategySettings
@@ -205,30 +204,8 @@ def sequential_rounds(method: SweepMethod, budget: int, pool: ModelPool) -> floa
     return budget  # refine: the chains' steps and the rounds are all sequential
 
 
-def config_text(config: SweepConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-
-
 def cell_path(path: Path, cell: Cell) -> Path:
     return path / CELLS / cell.name
-
-
-def check_sweep_dir(path: Path, text: str, resume: bool) -> None:
-    """Refuse, before any engine starts, what RunDirectory.open would refuse later: a new
-    sweep over an existing one, or a resume with another config."""
-    existing = path / CONFIG
-    if not existing.exists():
-        return
-    if not resume:
-        raise RunDirectoryError(
-            f"{path}: a sweep already exists here; pass --resume to continue it "
-            "or choose another --name"
-        )
-    if existing.read_text(encoding="utf-8") != text:
-        raise RunDirectoryError(
-            f"{path}: --resume with a different config than the sweep was started with; "
-            f"compare with {existing}"
-        )
 
 
 def searches_done(config: SweepConfig, path: Path) -> bool:
@@ -253,9 +230,9 @@ async def sweep(
     prompts = load_prompts(config.prompts, config.limit)
     templates = load_templates(config.templates)
     console = console or Console(stderr=True)
-    check_sweep_dir(path, config_text(config), resume)
-    if resume and (path / CONFIG).exists() and searches_done(config, path):
-        sweep_dir = RunDirectory.open(path, config_text(config), resume=True)
+    # Refused before any engine starts: a new sweep over an existing one, another config.
+    if check_run_directory(path, config, resume) and searches_done(config, path):
+        sweep_dir = RunDirectory.open(path, config, resume=True)
         console.print("every cell is done: rebuilding the tables, plots and report")
         return write_outputs(config, path, sweep_dir, prompts, None)
     async with pool_for(config, config.sampling, console, pool) as started:
@@ -276,7 +253,7 @@ async def _run(
     try:
         await preflight(pool, prompts, config.models_used())
         # Only now, with engines up and inputs checked, does the sweep directory appear.
-        sweep_dir = RunDirectory.open(path, config_text(config), resume)
+        sweep_dir = RunDirectory.open(path, config, resume)
         jobs = {
             cell: RunJob.open(
                 config.cell_config(cell),

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import yaml
 from pydantic import Field
 from rich.console import Console
 
@@ -29,7 +28,7 @@ from engine.progress import progress_bar
 from engine.prompts import EMBEDDED_TASKS, PromptFile, PromptsError, load_prompts
 from engine.rewards import build_reward
 from engine.rewards.base import Reward
-from engine.storage import RunDirectory
+from engine.storage import RunDirectory, check_run_directory
 from engine.types import Message, Prompt, SamplingSettings
 from search.base import SearchContext, SearchResult
 from search.best_of_n import BestOfNSettings
@@ -204,8 +203,7 @@ class RunJob:
         reward: Reward,
     ) -> RunJob:
         """Create (or reopen, to resume) the run directory and list what is left to do."""
-        config_text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-        run = RunDirectory.open(run_path, config_text, resume)
+        run = RunDirectory.open(run_path, config, resume)
         done = run.completed()
         todo = [p for p in prompts.prompts if p.id not in done]
         ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed, templates)
@@ -253,6 +251,7 @@ async def synthesize(
     check_models(config)
     prompts = load_prompts(config.prompts, config.limit)
     templates = load_templates(config.templates)
+    check_run_directory(run_path, config, resume)  # before the engines' minute of starting
     console = console or Console(stderr=True)
     async with pool_for(config, config.sampling, console, pool) as started:
         return await _run(config, prompts, templates, run_path, resume, console, started)

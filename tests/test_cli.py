@@ -108,3 +108,31 @@ def test_resume_needs_a_name(tmp_path: Path) -> None:
 
 def test_show_refuses_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     assert_clean_failure(run("show", tmp_path), "not a run directory")
+
+
+# An engine that cannot start (no GPU here, and 1 s to start): whatever must be refused
+# before the engines start fails with its own message, not with this engine's.
+UNSTARTABLE = GOOD_MODELS + "    num_gpus: 1\nstart_timeout_s: 1\n"
+
+
+def test_an_existing_run_is_refused_before_the_engines_start(tmp_path: Path) -> None:
+    config = write_config(tmp_path, UNSTARTABLE)
+    existing = tmp_path / "runs" / "r1"
+    existing.mkdir(parents=True)
+    (existing / "config.yaml").write_text(UNSTARTABLE + "seed: 7\n", encoding="utf-8")
+    before = sorted(existing.iterdir())
+    done = run("synthesize", config, "--output-dir", tmp_path / "runs", "--name", "r1")
+    assert_clean_failure(done, "a run already exists here; pass --resume")
+    done = run("synthesize", config, "--output-dir", tmp_path / "runs", "--name", "r1", "--resume")
+    assert_clean_failure(done, "different config", "(seed differ)", "compare with")
+    assert sorted(existing.iterdir()) == before
+
+
+def test_an_output_dir_that_cannot_be_made_is_refused_before_the_engines_start(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, UNSTARTABLE)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    done = run("synthesize", config, "--output-dir", blocker / "runs")
+    assert_clean_failure(done, "cannot write the run directory", "a-file is a file")

@@ -146,7 +146,7 @@ def test_state_of_another_policy_is_refused(tmp_path: Path) -> None:
 
 def test_resume_drops_rounds_after_the_committed_one(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
-    run = SelectRun.open(tmp_path / "run", "config\n", resume=False)
+    run = SelectRun.open(tmp_path / "run", config(), resume=False)
     state = fresh_state(names)
     for number in (1, 2):
         state.round = number
@@ -159,7 +159,7 @@ def test_resume_drops_rounds_after_the_committed_one(tmp_path: Path) -> None:
     run.append(sft_file("a"), [{"round": 3, "messages": []}])
     with (tmp_path / "run" / ANSWERS).open("a") as handle:
         handle.write('{"round": 3, "que')
-    SelectRun.open(tmp_path / "run", "config\n", resume=True)
+    SelectRun.open(tmp_path / "run", config(), resume=True)
     assert [r["round"] for r in read_jsonl(tmp_path / "run" / ROUNDS)] == [1, 2]
     assert [r["round"] for r in read_jsonl(tmp_path / "run" / sft_file("a"))] == [1, 2]
     assert (tmp_path / "run" / ANSWERS).read_bytes() == b""
