@@ -1,14 +1,17 @@
 """How busy a sweep keeps the engines: its generated tokens/s against vLLM's ceiling.
 
-One process, one run:
+One run:
 
   (a) the sweep: `search.sweep.sweep` over an already started pool (engine start is not
       counted; everything else is: preflight, every cell, rewards, writing the cells,
       tables, plots and report), with every request it makes recorded;
-  (b) the ceiling: the very same requests replayed through vLLM's offline `LLM`, one
-      model at a time, each model's requests all at once, with the machine to itself:
-      the same prompt token ids, seeds and sampling, and exactly as many generated
-      tokens as the sweep got (max_tokens = its completion tokens, ignore_eos).
+  (b) the ceiling: the very same requests replayed through vLLM's offline `LLM`, each
+      model's requests all at once, on the cores the pool gave that model: the same
+      prompt token ids, seeds and sampling, and exactly as many generated tokens as
+      the sweep got (max_tokens = its completion tokens, ignore_eos). Models on disjoint
+      cores are replayed side by side, each in its own process, all released at once
+      when every engine is warm, so the ceiling is the slowest one's time; models that
+      share cores are replayed one after the other, and their times add.
 
 busy fraction = (seconds the offline engines need for the sweep's generations) /
 (seconds the sweep took) = the sweep's generated tokens/s over the ceiling's for the
@@ -23,9 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -36,6 +40,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = Path(__file__).parent / "results" / "sweep_busy-cpu-2core.json"
+MARK = "@@replay "  # the lines of a replay process meant for its parent
 
 
 class RecordingPool:
@@ -67,18 +72,28 @@ async def run_sweep(config: Any, path: Path) -> tuple[float, dict[str, Any], lis
     return seconds, summary, recorder.records
 
 
-def replay(spec: Any, records: list[tuple[str, Any, Any]]) -> tuple[int, float]:
-    """(generated tokens, seconds) of vLLM's offline engine on `records` all at once,
-    with the engine settings the pool gives this model on the CPU."""
+def replay(job_file: Path) -> None:
+    """In a child process: replay one model's requests through vLLM's offline engine on
+    the cores the pool gave it, all at once, when the parent says go; print what it took.
+
+    The same engine settings as the pool's on the CPU, the pool's own prompt rendering,
+    each request's seed and sampling, and max_tokens = the tokens the sweep got.
+    """
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
     from engine.backends.vllm import VLLMEngineActor
+    from engine.config import VLLMModelSpec
+    from engine.cpu_binding import BIND_VARIABLE
     from engine.embedded import resolve_model_path
+    from engine.types import Message
 
+    job = json.loads(job_file.read_text(encoding="utf-8"))
+    spec = VLLMModelSpec.model_validate(job["spec"])
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(spec.kv_cache_gib)
+    if job["cores"] is not None:  # else vLLM's own binding, as in the pool
+        os.environ[BIND_VARIABLE] = job["cores"]
     folder = str(resolve_model_path(spec.model))
-    max_len = spec.max_model_len or 0
     llm = LLM(
         model=folder,
         tokenizer=folder,
@@ -88,34 +103,80 @@ def replay(spec: Any, records: list[tuple[str, Any, Any]]) -> tuple[int, float]:
         enable_prefix_caching=True,
         enforce_eager=True if spec.enforce_eager is None else spec.enforce_eager,
         enable_chunked_prefill=False,
-        max_num_batched_tokens=max(4096, max_len),
+        max_num_batched_tokens=max(4096, spec.max_model_len or 0),
         seed=0,
     )
     encoder = VLLMEngineActor(spec)  # the pool's own prompt rendering, no engine
     encoder.tokenizer = llm.get_tokenizer()
     prompts, params = [], []
-    for _, request, generation in records:
-        s = request.sampling
-        prompts.append(TokensPrompt(prompt_token_ids=encoder.encode(request.messages)))
+    for request in job["requests"]:
+        messages = tuple(Message(role, content) for role, content in request["messages"])
+        prompts.append(TokensPrompt(prompt_token_ids=encoder.encode(messages)))
+        s = request["sampling"]
         params.append(
             SamplingParams(
-                temperature=s.temperature,
-                top_p=s.top_p,
-                top_k=max(s.top_k, 0),
-                presence_penalty=s.presence_penalty,
-                max_tokens=max(generation.completion_tokens, 1),
+                temperature=s["temperature"],
+                top_p=s["top_p"],
+                top_k=max(s["top_k"], 0),
+                presence_penalty=s["presence_penalty"],
+                max_tokens=max(request["completion_tokens"], 1),
                 ignore_eos=True,
-                seed=request.seed + spec.seed_offset,
+                seed=request["seed"] + spec.seed_offset,
             )
         )
     llm.generate(prompts[:4], params[:4], use_tqdm=False)  # warm-up, as the pool had
+    print(f"{MARK}ready", flush=True)
+    sys.stdin.readline()  # go
     started = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
     seconds = time.perf_counter() - started
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    del llm
-    gc.collect()
-    return tokens, seconds
+    print(f"{MARK}{json.dumps({'tokens': tokens, 'seconds': seconds})}", flush=True)
+
+
+def _next_mark(child: subprocess.Popen[str]) -> str:
+    """The child's next marked line (vLLM logs to the same stdout)."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.startswith(MARK):
+            return line[len(MARK) :].strip()
+    sys.exit(f"a replay process failed (exit status {child.wait()})")
+
+
+def replay_together(jobs: list[Path]) -> list[tuple[int, float]]:
+    """Replay `jobs` side by side: every engine loaded and warm first, then all at once."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--replay", str(job)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for job in jobs
+    ]
+    for child in children:
+        _next_mark(child)  # ready
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    results = [json.loads(_next_mark(child)) for child in children]
+    for child in children:
+        child.wait()
+    return [(r["tokens"], r["seconds"]) for r in results]
+
+
+def job_document(spec: Any, cores: str | None, rows: list[tuple[str, Any, Any]]) -> str:
+    requests = [
+        {
+            "messages": [[m.role, m.content] for m in request.messages],
+            "sampling": request.sampling.model_dump(mode="json"),
+            "seed": request.seed,
+            "completion_tokens": generation.completion_tokens,
+        }
+        for _, request, generation in rows
+    ]
+    return json.dumps({"spec": spec.model_dump(mode="json"), "cores": cores, "requests": requests})
 
 
 def main() -> None:
@@ -125,11 +186,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="use only the first N seeds")
     parser.add_argument("--concurrency", type=int, help="override the config's concurrency")
     parser.add_argument("--json", default=str(RESULTS), help="write the figures here")
+    parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)  # in a child process
     args = parser.parse_args()
+    if args.replay:
+        replay(args.replay)
+        return
 
     import ray
 
     from engine.config import load_config
+    from engine.cpu_binding import cpu_cores_for
     from search.sweep import SweepConfig
 
     config = load_config(args.config, SweepConfig)
@@ -150,10 +216,25 @@ def main() -> None:
     for record in records:
         by_model[record[0]].append(record)
 
+    # The cores the sweep's engines computed on. Engines on disjoint cores are replayed
+    # side by side, as they ran in the sweep; engines that share cores take turns.
+    cores = {model: cpu_cores_for(config, config.model(model)) for model in by_model}
+    planned = list(cores.values())
+    flat = [core for share in planned if share for core in share.split(",")]
+    side_by_side = None not in planned and len(flat) == len(set(flat))
+    with tempfile.TemporaryDirectory() as scratch:
+        jobs = []
+        for model, rows in by_model.items():
+            jobs.append(Path(scratch) / f"{model}.json")
+            jobs[-1].write_text(job_document(config.model(model), cores[model], rows), "utf-8")
+        if side_by_side:
+            results = replay_together(jobs)
+        else:
+            results = [result for job in jobs for result in replay_together([job])]
     per_model = {}
-    for model, rows in by_model.items():
-        tokens, seconds = replay(config.model(model), rows)
+    for (model, rows), (tokens, seconds) in zip(by_model.items(), results, strict=True):
         per_model[model] = {
+            "cores": cores[model],
             "requests": len(rows),
             "sweep_completion_tokens": sum(g.completion_tokens for _, _, g in rows),
             "offline_tokens": tokens,
@@ -161,8 +242,17 @@ def main() -> None:
             "offline_tok_s": round(tokens / seconds, 1),
         }
         print(f"{model:10} offline replay: {len(rows)} requests, {tokens} tokens, {seconds:.1f} s")
+    replay_s = [m["offline_s"] for m in per_model.values()]
+    ceiling_s = max(replay_s) if side_by_side else sum(replay_s)
     generated = sum(m["sweep_completion_tokens"] for m in per_model.values())
-    ceiling_s = sum(m["offline_s"] for m in per_model.values())
+    # Engines on disjoint cores work side by side: the ceiling is the slowest one's time.
+    # (Each replay had the other cores idle, so the ceiling is if anything optimistic.)
+    # Engines that share cores take turns: the times add up.
+    planned = list(cores.values())
+    flat = [core for share in planned if share for core in share.split(",")]
+    side_by_side = None not in planned and len(flat) == len(set(flat))
+    replay_s = [m["offline_s"] for m in per_model.values()]
+    ceiling_s = max(replay_s) if side_by_side else sum(replay_s)
     search_s = summary["this_session"]["search_wall_s"]
     figures = {
         "config": args.config,
@@ -175,6 +265,7 @@ def main() -> None:
         "sweep_search_phase_s": search_s,
         "sweep_tok_s": round(generated / sweep_s, 1),
         "ceiling_s": round(ceiling_s, 2),
+        "engines_side_by_side": side_by_side,
         "ceiling_tok_s": round(generated / ceiling_s, 1),
         "busy_fraction": round(ceiling_s / sweep_s, 3),
         "busy_fraction_search_phase": round(ceiling_s / search_s, 3),

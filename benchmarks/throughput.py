@@ -121,6 +121,12 @@ def main() -> None:
     texts = [p.prompt for p in load_prompts("embedded:tasks", args.prompts).prompts]
     folder = str(resolve_model_path(args.model))
 
+    # Both engines compute on the cores the pool gives its one engine on this machine.
+    from engine.cpu_binding import BIND_VARIABLE, partition_cores
+
+    (cores,) = partition_cores(sorted(os.sched_getaffinity(0)), [1])
+    os.environ.setdefault(BIND_VARIABLE, ",".join(map(str, cores)))
+
     eager = not args.compiled
     a_tokens, a_s = offline_ceiling(folder, texts, args.n, args.max_tokens, eager)
     pool = asyncio.run(
@@ -133,6 +139,7 @@ def main() -> None:
         "requests": args.prompts * args.n,
         "max_tokens": args.max_tokens,
         "engines": "eager" if eager else "compiled",
+        "cores": os.environ[BIND_VARIABLE],
         "offline_tokens": a_tokens,
         "pool_tokens": b_tokens,
         "offline_tok_s": round(rate_a, 1),

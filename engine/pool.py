@@ -28,6 +28,7 @@ from engine.config import (
     VLLMModelSpec,
     ray_actor_specs,
 )
+from engine.cpu_binding import cpu_cores_for
 from engine.types import Generation, GenerationRequest, Message, SamplingSettings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ModelPool:
                     config.request_timeout_s,
                     config.start_timeout_s,
                     config.max_actor_restarts,
+                    cpu_cores_for(config, spec),
                 )
             else:
                 self.backends[spec.name] = OpenAIBackend(spec, self.default_sampling)

@@ -27,7 +27,8 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from engine.backends.base import BackendError, render_base_prompt, stop_strings
-from engine.config import VLLMModelSpec
+from engine.config import ClassifierRewardSpec, VLLMModelSpec
+from engine.cpu_binding import BIND_VARIABLE
 from engine.types import Generation, GenerationRequest, Message
 
 logger = logging.getLogger(__name__)
@@ -77,14 +78,17 @@ def build_engine(
 
 
 def actor_options(
-    num_cpus: float, num_gpus: float, resources: dict[str, float], kv_cache_gib: int
+    spec: VLLMModelSpec | ClassifierRewardSpec, cpu_cores: str | None
 ) -> dict[str, Any]:
-    """Ray options of an actor that hosts one vLLM engine."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "VLLM_LOGGING_LEVEL": "ERROR"}
+    """Ray options of an actor that hosts one vLLM engine; `cpu_cores`
+    (engine.cpu_binding) are the cores it computes on, on the CPU."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib), "VLLM_LOGGING_LEVEL": "ERROR"}
+    if cpu_cores is not None:
+        env[BIND_VARIABLE] = cpu_cores
     return {
-        "num_cpus": num_cpus,
-        "num_gpus": num_gpus,
-        "resources": resources or None,
+        "num_cpus": spec.num_cpus,
+        "num_gpus": spec.num_gpus,
+        "resources": spec.resources or None,
         "runtime_env": {"env_vars": env},
         # Many requests in flight at once is the point: allow them all.
         "max_concurrency": 10_000,
@@ -250,9 +254,11 @@ class VLLMBackend:
         request_timeout_s: float,
         start_timeout_s: float,
         max_restarts: int = 3,
+        cpu_cores: str | None = None,
     ):
         self.name = spec.name
         self.spec = spec
+        self.cpu_cores = cpu_cores
         self.request_timeout_s = request_timeout_s
         self.start_timeout_s = start_timeout_s
         self.max_restarts = max_restarts
@@ -269,12 +275,12 @@ class VLLMBackend:
             return
         self.actor = self._new_actor()
         self.info = await self._start_actor(self.actor)
-        logger.info("model %s ready on node %s", self.name, self.info["node_id"])
+        cores = f", cores {self.cpu_cores}" if self.cpu_cores else ""
+        logger.info("model %s ready on node %s%s", self.name, self.info["node_id"], cores)
 
     def _new_actor(self) -> Any:
-        spec = self.spec
-        options = actor_options(spec.num_cpus, spec.num_gpus, spec.resources, spec.kv_cache_gib)
-        return ray.remote(VLLMEngineActor).options(**options).remote(spec)
+        options = actor_options(self.spec, self.cpu_cores)
+        return ray.remote(VLLMEngineActor).options(**options).remote(self.spec)
 
     async def _start_actor(self, actor: Any) -> dict[str, Any]:
         return await call_actor(self.name, actor.start.remote(), self.start_timeout_s, "start")

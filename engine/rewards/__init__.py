@@ -14,6 +14,7 @@ from engine.config import (
     VerifiableRewardSpec,
     WeightedRewardSpec,
 )
+from engine.cpu_binding import cpu_cores_for
 from engine.pool import ModelPool
 from engine.rewards.base import Reward, RewardError
 
@@ -46,7 +47,8 @@ def build_reward(spec: RewardSpec, pool: ModelPool) -> Reward:
     if isinstance(spec, ClassifierRewardSpec):
         from engine.rewards.classifier import ClassifierReward
 
-        return ClassifierReward(spec, pool.config.request_timeout_s)
+        cores = cpu_cores_for(pool.config, spec)
+        return ClassifierReward(spec, pool.config.request_timeout_s, cores)
     if isinstance(spec, CallableRewardSpec):
         from engine.rewards.combine import CallableReward
 

@@ -83,10 +83,14 @@ class ClassifierReward(Reward):
 
     name = "classifier"
 
-    def __init__(self, spec: ClassifierRewardSpec, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, spec: ClassifierRewardSpec, timeout_s: float = 600.0, cpu_cores: str | None = None
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.timeout_s = timeout_s
+        self.cpu_cores = cpu_cores
+        """The cores its engine computes on (engine.cpu_binding); None: vLLM's binding."""
         self.actor: Any = None
 
     def identity(self) -> str:
@@ -94,9 +98,8 @@ class ClassifierReward(Reward):
 
     async def start(self) -> None:
         if self.actor is None:
-            s = self.spec
-            options = actor_options(s.num_cpus, s.num_gpus, s.resources, s.kv_cache_gib)
-            self.actor = ray.remote(ClassifierActor).options(**options).remote(s)
+            options = actor_options(self.spec, self.cpu_cores)
+            self.actor = ray.remote(ClassifierActor).options(**options).remote(self.spec)
             await call_actor(self.identity(), self.actor.start.remote(), self.timeout_s, "start")
 
     async def _score(

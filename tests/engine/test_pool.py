@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -121,3 +122,24 @@ def test_sampling_overrides_of_a_model_spec() -> None:
     merged = pool.sampling("a")
     assert merged.temperature == 0.1
     assert merged.max_tokens == 77  # fields the spec does not set keep the run's value
+
+
+async def test_each_engine_computes_on_its_own_cores(pool: ModelPool) -> None:
+    """vLLM's own binding put every engine's compute threads on core 0 of this machine;
+    the pool gives each engine its share (engine.cpu_binding). Checked on the threads of
+    the vLLM worker processes themselves."""
+    import psutil
+
+    bound: dict[str, set[int]] = {}
+    for name, backend in pool.backends.items():
+        planned = backend.cpu_cores  # type: ignore[attr-defined]
+        if planned is None:
+            pytest.skip("VLLM_CPU_OMP_THREADS_BIND is set: vLLM binds the engines itself")
+        pid = await backend.actor.__ray_call__.remote(lambda actor: os.getpid())  # type: ignore[attr-defined]
+        workers = [p for p in psutil.Process(pid).children(recursive=True) if "Worker" in p.name()]
+        assert workers, f"{name}: no vLLM worker process under the actor"
+        affinities = {frozenset(os.sched_getaffinity(t.id)) for t in workers[0].threads()}
+        assert affinities == {frozenset(map(int, planned.split(",")))}, name
+        bound[name] = set(map(int, planned.split(",")))
+    if len(os.sched_getaffinity(0)) >= len(bound):
+        assert not set.intersection(*bound.values())
