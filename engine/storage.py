@@ -11,6 +11,9 @@ died mid-write, or the disk filled up mid-write) is dropped; records of prompts 
 progress line are dropped; temporary files of an interrupted atomic write are deleted. A
 failed write (disk full, a read-only or vanished directory) raises RunDirectoryError with
 the file and the reason, and leaves the directory resumable.
+
+One process at a time: a run directory is held (an flock on `.lock`) from `open` until
+its summary is written, so the same run resumed twice at once is refused, not run twice.
 """
 
 from __future__ import annotations
