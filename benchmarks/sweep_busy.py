@@ -245,14 +245,6 @@ def main() -> None:
     replay_s = [m["offline_s"] for m in per_model.values()]
     ceiling_s = max(replay_s) if side_by_side else sum(replay_s)
     generated = sum(m["sweep_completion_tokens"] for m in per_model.values())
-    # Engines on disjoint cores work side by side: the ceiling is the slowest one's time.
-    # (Each replay had the other cores idle, so the ceiling is if anything optimistic.)
-    # Engines that share cores take turns: the times add up.
-    planned = list(cores.values())
-    flat = [core for share in planned if share for core in share.split(",")]
-    side_by_side = None not in planned and len(flat) == len(set(flat))
-    replay_s = [m["offline_s"] for m in per_model.values()]
-    ceiling_s = max(replay_s) if side_by_side else sum(replay_s)
     search_s = summary["this_session"]["search_wall_s"]
     figures = {
         "config": args.config,
