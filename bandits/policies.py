@@ -72,7 +72,7 @@ from bandits.formulas import (
     ucb,
     win_rates,
 )
-from engine.config import _Settings
+from engine.config import Settings
 
 STATE_VERSION = 1
 
@@ -84,21 +84,21 @@ class PolicyStateError(ValueError):
 # -- settings --------------------------------------------------------------------------
 
 
-class CoUCBSettings(_Settings):
+class CoUCBSettings(Settings):
     """Co-UCB: dueling bandit over pairs of candidate models (the default policy)."""
 
     kind: Literal["co_ucb"] = "co_ucb"
     """Co-UCB (ALGORITHMS.md): play the pair with the largest mean win rate plus bonus."""
 
 
-class UCB1Settings(_Settings):
+class UCB1Settings(Settings):
     """Single-arm UCB1 on absolute rewards; needs a reward model, not preferences."""
 
     kind: Literal["ucb1"] = "ucb1"
     """UCB1: one model per round, scored by absolute rewards in [0, 1]."""
 
 
-class RUCBSettings(_Settings):
+class RUCBSettings(Settings):
     """Relative Upper Confidence Bound (Zoghi et al. 2014)."""
 
     kind: Literal["rucb"] = "rucb"
@@ -107,7 +107,7 @@ class RUCBSettings(_Settings):
     """Exploration weight in sqrt(alpha ln t / n); the analysis needs alpha > 1/2."""
 
 
-class DoubleTSSettings(_Settings):
+class DoubleTSSettings(Settings):
     """Double Thompson sampling (Wu & Liu 2016)."""
 
     kind: Literal["double_ts"] = "double_ts"
@@ -116,14 +116,14 @@ class DoubleTSSettings(_Settings):
     """Exploration weight of the confidence bounds that prune candidates; > 1/2."""
 
 
-class UniformSettings(_Settings):
+class UniformSettings(Settings):
     """A uniformly random pair of distinct models every round (a baseline)."""
 
     kind: Literal["uniform"] = "uniform"
     """Uniform random pair."""
 
 
-class FixedSettings(_Settings):
+class FixedSettings(Settings):
     """Always the same model (a baseline)."""
 
     kind: Literal["fixed"] = "fixed"
@@ -261,7 +261,7 @@ class Policy(ABC):
     shape (runs, ...)) and implement `select_runs`, `_learn` and `best_runs`."""
 
     kind: ClassVar[str]
-    settings_type: ClassVar[type[_Settings]]
+    settings_type: ClassVar[type[Settings]]
     absolute_feedback: ClassVar[bool] = False
     """True when the policy learns from absolute rewards (it cannot use a person's
     "first / second / tie" verdicts)."""
@@ -599,7 +599,7 @@ def make_policy(settings: PolicySettings, arms: int, seed: int) -> Policy:
 # -- persistence -----------------------------------------------------------------------
 
 
-class _PolicyState(_Settings):
+class _PolicyState(Settings):
     version: Literal[1]
     """Format version of the state."""
     kind: str

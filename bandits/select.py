@@ -19,6 +19,7 @@ import json
 import random
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TextIO
@@ -40,11 +41,18 @@ from bandits.policies import (
     policy_from_state,
 )
 from bandits.simulator import strong_regret, true_best, weak_regret
-from engine.config import ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec, _Settings
+from engine.config import (
+    ConfigError,
+    RewardSpec,
+    RunConfig,
+    Settings,
+    VerifiableRewardSpec,
+    repeated,
+)
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
-from engine.prompts import EMBEDDED_TASKS, load_prompts
-from engine.rewards import Reward, build_reward
+from engine.prompts import load_prompts
+from engine.rewards import Reward, started_reward
 from engine.seeds import derive_seed
 from engine.storage import (
     SUMMARY,
@@ -62,7 +70,7 @@ STATE_FORMAT = "multisample.select/1"
 STDIN = "-"
 
 
-class CandidateSpec(_Settings):
+class CandidateSpec(Settings):
     """One arm of the bandit: a pool model, optionally with its own system prompt and
     sampling (variants of one model share its engine)."""
 
@@ -76,7 +84,7 @@ class CandidateSpec(_Settings):
     """Overrides the run's (and the model's) sampling settings for this candidate."""
 
 
-class RewardFeedback(_Settings):
+class RewardFeedback(Settings):
     """A reward model or judge scores both answers; the higher one is preferred."""
 
     kind: Literal["reward"] = "reward"
@@ -86,7 +94,7 @@ class RewardFeedback(_Settings):
     """Scores closer than this are a tie (no preference)."""
 
 
-class HumanFeedback(_Settings):
+class HumanFeedback(Settings):
     """A person at the terminal reads both answers side by side and types 1, 2 or t."""
 
     kind: Literal["human"] = "human"
@@ -95,16 +103,11 @@ class HumanFeedback(_Settings):
 FeedbackSpec = Annotated[RewardFeedback | HumanFeedback, Field(discriminator="kind")]
 
 
-class SelectConfig(PoolConfig):
+class SelectConfig(RunConfig):
     """Online model selection: candidates, queries, the bandit policy and the feedback."""
 
     candidates: list[CandidateSpec] = Field(default_factory=list)
     """The arms; empty means one candidate per pool model, named after it."""
-    prompts: str = EMBEDDED_TASKS
-    """Queries: a JSONL prompts file, 'embedded:tasks', or '-' for one query per line of
-    standard input."""
-    limit: int | None = Field(None, ge=1)
-    """Use only the first `limit` prompts of the file."""
     batch: int = Field(16, ge=1)
     """Queries per round, all answered by the round's pair."""
     rounds: int | None = Field(None, ge=1)
@@ -115,24 +118,19 @@ class SelectConfig(PoolConfig):
     """The bandit policy; `kind` names it."""
     feedback: FeedbackSpec = Field(default_factory=RewardFeedback)
     """Where preferences come from."""
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    """Default sampling of every candidate."""
     truth: str | None = None
     """A JSON preference matrix {"candidates": [...], "matrix": [[P(i beats j)]]}: with it
     each round records its strong and weak regret."""
     seed: int = 0
     """Seeds the policy, the query order and every generation."""
-    output_dir: str = "runs"
-    """Where run directories are created."""
 
     @model_validator(mode="after")
     def _check_candidates(self) -> SelectConfig:
         if not self.candidates:
             self.candidates = [CandidateSpec(name=m.name, model=m.name) for m in self.models]
-        names = [c.name for c in self.candidates]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"candidate names must be unique; repeated: {', '.join(repeated)}")
+        twice = repeated([c.name for c in self.candidates])
+        if twice:
+            raise ValueError(f"candidate names must be unique; repeated: {', '.join(twice)}")
         if len(self.candidates) < 2:
             raise ValueError("select needs at least two candidates")
         models = {m.name: m for m in self.models}
@@ -406,24 +404,20 @@ async def select(
     state = SelectState(candidates, policy, np.zeros((len(candidates),) * 2, dtype=int))
     if resume and (run_path / STATE).exists():
         state = SelectState.parse(run_path / STATE, candidates, config.policy.kind)
-    async with pool_for(config, config.sampling, console, pool) as started:
-        reward: Reward | None = None
-        try:
-            judge: Judge
-            if isinstance(config.feedback, RewardFeedback):
-                reward = build_reward(config.feedback.reward, started)
-                await reward.start()
-                judge = RewardJudge(reward, config.feedback.tie_margin)
-            else:
-                seed = derive_seed(config.seed, "order")
-                judge = HumanJudge(console, ask or console.input, seed)
-            # Only now, with engines up and inputs checked, does the run directory appear.
-            run = SelectRun.open(run_path, config, resume, exclude={"rounds"})
-            session = Session(config, started, run, state, judge, truth, console, online_update)
-            return await session.play(stdin or sys.stdin)
-        finally:
-            if reward is not None:
-                await reward.close()
+    async with AsyncExitStack() as stack:
+        started = await stack.enter_async_context(pool_for(config, config.sampling, console, pool))
+        judge: Judge
+        if isinstance(config.feedback, RewardFeedback):
+            spec = config.feedback.reward
+            reward = await stack.enter_async_context(started_reward(spec, started))
+            judge = RewardJudge(reward, config.feedback.tie_margin)
+        else:
+            seed = derive_seed(config.seed, "order")
+            judge = HumanJudge(console, ask or console.input, seed)
+        # Only now, with engines up and inputs checked, does the run directory appear.
+        run = SelectRun.open(run_path, config, resume, exclude={"rounds"})
+        session = Session(config, started, run, state, judge, truth, console, online_update)
+        return await session.play(stdin or sys.stdin)
 
 
 class Session:

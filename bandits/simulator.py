@@ -31,7 +31,7 @@ import numpy as np
 
 from bandits.formulas import copeland_scores
 from bandits.policies import POLICIES, Duels, PolicySettings
-from engine.statistics import mean_ci
+from engine.intervals import mean_ci
 
 # The arena's generator for a seed is this child of the seed's SeedSequence, so it never
 # shares a stream with the policy's generator (seeded by the seed itself).
@@ -227,7 +227,7 @@ def regret_band(
     curves: np.ndarray, points: int = 400
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rounds (1-based, at most `points` evenly spaced) with the mean over seeds and its 95%
-    Student-t interval (engine.statistics.mean_ci) of (seeds, horizon) curves."""
+    Student-t interval (engine.intervals.mean_ci) of (seeds, horizon) curves."""
     horizon = curves.shape[1]
     columns = np.unique(np.linspace(0, horizon - 1, min(points, horizon)).round().astype(int))
     mean, low, high = np.array([mean_ci(curves[:, c]) for c in columns]).T

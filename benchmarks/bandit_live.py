@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 from bandits.policies import Feedback, PolicySettings, make_policy
 from bandits.select import CandidateSpec, candidate_answers
 from bandits.simulator import strong_regret, true_best, weak_regret
-from engine.statistics import mean_ci
+from engine.intervals import mean_ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

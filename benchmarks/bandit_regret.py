@@ -41,7 +41,7 @@ from bandits.simulator import (
     simulate,
     true_best,
 )
-from engine.statistics import mean_ci
+from engine.intervals import mean_ci
 
 RESULTS = Path(__file__).parent / "results"
 

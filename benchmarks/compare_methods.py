@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from engine.statistics import mean_ci
+from engine.intervals import mean_ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -8,6 +8,7 @@ can be validated and its schema printed on any machine.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -24,17 +25,29 @@ from pydantic import (
 
 from engine.types import SamplingSettings
 
+T = TypeVar("T")
+
+EMBEDDED_TASKS = "embedded:tasks"
+"""The name configs use for the task set shipped with multisample."""
+
 
 class ConfigError(ValueError):
     """A user-facing configuration problem; the message names the file and the field."""
 
 
-class _Settings(BaseModel):
-    # The docstring under each field is its description in the JSON schema.
+class Settings(BaseModel):
+    """The base of every settings model: an unknown field is an error, and the docstring
+    under each field is its description in the JSON schema."""
+
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-class _ModelBase(_Settings):
+def repeated(values: Sequence[T]) -> list[T]:
+    """The values that occur more than once, sorted: for "must be unique" validators."""
+    return sorted({v for v in values if values.count(v) > 1})  # type: ignore[type-var]
+
+
+class _ModelBase(Settings):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     """How strategies, samples and bandits refer to this model; unique within a config."""
     prompt_format: Literal["chat", "base"] = "chat"
@@ -137,7 +150,7 @@ ModelSpec = Annotated[
 ]
 
 
-class PoolConfig(_Settings):
+class PoolConfig(Settings):
     """The models a run uses and where their actors run."""
 
     models: list[ModelSpec] = Field(min_length=1)
@@ -158,8 +171,7 @@ class PoolConfig(_Settings):
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
-        names = [m.name for m in self.models]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = repeated([m.name for m in self.models])
         if duplicates:
             raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
         return self
@@ -169,6 +181,22 @@ class PoolConfig(_Settings):
             if spec.name == name:
                 return spec
         raise KeyError(f"no model named {name!r}; configured: {[m.name for m in self.models]}")
+
+
+class RunConfig(PoolConfig):
+    """What every command's config has: the pool, the prompts, the default sampling and
+    where run directories go (synthesize, sweep and select build on it)."""
+
+    prompts: str = EMBEDDED_TASKS
+    """A JSONL prompts file, or 'embedded:tasks' for the shipped IFEval-style task set
+    (select also takes '-': one query per line of standard input)."""
+    limit: int | None = Field(None, ge=1)
+    """Use only the first `limit` prompts of the file."""
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    """Default sampling of every model (a model's or a candidate's own `sampling`
+    overrides fields)."""
+    output_dir: str = "runs"
+    """Where run directories are created."""
 
 
 Config = TypeVar("Config", bound=BaseModel)
@@ -290,7 +318,7 @@ def load_config(path: str | Path, model: type[Config]) -> Config:
         raise ConfigError(format_validation_error(exc, str(path), data, node)) from None
 
 
-class BudgetConfig(_Settings):
+class BudgetConfig(Settings):
     """How much a search may spend on one prompt. The first limit reached stops it."""
 
     generations: int | None = Field(16, ge=1)
@@ -307,13 +335,13 @@ class BudgetConfig(_Settings):
         return self
 
 
-class VerifiableRewardSpec(_Settings):
+class VerifiableRewardSpec(Settings):
     """The share of a prompt's verifiable constraints a response meets (IFEval-style)."""
 
     kind: Literal["verifiable"]
 
 
-class JudgeRewardSpec(_Settings):
+class JudgeRewardSpec(Settings):
     """A pool model rates the answer 0-9; the score is the expected digit (Self-J)."""
 
     kind: Literal["judge"]
@@ -328,7 +356,7 @@ class JudgeRewardSpec(_Settings):
     """Top log-probabilities of the first token searched for digits."""
 
 
-class EmbeddingRewardSpec(_Settings):
+class EmbeddingRewardSpec(Settings):
     """Cosine similarity between the response and the reference, scaled to [0, 1]."""
 
     kind: Literal["embedding"]
@@ -338,7 +366,7 @@ class EmbeddingRewardSpec(_Settings):
     """Score given when a prompt has no reference answer."""
 
 
-class ClassifierRewardSpec(_Settings):
+class ClassifierRewardSpec(Settings):
     """A sequence-classification reward model served by vLLM's pooling runner."""
 
     kind: Literal["classifier"]
@@ -367,7 +395,7 @@ class ClassifierRewardSpec(_Settings):
     """As for vLLM models: None is eager on the CPU, compiled on GPUs."""
 
 
-class CallableRewardSpec(_Settings):
+class CallableRewardSpec(Settings):
     """A user function `f(prompt: str, responses: list[str], reference: str | None)`
     returning one float per response (sync or async)."""
 
@@ -376,14 +404,14 @@ class CallableRewardSpec(_Settings):
     """Import path as 'package.module:function'."""
 
 
-class WeightedComponent(_Settings):
+class WeightedComponent(Settings):
     weight: float
     """Multiplies this component's score; weights need not sum to 1."""
     reward: RewardSpec
     """The component reward (any kind, weighted ones included)."""
 
 
-class WeightedRewardSpec(_Settings):
+class WeightedRewardSpec(Settings):
     """A weighted sum of other rewards (e.g. Self-J's judge + reference similarity)."""
 
     kind: Literal["weighted"]

@@ -9,12 +9,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from engine.config import ConfigError, format_validation_error
+from engine.config import EMBEDDED_TASKS, ConfigError, format_validation_error
 from engine.rewards.constraints import parse_constraints
 from engine.types import Prompt
-
-EMBEDDED_TASKS = "embedded:tasks"
-"""The name configs use for the task set shipped with multisample."""
 
 
 class PromptsError(ConfigError):

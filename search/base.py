@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict
 
 from engine.budget import Budget
-from engine.config import BudgetConfig
+from engine.config import BudgetConfig, Settings
 from engine.pool import ModelPool
 from engine.rewards.base import Reward
 from engine.seeds import derive_seed
@@ -26,10 +25,8 @@ Action = Literal["generate", "refine", "aggregate", "feedback"]
 ROOT = "root"
 
 
-class OneModel(BaseModel):
+class OneModel(Settings):
     """Settings of a strategy that samples a single pool model."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     model: str | None = None
     """The pool model that samples; None takes the first configured model."""
@@ -38,10 +35,8 @@ class OneModel(BaseModel):
         return [self.model or pool_models[0]]
 
 
-class ManyModels(BaseModel):
+class ManyModels(Settings):
     """Settings of a strategy that orchestrates several pool models."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     models: list[str] | None = None
     """Pool models that take part, in this order; None takes all of them."""

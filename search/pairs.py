@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from engine.config import Settings
 from engine.seeds import derive_seed
 from engine.types import Prompt
 from search.base import Candidate
@@ -28,9 +29,7 @@ from search.base import Candidate
 PairMethod = Literal["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]
 
 
-class PairSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class PairSettings(Settings):
     methods: list[PairMethod] = Field(default_factory=lambda: ["max_min", "max_mu_minus_2sigma"])
     """Which rejected-sample rules to apply; each gives at most one pair per prompt."""
     min_margin: float = Field(0.0, ge=0)

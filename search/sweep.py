@@ -31,23 +31,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from rich.console import Console
 
-from engine.config import PoolConfig, RewardSpec, VerifiableRewardSpec
+from engine.config import Settings, VerifiableRewardSpec, repeated
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
-from engine.prompts import EMBEDDED_TASKS, PromptFile, load_prompts
-from engine.rewards import build_reward
+from engine.prompts import PromptFile, load_prompts
+from engine.rewards import started_reward
 from engine.seeds import derive_seed
 from engine.storage import SUMMARY, RunDirectory, check_run_directory, read_jsonl
-from engine.types import Prompt, SamplingSettings
+from engine.types import Prompt
 from search import sweep_report
 from search.registry import StrategySettings
 from search.synthesize import (
     SAMPLES,
     LiveStats,
     RunJob,
+    SearchRunConfig,
     SynthesizeConfig,
     preflight,
     run_all,
@@ -57,10 +58,8 @@ from search.templates import load_templates
 CELLS = "cells"
 
 
-class SweepMethod(BaseModel):
+class SweepMethod(Settings):
     """One method of a sweep: a name and a strategy with its settings."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     """How tables, plots and the report call this method; unique within a sweep."""
@@ -73,13 +72,9 @@ class SweepMethod(BaseModel):
     generations, but then the budgets' results are nested, not independent."""
 
 
-class SweepConfig(PoolConfig):
+class SweepConfig(SearchRunConfig):
     """An inference-scaling sweep: methods x budgets x seeds over one prompts file."""
 
-    prompts: str = EMBEDDED_TASKS
-    """A JSONL prompts file, or 'embedded:tasks' for the shipped IFEval-style task set."""
-    limit: int | None = Field(None, ge=1)
-    """Use only the first `limit` prompts of the file."""
     methods: list[SweepMethod] = Field(min_length=1)
     """The methods compared, each a name and a strategy."""
     budgets: list[Annotated[int, Field(ge=1)]] = Field(
@@ -88,27 +83,18 @@ class SweepConfig(PoolConfig):
     """Generations per prompt of each cell (every call of a policy model counts)."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Sweep seeds; every cell's search seed derives from one of them and its budget."""
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    """Default sampling of every model (a model's own `sampling` overrides fields)."""
-    reward: RewardSpec = Field(default_factory=lambda: VerifiableRewardSpec(kind="verifiable"))
-    """How responses are scored."""
-    templates: dict[str, str] = Field(default_factory=dict)
-    """Template files replacing the built-in ones, by name (see search/templates/)."""
     concurrency: int = Field(32, ge=1)
     """Prompt searches in flight at once, over all cells together."""
     top_k: int = Field(4, ge=1)
     """k of the 'mean top-k reward' quality measure (a search with fewer scored samples
     averages all it has)."""
-    output_dir: str = "runs"
-    """Where sweep directories are created."""
 
     @field_validator("methods")
     @classmethod
     def _methods(cls, methods: list[SweepMethod], info: ValidationInfo) -> list[SweepMethod]:
-        names = [m.name for m in methods]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"method names must be unique; repeated: {', '.join(repeated)}")
+        twice = repeated([m.name for m in methods])
+        if twice:
+            raise ValueError(f"method names must be unique; repeated: {', '.join(twice)}")
         models = [m.name for m in info.data.get("models", [])]
         for index, method in enumerate(methods):
             for model in method.strategy.models_used(models) if models else []:
@@ -128,9 +114,9 @@ class SweepConfig(PoolConfig):
     @field_validator("budgets", "seeds")
     @classmethod
     def _distinct(cls, values: list[int], info: ValidationInfo) -> list[int]:
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise ValueError(f"{info.field_name} must be distinct; repeated: {repeated}")
+        twice = repeated(values)
+        if twice:
+            raise ValueError(f"{info.field_name} must be distinct; repeated: {twice}")
         return values
 
     def method(self, name: str) -> SweepMethod:
@@ -248,9 +234,7 @@ async def _run(
     console: Console,
     pool: ModelPool,
 ) -> dict[str, Any]:
-    reward = build_reward(config.reward, pool)
-    await reward.start()
-    try:
+    async with started_reward(config.reward, pool) as reward:
         await preflight(pool, prompts, config.models_used())
         # Only now, with engines up and inputs checked, does the sweep directory appear.
         sweep_dir = RunDirectory.open(path, config, resume)
@@ -306,8 +290,6 @@ async def _run(
 
             await run_all(one(cell, p) for cell in order for p in open_jobs[cell].todo)
         search_s = time.perf_counter() - started
-    finally:
-        await reward.close()
     session = {
         "search_wall_s": round(search_s, 2),
         "completion_tokens": stats.completion_tokens,

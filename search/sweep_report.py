@@ -8,7 +8,7 @@ The unit of every statistic is one (prompt, seed) search of a method at a budget
 - quality measures, per prompt: the best reward, the mean of the top-k rewards, and, for
   the verifiable reward, whether the best response meets all of the prompt's constraints.
 
-Means carry 95% Student-t intervals over the (prompt, seed) units (engine.statistics).
+Means carry 95% Student-t intervals over the (prompt, seed) units (engine.intervals).
 At each budget, the best method's lead over the runner-up is tested with a paired t-test
 over the units both share (the same prompts and seeds), see `paired_p_value`.
 """
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from engine.statistics import mean_ci
+from engine.intervals import mean_ci
 
 KEYS = ["method", "budget", "seed"]
 """A cell: one method at one budget with one seed."""

@@ -22,14 +22,14 @@ from pydantic import Field
 from rich.console import Console
 
 from engine.budget import estimate_flops
-from engine.config import BudgetConfig, ConfigError, PoolConfig, RewardSpec, VerifiableRewardSpec
+from engine.config import BudgetConfig, ConfigError, RewardSpec, RunConfig, VerifiableRewardSpec
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
-from engine.prompts import EMBEDDED_TASKS, PromptFile, PromptsError, load_prompts
-from engine.rewards import build_reward
+from engine.prompts import PromptFile, PromptsError, load_prompts
+from engine.rewards import started_reward
 from engine.rewards.base import Reward
 from engine.storage import RunDirectory, check_run_directory
-from engine.types import Message, Prompt, SamplingSettings
+from engine.types import Message, Prompt
 from search.base import SearchContext, SearchResult
 from search.best_of_n import BestOfNSettings
 from search.pairs import PairSettings, pair_records
@@ -42,32 +42,30 @@ SAMPLES = "samples.jsonl"
 PAIRS = "pairs.jsonl"
 
 
-class SynthesizeConfig(PoolConfig):
-    """A synthesis run: models, reward, strategy, budget, prompts and outputs."""
+class SearchRunConfig(RunConfig):
+    """What synthesize and sweep configs share beyond every run's settings: the reward,
+    the prompt templates and how many searches run at once."""
 
-    prompts: str = EMBEDDED_TASKS
-    """A JSONL prompts file, or 'embedded:tasks' for the shipped IFEval-style task set."""
-    limit: int | None = Field(None, ge=1)
-    """Use only the first `limit` prompts of the file."""
-    strategy: StrategySettings = Field(default_factory=BestOfNSettings)
-    """The search strategy and its settings; `kind` names it."""
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    """What each prompt's search may spend."""
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    """Default sampling of every model (a model's own `sampling` overrides fields)."""
     reward: RewardSpec = Field(default_factory=lambda: VerifiableRewardSpec(kind="verifiable"))
     """How responses are scored."""
-    pairs: PairSettings = Field(default_factory=PairSettings)
-    """How DPO preference pairs are built from each prompt's samples."""
-    seed: int = 0
-    """Base seed: every generation's seed derives from it, the prompt id and its index."""
     templates: dict[str, str] = Field(default_factory=dict)
     """Template files replacing the built-in ones, by name: refine, aggregate, feedback,
     corrector (see search/templates/)."""
     concurrency: int = Field(16, ge=1)
     """Prompts searched at once."""
-    output_dir: str = "runs"
-    """Where run directories are created."""
+
+
+class SynthesizeConfig(SearchRunConfig):
+    """A synthesis run: models, reward, strategy, budget, prompts and outputs."""
+
+    strategy: StrategySettings = Field(default_factory=BestOfNSettings)
+    """The search strategy and its settings; `kind` names it."""
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    """What each prompt's search may spend."""
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    """How DPO preference pairs are built from each prompt's samples."""
+    seed: int = 0
+    """Base seed: every generation's seed derives from it, the prompt id and its index."""
 
 
 @dataclass
@@ -266,9 +264,7 @@ async def _run(
     console: Console,
     pool: ModelPool,
 ) -> dict[str, Any]:
-    reward = build_reward(config.reward, pool)
-    await reward.start()
-    try:
+    async with started_reward(config.reward, pool) as reward:
         await preflight(pool, prompts, config.strategy.models_used(pool.names))
         # Only now, with engines up and inputs checked, does the run directory appear.
         job = RunJob.open(config, prompts, templates, run_path, resume, pool, reward)
@@ -284,6 +280,4 @@ async def _run(
                 bar.update(task, advance=1, line=job.stats.line())
 
             await run_all(one(prompt) for prompt in job.todo)
-    finally:
-        await reward.close()
     return job.finish(pool)

@@ -3,6 +3,8 @@ classifier reward models, weighted mixes and user callables."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from engine.config import (
@@ -18,7 +20,19 @@ from engine.cpu_binding import cpu_cores_for
 from engine.pool import ModelPool
 from engine.rewards.base import Reward, RewardError
 
-__all__ = ["Reward", "RewardError", "build_reward"]
+__all__ = ["Reward", "RewardError", "build_reward", "started_reward"]
+
+
+@asynccontextmanager
+async def started_reward(spec: RewardSpec, pool: ModelPool) -> AsyncIterator[Reward]:
+    """The reward a config describes, started, and closed on the way out (a classifier's
+    engine stops even when the run fails)."""
+    reward = build_reward(spec, pool)
+    await reward.start()
+    try:
+        yield reward
+    finally:
+        await reward.close()
 
 
 def build_reward(spec: RewardSpec, pool: ModelPool) -> Reward:

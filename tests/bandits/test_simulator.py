@@ -35,7 +35,7 @@ from bandits.simulator import (
     true_best,
     weak_regret,
 )
-from engine.statistics import mean_ci
+from engine.intervals import mean_ci
 
 SETTINGS = [
     CoUCBSettings(),

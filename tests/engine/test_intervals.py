@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from engine.statistics import mean_ci
+from engine.intervals import mean_ci
 
 
 def test_mean_ci_matches_scipy_t_interval():
