@@ -1,6 +1,6 @@
 """The run directory: append-only JSONL records, atomic files, and resume bookkeeping.
 
-Layout (DESIGN.md): config.yaml, samples.jsonl, pairs.jsonl, trees/<prompt-id>.json,
+Layout (docs/ARCHITECTURE.md): config.yaml, samples.jsonl, pairs.jsonl, trees/<prompt-id>.json,
 summary.json. `progress.jsonl` lists the prompts whose records are all written; it is
 appended after them, so on resume the records of a prompt not listed there are dropped
 and that prompt runs again. `summary.json` is written last: a run directory without it

@@ -2,15 +2,15 @@
 
 Mixture-of-Agents (Wang et al., 2024, "Mixture-of-Agents Enhances Large Language Model
 Capabilities"), in the repeated-block form that the TOA paper (Ye et al., 2025) uses as
-a baseline and ALGORITHMS.md ("Best-of-N family") describes. Layer 1 of a block: every
+a baseline (docs/METHODS.md, "moa"). Layer 1 of a block: every
 model answers the prompt. Each later layer: every model answers the aggregate template,
 which shows the previous layer's answers as numbered references to synthesize from.
 Blocks of `layers_per_block` layers repeat until the budget is spent. Every answer of
 every layer is a candidate, scored against the original prompt.
 
-Project choices that ALGORITHMS.md leaves open, or where the project differs:
+Project choices that the papers leave open, or where the project differs:
 - Unlike the original MoA, the last layer has all K models too (not one aggregator),
-  and every layer's answers are candidates (as ALGORITHMS.md says).
+  and every layer's answers are candidates (as the TOA paper's baseline does).
 - A new block starts afresh from the prompt; it does not see the previous block.
 - When fewer than K generations are left, the last layer uses the first `remaining`
   models of the configured list.

@@ -7,7 +7,7 @@ feedback written by the same model with respect to z, and a second layer refines
 that feedback. Candidates are both layers; the answer is the highest reward. Rewards are
 always of the ORIGINAL prompt: the preference only shapes what the policy is asked.
 
-Differences from the published recipe (see shared/ALGORITHMS.md):
+Differences from the published recipe (docs/METHODS.md lists them all):
 - Budget. The paper splits N samples as N0 = N1 = N/2 and does not count the feedback
   call. Here the feedback is a policy generation like any other, so it is charged to the
   budget B: N0 = ceil((B - 1) / 2), N1 = B - 1 - N0. Without feedback (the paper's

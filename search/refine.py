@@ -2,13 +2,13 @@
 
 The sequential-refine baseline of the TOA paper (Ye et al., 2025, "Multi-Agent Sampling:
 Scaling Inference Compute for Data Synthesis with Tree Search-Based Agentic
-Collaboration"), as described in ALGORITHMS.md ("Best-of-N family"). Rounds repeat until
+Collaboration"), as docs/METHODS.md ("refine") describes it. Rounds repeat until
 the budget is spent; each round shuffles the model order and chains the models: the
 first generates from the prompt, each next one refines the answer just before it in the
 chain (the refine template holds the question and that answer). Every answer is a
 candidate, scored against the original prompt, never against the refine prompt.
 
-Project choices that ALGORITHMS.md leaves open:
+Project choices that the paper leaves open:
 - Each round's order is `random.Random(derive_seed(seed, prompt id, "refine", round))`
   shuffling the configured model list, so it is reproducible per prompt and independent
   of any other prompt's search.
