@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,6 +97,41 @@ def test_max_mu_minus_2sigma_picks_nearest_to_target() -> None:
     assert target == pytest.approx(0.3785, abs=1e-4)
     s = pair_settings(methods=["max_min", "max_mu_minus_2sigma"])
     assert select_pairs(SPREAD, s) == [("max_min", 0, 7), ("max_mu_minus_2sigma", 0, 4)]
+
+
+# Each fixture tells mu - 2 sigma (sample std, ddof=1) apart from one plausible slip: a
+# rejected sample nearest mu - 1, 1.5 or 2.5 sigma, or the population std (ddof=0).
+SWEET_SPOT_FIXTURES = {
+    "not mu - 1 sigma": [0.98, 0.56, 0.98, 0.7, 0.77, 0.94, 0.76, 0.84, 0.34, 0.92],
+    "not mu - 1.5 sigma": [0.99, 0.99, 0.91, 0.83, 0.68, 0.58, 0.99, 0.82, 0.52, 0.87],
+    "not mu - 2.5 sigma": [
+        0.97,
+        0.29,
+        0.7,
+        1.0,
+        0.67,
+        0.95,
+        0.86,
+        0.94,
+        0.87,
+        0.74,
+        0.92,
+        0.34,
+        0.79,
+    ],
+    "not ddof=0": [0.87, 0.38, 0.94, 0.82, 0.97, 0.59, 0.78, 0.99, 0.87, 0.82, 0.8, 0.97, 0.23],
+}
+
+
+@pytest.mark.parametrize("rewards", SWEET_SPOT_FIXTURES.values(), ids=SWEET_SPOT_FIXTURES)
+def test_max_mu_minus_2sigma_uses_two_sample_standard_deviations(rewards: list[float]) -> None:
+    # The oracle, written independently with the standard library (stdev is ddof=1).
+    target = statistics.fmean(rewards) - 2 * statistics.stdev(rewards)
+    best = max(range(len(rewards)), key=lambda i: (rewards[i], -i))
+    expected = min(
+        (i for i in range(len(rewards)) if i != best), key=lambda i: abs(rewards[i] - target)
+    )
+    assert rejected_index(rewards, "max_mu_minus_2sigma", pair_settings()) == expected
 
 
 def test_max_mu_minus_2sigma_small_n_is_the_minimum() -> None:

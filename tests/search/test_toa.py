@@ -147,6 +147,35 @@ def test_a_model_node_is_fully_expanded_once_width_is_reached_and_a_child_beats_
     )
 
 
+def test_child_choice_uses_the_plays_of_the_whole_tree_not_the_parents_visits() -> None:
+    # a: mean 0.6 over 10 visits; b: mean 0.5 over 2. With alpha = 0.1, b's larger
+    # exploration term wins only once ln(n) is large: at n = 100 plays in the tree, b
+    # (0.500 + 0.215 > 0.600 + 0.096); at n = 12, the root's own visits, a would.
+    tree = _Tree("q", ["a", "b"], width=1, alpha=0.1, topk_child=1)
+    a, b = tree.root.children
+    a.visits, a.reward_sum, a.n_rewards = 10, 6.0, 10
+    b.visits, b.reward_sum, b.n_rewards = 2, 1.0, 2
+    tree.root.visits = 12
+    assert tree.select(plays=100)[-1] is b
+    assert tree.select(plays=12)[-1] is a
+
+
+def test_width_counts_the_responses_of_a_layer_over_the_whole_tree() -> None:
+    # Two refine model nodes under two different responses each get one response: the
+    # layer holds 2 = width responses, so each is fully expanded (its child beats its
+    # parent), although it and its siblings hold only one of them.
+    tree = _Tree("q", ["a", "b"], width=2, alpha=0.01, topk_child=1)
+    root = tree.root
+    first, second = root.children
+    r0 = tree.finish([root, first], candidate(0, "a"), 0.5)
+    r1 = tree.finish([root, second], candidate(1, "b"), 0.5)
+    refine_0, refine_1 = r0.children[0], r1.children[0]
+    tree.finish([root, first, r0, refine_0], candidate(2, "a", "refine", (0,)), 0.7)
+    assert not tree.fully_expanded(refine_0)  # 1 response on the layer, width 2
+    tree.finish([root, second, r1, refine_1], candidate(3, "a", "refine", (1,)), 0.7)
+    assert tree.fully_expanded(refine_0) and tree.fully_expanded(refine_1)
+
+
 def test_a_model_node_without_responses_is_never_fully_expanded() -> None:
     assert not is_fully_expanded("model", next_layer_responses=5, width=1)
     assert not is_fully_expanded("model", next_layer_responses=5, width=0, parent_reward=0.1)
