@@ -294,6 +294,13 @@ def test_settings_defaults_and_validation() -> None:
         make_policy(CoUCBSettings(), 1, 0)
 
 
+@pytest.mark.parametrize("settings", SETTINGS, ids=IDS)
+def test_the_settings_union_is_built_from_the_registry(settings: Any) -> None:
+    parsed = TypeAdapter(PolicySettings).validate_python(settings.model_dump(mode="json"))
+    assert parsed == settings
+    assert make_policy(parsed, 3, 0).kind == settings.kind == POLICIES[settings.kind].kind
+
+
 def test_single_run_view_refuses_many_runs() -> None:
     policy = POLICIES["co_ucb"](CoUCBSettings(), 3, [0, 1])
     with pytest.raises(ValueError, match="single-run"):
