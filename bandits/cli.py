@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from bandits.select import HumanFeedback, SelectConfig, select
+from bandits.select import HumanPreference, SelectConfig, run_select
 from engine.cli import OutputDir, Resume, RunName, fail, guarded, run_directory
 from engine.config import load_config
 
@@ -48,9 +48,9 @@ def select_command(
         if rounds is not None:
             settings = settings.model_copy(update={"rounds": rounds})
         if interactive:
-            settings = settings.model_copy(update={"feedback": HumanFeedback()})
+            settings = settings.model_copy(update={"feedback": HumanPreference()})
         run_path = run_directory(config, output_dir or settings.output_dir, name)
-        summary = asyncio.run(select(settings, run_path, resume=resume))
+        summary = asyncio.run(run_select(settings, run_path, resume=resume))
         summary["run_dir"] = str(run_path)
         return summary
 

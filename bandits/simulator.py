@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bandits.formulas import copeland_scores
-from bandits.policies import POLICIES, Duels, PolicySettings
+from bandits.policies import POLICIES, OutcomeArrays, PolicySettings
 from engine.intervals import mean_ci
 
 # The arena's generator for a seed is this child of the seed's SeedSequence, so it never
@@ -156,14 +156,14 @@ class Arena:
             for seed in seeds
         ]
 
-    def play(self, first: np.ndarray, second: np.ndarray) -> Duels:
+    def play(self, first: np.ndarray, second: np.ndarray) -> OutcomeArrays:
         """One round of every run: the pair (first[r], second[r]) in run r."""
         draws = np.stack([rng.random((3, self.batch)) for rng in self._rngs])
         distinct = first != second
         first_wins = (draws[:, 0] < self.matrix[first, second][:, None]).sum(axis=-1)
         first_wins = np.where(distinct, first_wins, 0)
         second_rewards = (draws[:, 2] < self._borda[second][:, None]).astype(float)
-        return Duels(
+        return OutcomeArrays(
             first=first,
             second=second,
             first_wins=first_wins,
@@ -175,17 +175,23 @@ class Arena:
 
 
 @dataclass(frozen=True)
-class SimulationResult:
-    """One policy over many seeds. Regret arrays are (seeds, horizon): cumulative regret
-    in queries after each round."""
+class RegretCurves:
+    """Cumulative regret in queries after each round, as (seeds, rounds) arrays; a live run
+    is one seed."""
+
+    strong: np.ndarray
+    weak: np.ndarray
+
+
+@dataclass(frozen=True)
+class SimulationResult(RegretCurves):
+    """One policy over many seeds: its regret curves (rounds = the horizon) and more."""
 
     settings: PolicySettings
     seeds: tuple[int, ...]
     batch: int
     winner: int
     """The arm regret is measured against (`true_best` of the matrix)."""
-    strong: np.ndarray
-    weak: np.ndarray
     best: np.ndarray
     """(seeds,) each run's best() after the last round."""
     seconds: float
@@ -234,8 +240,9 @@ def regret_band(
     return columns + 1, mean, low, high
 
 
-def plot_regret(results: Mapping[str, SimulationResult], path: str | Path, title: str = "") -> None:
-    """Mean cumulative strong and weak regret per policy with 95% bands, as a PNG."""
+def plot_regret(curves: Mapping[str, RegretCurves], path: str | Path, title: str = "") -> None:
+    """Mean cumulative strong and weak regret per label with 95% bands over seeds, as a PNG
+    (simulations per policy, and a live run's regret.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,8 +250,8 @@ def plot_regret(results: Mapping[str, SimulationResult], path: str | Path, title
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for axis, which in zip(axes, ("strong", "weak"), strict=True):
-        for label, result in results.items():
-            rounds, mean, low, high = regret_band(getattr(result, which))
+        for label, regret in curves.items():
+            rounds, mean, low, high = regret_band(getattr(regret, which))
             (line,) = axis.plot(rounds, mean, label=label)
             axis.fill_between(rounds, low, high, color=line.get_color(), alpha=0.2)
         axis.set_title(f"{which} regret")
@@ -255,5 +262,9 @@ def plot_regret(results: Mapping[str, SimulationResult], path: str | Path, title
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    # Written aside and renamed: a run's regret.png is never half written.
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=120)
     plt.close(figure)
+    tmp.replace(path)

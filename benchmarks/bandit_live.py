@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter
 
-from bandits.policies import Feedback, PolicySettings, make_policy
+from bandits.policies import POLICIES, RoundOutcome, make_policy
 from bandits.select import CandidateSpec, candidate_answers
-from bandits.simulator import strong_regret, true_best, weak_regret
+from bandits.simulator import RegretCurves, plot_regret, strong_regret, true_best, weak_regret
 from engine.intervals import mean_ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,7 +53,8 @@ CANDIDATES = [
         name="gemma3-greedy", model="gemma3", sampling={"temperature": 0.0, "max_tokens": 160}
     ),
 ]
-POLICIES = ["co_ucb", "ucb1", "rucb", "double_ts", "uniform"]
+# Every registered policy plays, but `fixed`: it needs an arm and learns nothing.
+EXCLUDED = {"fixed"}
 
 
 async def score_all(samples: int, max_tokens: int) -> np.ndarray:
@@ -101,32 +101,34 @@ def play(
     kind: str, scores: np.ndarray, matrix: np.ndarray, rounds: int, batch: int, seed: int
 ) -> dict[str, Any]:
     """One policy against the stored answers; regret per round against the true best."""
-    settings = TypeAdapter(PolicySettings).validate_python({"kind": kind})
+    settings = POLICIES[kind].settings_type.model_validate({})  # a required field fails here
     k, prompts, samples = scores.shape
     policy = make_policy(settings, k, seed)
     rng = np.random.default_rng(seed + 10_000)
     winner = true_best(matrix)
     strong = weak = 0.0
-    curve, best = [], []
+    curve, weak_curve, best = [], [], []
     for _ in range(rounds):
         first, second = policy.select()
         ask = rng.integers(prompts, size=batch)
         a = scores[first, ask, rng.integers(samples, size=batch)]
         b = scores[second, ask, rng.integers(samples, size=batch)]
         if first == second:
-            policy.update(Feedback(first, second, first_rewards=tuple(a.tolist())))
+            policy.update(RoundOutcome(first, second, first_rewards=tuple(a.tolist())))
         else:
             wins, losses = int((a > b).sum()), int((a < b).sum())
-            policy.update(Feedback(first, second, wins, losses, batch - wins - losses))
+            policy.update(RoundOutcome(first, second, wins, losses, batch - wins - losses))
         strong += batch * strong_regret(matrix, winner, first, second)
         weak += batch * weak_regret(matrix, winner, first, second)
         curve.append(strong)
+        weak_curve.append(weak)
         best.append(policy.best())
     wrong = [r for r, b in enumerate(best) if b != winner]
     return {
         "strong": strong,
         "weak": weak,
         "curve": curve,
+        "weak_curve": weak_curve,
         "final_best_correct": best[-1] == winner,
         "settled_round": (wrong[-1] + 2) if wrong else 1,
     }
@@ -167,7 +169,8 @@ def main() -> None:
     print(f"true best: {names[winner]} (Condorcet winner: see the matrix)\n")
 
     results: dict[str, Any] = {}
-    for kind in POLICIES:
+    curves: dict[str, RegretCurves] = {}
+    for kind in [k for k in POLICIES if k not in EXCLUDED]:
         runs = [play(kind, scores, matrix, args.rounds, args.batch, s) for s in range(args.seeds)]
         strong = mean_ci([r["strong"] for r in runs])
         results[kind] = {
@@ -175,8 +178,10 @@ def main() -> None:
             "weak_regret": mean_ci([r["weak"] for r in runs]),
             "final_best_correct": float(np.mean([r["final_best_correct"] for r in runs])),
             "settled_round": mean_ci([r["settled_round"] for r in runs]),
-            "curve_mean": np.mean([r["curve"] for r in runs], axis=0).round(2).tolist(),
         }
+        curves[kind] = RegretCurves(
+            np.array([r["curve"] for r in runs]), np.array([r["weak_curve"] for r in runs])
+        )
     uniform = results["uniform"]["strong_regret"][0]
     print(f"{args.seeds} seeds x {args.rounds} rounds x batch {args.batch}; regret in queries")
     print(
@@ -190,7 +195,8 @@ def main() -> None:
             f"{r['weak_regret'][0]:8.1f} {r['final_best_correct']:8.2f} "
             f"{r['settled_round'][0]:17.1f}"
         )
-    plot(results, RESULTS / "bandit_live-regret.png", names[winner])
+    title = f"embedded candidates, verifiable reward (true best: {names[winner]})"
+    plot_regret(curves, RESULTS / "bandit_live-regret.png", title=title)
     (RESULTS / "bandit_live-cpu-2core.json").write_text(
         json.dumps(
             {
@@ -199,32 +205,12 @@ def main() -> None:
                 "matrix": matrix.round(4).tolist(),
                 "args": vars(args),
                 "generation_s": round(generation_s, 1),
-                "policies": {
-                    k: {n: v for n, v in r.items() if n != "curve_mean"} for k, r in results.items()
-                },
+                "policies": results,
             },
             indent=1,
         )
         + "\n"
     )
-
-
-def plot(results: dict[str, Any], path: Path, best: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for kind, r in results.items():
-        axes.plot(range(1, len(r["curve_mean"]) + 1), r["curve_mean"], label=kind)
-    axes.set_xlabel("round")
-    axes.set_ylabel("mean cumulative strong regret (queries)")
-    axes.set_title(f"embedded candidates, verifiable reward (true best: {best})")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 if __name__ == "__main__":

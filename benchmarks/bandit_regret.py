@@ -24,14 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bandits.policies import (
-    CoUCBSettings,
-    DoubleTSSettings,
-    FixedSettings,
-    RUCBSettings,
-    UCB1Settings,
-    UniformSettings,
-)
+from bandits.policies import POLICIES, PolicySettings
 from bandits.simulator import (
     SimulationResult,
     borda_scores,
@@ -63,6 +56,17 @@ def runner_up(matrix: np.ndarray) -> int:
     return int(margin.argmin())
 
 
+def policies(matrix: np.ndarray) -> dict[str, PolicySettings]:
+    """Every registered policy by its label, with its default settings; `fixed` plays the
+    runner-up. A new policy with a required setting fails here until it is given one."""
+    required = {"fixed": {"arm": runner_up(matrix)}}
+    labels = {"fixed": "fixed (runner-up)"}
+    return {
+        labels.get(kind, kind): cls.settings_type.model_validate(required.get(kind, {}))
+        for kind, cls in POLICIES.items()
+    }
+
+
 def summarize(result: SimulationResult, uniform: SimulationResult) -> dict[str, Any]:
     """Final regret with CI and ratio to uniform, share of seeds whose best() is right."""
     row: dict[str, Any] = {"settings": result.settings.model_dump(mode="json")}
@@ -89,17 +93,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
     started = time.perf_counter()
     for name, matrix in instances(args.arms, args.instance_seed).items():
-        policies = {
-            "co_ucb": CoUCBSettings(),
-            "ucb1": UCB1Settings(),
-            "rucb": RUCBSettings(),
-            "double_ts": DoubleTSSettings(),
-            "uniform": UniformSettings(),
-            "fixed (runner-up)": FixedSettings(arm=runner_up(matrix)),
-        }
         results = {
             label: simulate(settings, matrix, args.batch, args.horizon, seeds)
-            for label, settings in policies.items()
+            for label, settings in policies(matrix).items()
         }
         out["instances"][name] = {
             "matrix": matrix.round(6).tolist(),

@@ -25,31 +25,27 @@ from bandits.policies import (
     POLICIES,
     CoUCBSettings,
     DoubleTSSettings,
-    Feedback,
     FixedSettings,
     PolicySettings,
     PolicyStateError,
+    RoundOutcome,
     RUCBSettings,
     UCB1Settings,
-    UniformSettings,
     make_policy,
     policy_from_state,
 )
 from bandits.simulator import Arena, bradley_terry
 
-SETTINGS = [
-    CoUCBSettings(),
-    UCB1Settings(),
-    RUCBSettings(),
-    DoubleTSSettings(),
-    UniformSettings(),
-    FixedSettings(arm=2),
-]
+# Every registered policy, with its defaults and the fields it requires (a new policy with
+# a required field fails here until it is given one).
+REQUIRED: dict[str, dict[str, Any]] = {"fixed": {"arm": 2}}
+SETTINGS = [cls.settings_type.model_validate(REQUIRED.get(k, {})) for k, cls in POLICIES.items()]
 IDS = [s.kind for s in SETTINGS]
 
 
 def test_every_registered_policy_is_tested() -> None:
     assert sorted(POLICIES) == sorted(IDS)
+    assert set(REQUIRED) <= set(POLICIES)
 
 
 # -- formulas by hand ------------------------------------------------------------------
@@ -97,12 +93,12 @@ def test_running_mean() -> None:
 
 def test_co_ucb_batch_update_by_hand() -> None:
     policy = make_policy(CoUCBSettings(), 3, seed=0)
-    policy.update(Feedback(0, 1, first_wins=12, second_wins=3, ties=1))
+    policy.update(RoundOutcome(0, 1, first_wins=12, second_wins=3, ties=1))
     # B = 16 (the tie counts in B, wins nothing): mu_0 = 12/16, mu_1 = 3/16.
     np.testing.assert_allclose(policy.mu[0], [0.75, 0.1875, 0.0])
     assert policy.n_pair[0].tolist() == [16, 0, 0]
     # Reversed order is the same pair: mu_1 = (16 * 0.1875 + 4) / 32, mu_0 = (12 + 10) / 32.
-    policy.update(Feedback(1, 0, first_wins=4, second_wins=10, ties=2))
+    policy.update(RoundOutcome(1, 0, first_wins=4, second_wins=10, ties=2))
     np.testing.assert_allclose(policy.mu[0], [22 / 32, 7 / 32, 0.0])
     assert policy.n_pair[0].tolist() == [32, 0, 0]
     # best(): T = 32; arm 2 never played gets mu + 1 = 1; arm 0: 0.6875 + sqrt(2 ln 32 / 32).
@@ -114,17 +110,17 @@ def test_ucb1_index_and_selection_by_hand() -> None:
     policy = make_policy(UCB1Settings(), 3, seed=0)
     assert policy.absolute_feedback
     assert policy.select() == (0, 0)  # every index is +inf: the lowest arm
-    policy.update(Feedback(0, 0, first_rewards=(1.0, 0.0, 1.0, 1.0)))
+    policy.update(RoundOutcome(0, 0, first_rewards=(1.0, 0.0, 1.0, 1.0)))
     assert policy.select() == (1, 1)  # arms 1 and 2 still +inf
-    policy.update(Feedback(1, 1, first_rewards=(0.0, 0.0)))
+    policy.update(RoundOutcome(1, 1, first_rewards=(0.0, 0.0)))
     assert policy.select() == (2, 2)
-    policy.update(Feedback(2, 2, first_rewards=(1.0,)))
+    policy.update(RoundOutcome(2, 2, first_rewards=(1.0,)))
     # T = 7: 0.75 + sqrt(2 ln 7 / 4) = 1.7364; 0 + sqrt(2 ln 7 / 2) = 1.3950; 1 + 1.9728.
     index = ucb(policy.mu[0], policy.n[0], 7, math.inf)
     np.testing.assert_allclose(index, [1.7363849, 1.3949588, 2.9727697], atol=1e-7)
     assert policy.select() == (2, 2)
     # Both reward lists of a single-model round count for that model.
-    policy.update(Feedback(1, 1, first_rewards=(1.0,), second_rewards=(1.0,)))
+    policy.update(RoundOutcome(1, 1, first_rewards=(1.0,), second_rewards=(1.0,)))
     assert policy.n[0].tolist() == [4, 4, 1]
     assert policy.mu[0, 1] == pytest.approx(0.5)
 
@@ -177,9 +173,9 @@ def test_win_rates() -> None:
 
 def test_dueling_policies_best_is_the_empirical_copeland_winner() -> None:
     policy = make_policy(RUCBSettings(), 3, seed=0)
-    policy.update(Feedback(0, 1, first_wins=2, second_wins=6))
-    policy.update(Feedback(1, 2, first_wins=5, second_wins=3))
-    policy.update(Feedback(2, 2, first_rewards=(0.5,) * 8))  # a self-duel: no preference
+    policy.update(RoundOutcome(0, 1, first_wins=2, second_wins=6))
+    policy.update(RoundOutcome(1, 2, first_wins=5, second_wins=3))
+    policy.update(RoundOutcome(2, 2, first_rewards=(0.5,) * 8))  # a self-duel: no preference
     assert policy.wins[0].tolist() == [[0, 2, 0], [6, 0, 5], [0, 3, 0]]
     assert policy.queries[0] == 24  # t counts the self-duel's 8 queries
     assert policy.best() == 1
@@ -221,8 +217,8 @@ def play(policy: Any, arena: Arena, rounds: int) -> list[tuple[int, int]]:
     chosen = []
     for _ in range(rounds):
         first, second = policy.select()
-        duels = arena.play(np.array([first]), np.array([second]))
-        policy.update(duels.feedback(0))
+        outcomes = arena.play(np.array([first]), np.array([second]))
+        policy.update(outcomes.outcome(0))
         chosen.append((first, second))
     return chosen
 
@@ -260,13 +256,13 @@ def test_update_rejects_impossible_feedback(settings: Any) -> None:
     policy = make_policy(settings, 3, seed=0)
     rewards = (0.5,) * 4
     bad = [
-        Feedback(3, 0, first_wins=1, first_rewards=rewards),  # arm out of range
-        Feedback(0, -1, first_wins=1, first_rewards=rewards),
-        Feedback(0, 1, first_wins=-1, first_rewards=rewards),  # negative counts
-        Feedback(0, 1, first_wins=2, ties=-1, first_rewards=rewards),
-        Feedback(0, 1, first_wins=1.5, first_rewards=rewards),  # type: ignore[arg-type]
-        Feedback(0, 1, first_wins=True, first_rewards=rewards),
-        Feedback(0, 1, first_wins=2, first_rewards=(0.5, math.nan)),
+        RoundOutcome(3, 0, first_wins=1, first_rewards=rewards),  # arm out of range
+        RoundOutcome(0, -1, first_wins=1, first_rewards=rewards),
+        RoundOutcome(0, 1, first_wins=-1, first_rewards=rewards),  # negative counts
+        RoundOutcome(0, 1, first_wins=2, ties=-1, first_rewards=rewards),
+        RoundOutcome(0, 1, first_wins=1.5, first_rewards=rewards),  # type: ignore[arg-type]
+        RoundOutcome(0, 1, first_wins=True, first_rewards=rewards),
+        RoundOutcome(0, 1, first_wins=2, first_rewards=(0.5, math.nan)),
     ]
     for feedback in bad:
         with pytest.raises(ValueError):
@@ -276,12 +272,12 @@ def test_update_rejects_impossible_feedback(settings: Any) -> None:
 
 def test_policy_specific_feedback_rules() -> None:
     with pytest.raises(ValueError, match="different models"):
-        make_policy(CoUCBSettings(), 3, 0).update(Feedback(1, 1, first_wins=2))
+        make_policy(CoUCBSettings(), 3, 0).update(RoundOutcome(1, 1, first_wins=2))
     with pytest.raises(ValueError, match="absolute rewards"):
-        make_policy(UCB1Settings(), 3, 0).update(Feedback(0, 1, first_wins=2, second_wins=2))
+        make_policy(UCB1Settings(), 3, 0).update(RoundOutcome(0, 1, first_wins=2, second_wins=2))
     # Fixed, RUCB and D-TS accept a single-model round with rewards only.
     for settings in (FixedSettings(arm=1), RUCBSettings(), DoubleTSSettings()):
-        make_policy(settings, 3, 0).update(Feedback(1, 1, first_rewards=(0.2, 0.4)))
+        make_policy(settings, 3, 0).update(RoundOutcome(1, 1, first_rewards=(0.2, 0.4)))
 
 
 def test_settings_defaults_and_validation() -> None:
@@ -298,6 +294,13 @@ def test_settings_defaults_and_validation() -> None:
         make_policy(CoUCBSettings(), 1, 0)
 
 
+@pytest.mark.parametrize("settings", SETTINGS, ids=IDS)
+def test_the_settings_union_is_built_from_the_registry(settings: Any) -> None:
+    parsed = TypeAdapter(PolicySettings).validate_python(settings.model_dump(mode="json"))
+    assert parsed == settings
+    assert make_policy(parsed, 3, 0).kind == settings.kind == POLICIES[settings.kind].kind
+
+
 def test_single_run_view_refuses_many_runs() -> None:
     policy = POLICIES["co_ucb"](CoUCBSettings(), 3, [0, 1])
     with pytest.raises(ValueError, match="single-run"):
@@ -310,7 +313,7 @@ def test_single_run_view_refuses_many_runs() -> None:
 
 def saved(settings: Any = None) -> dict[str, Any]:
     policy = make_policy(settings or CoUCBSettings(), 3, seed=1)
-    policy.update(Feedback(0, 1, first_wins=3, second_wins=1))
+    policy.update(RoundOutcome(0, 1, first_wins=3, second_wins=1))
     return json.loads(json.dumps(policy.state()))
 
 

@@ -1,5 +1,5 @@
 """`multisample select` without engines: config rules, the state file, repair on resume,
-the human judge, queries and the true matrix. (Live runs: test_select_live.py.)"""
+the human arbiter, queries and the true matrix. (Live runs: test_select_live.py.)"""
 
 from __future__ import annotations
 
@@ -14,19 +14,11 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from bandits.adaptation import adaptation_records, dpo_file, sft_file
-from bandits.policies import CoUCBSettings, Feedback, make_policy
-from bandits.select import (
-    ANSWERS,
-    ROUNDS,
-    STATE,
-    HumanJudge,
-    SelectConfig,
-    SelectRun,
-    SelectState,
-    SelectStateError,
-    query_stream,
-    read_truth,
-)
+from bandits.policies import CoUCBSettings, make_policy
+from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, SelectState
+from bandits.select.arbiters import HumanArbiter, Verdict
+from bandits.select.config import query_stream, read_truth
+from bandits.select.state import Round, SelectRun, SelectStateError
 from engine.config import ConfigError
 from engine.storage import read_jsonl
 from engine.types import Prompt
@@ -86,16 +78,23 @@ def fresh_state(names: list[str]) -> SelectState:
 
 
 def played_state(names: list[str]) -> SelectState:
+    """Three rounds of four queries each: the first answer wins twice, the second once,
+    and one tie."""
     state = fresh_state(names)
-    for _ in range(3):
+    for number in (1, 2, 3):
         first, second = state.policy.select()
-        state.policy.update(Feedback(first, second, first_wins=2, second_wins=1, ties=1))
-        state.wins[first, second] += 2
-        state.wins[second, first] += 1
-        state.round += 1
-        state.cursor += 4
-        state.ties += 1
+        verdicts = [
+            Verdict(Prompt(id=f"q{i}", prompt="p"), ("x", "y"), (None, None), preferred)
+            for i, preferred in enumerate([0, 0, 1, None])
+        ]
+        state.apply(Round(number, first, second, verdicts))
     return state
+
+
+def test_apply_counts_a_round_once() -> None:
+    state = played_state(["a", "b", "c"])
+    assert (state.round, state.cursor, state.ties) == (3, 12, 3)
+    assert state.wins.sum() == 9 and state.policy.rounds == 3
 
 
 def test_state_document_round_trips(tmp_path: Path) -> None:
@@ -199,25 +198,25 @@ class ScriptedCoin:
         return self.values.pop(0)
 
 
-async def test_human_judge_maps_shown_order_back_to_the_pair() -> None:
+async def test_human_arbiter_maps_shown_order_back_to_the_pair() -> None:
     output = io.StringIO()
     replies = iter(["2", "maybe", "1", "t", "q"])
-    judge = HumanJudge(Console(file=output, width=100), lambda _: next(replies), seed=0)
+    judge = HumanArbiter(Console(file=output, width=100), lambda _: next(replies), seed=0)
     judge.coin = ScriptedCoin([0.9, 0.1, 0.9, 0.9])  # no swap, swap, no swap, no swap
     queries = [Prompt(id=f"q{i}", prompt=f"question {i}") for i in range(4)]
-    duels = await judge(queries, ["a0", "a1", "a2", "a3"], ["b0", "b1", "b2", "b3"])
+    verdicts = await judge(queries, ["a0", "a1", "a2", "a3"], ["b0", "b1", "b2", "b3"])
     # q0: shown (a0, b0), typed 2 -> b wins. q1: shown swapped (b1, a1); 'maybe' is asked
-    # again; typed 1 -> b wins. q2: tie. q3: stop, so only three duels.
-    assert [d.preferred for d in duels] == [1, 1, None]
+    # again; typed 1 -> b wins. q2: tie. q3: stop, so only three verdicts.
+    assert [v.preferred for v in verdicts] == [1, 1, None]
     assert "type 1, 2, t or q" in output.getvalue()
     assert "question 1" in output.getvalue()
 
 
-async def test_human_judge_stops_at_end_of_input() -> None:
+async def test_human_arbiter_stops_at_end_of_input() -> None:
     def closed(_: str) -> str:
         raise EOFError
 
-    judge = HumanJudge(Console(file=io.StringIO()), closed, seed=0)
+    judge = HumanArbiter(Console(file=io.StringIO()), closed, seed=0)
     assert await judge([Prompt(id="q", prompt="p")], ["a"], ["b"]) == []
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bandits.adaptation import dpo_file, sft_file
-from bandits.policies import Feedback, make_policy
-from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, select
+from bandits.policies import RoundOutcome, make_policy
+from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, run_select
 from bandits.simulator import strong_regret, weak_regret
 from engine.prompts import EMBEDDED_TASKS, load_prompts
 from engine.storage import SUMMARY, read_jsonl
@@ -54,7 +54,7 @@ async def test_co_ucb_over_live_models_writes_history_state_and_adaptation_data(
 ) -> None:
     run = tmp_path / "run"
     config = live_config(tmp_path)
-    summary = await select(config, run, pool=pool)
+    summary = await run_select(config, run, pool=pool)
     assert summary["status"] == "complete"
     assert (summary["rounds"], summary["queries"]) == (3, 9)
 
@@ -69,7 +69,7 @@ async def test_co_ucb_over_live_models_writes_history_state_and_adaptation_data(
     for r in rows:
         first, second = names.index(r["first"]), names.index(r["second"])
         assert replay.select() == (first, second)
-        replay.update(Feedback(first, second, r["first_wins"], r["second_wins"], r["ties"]))
+        replay.update(RoundOutcome(first, second, r["first_wins"], r["second_wins"], r["ties"]))
         assert names[replay.best()] == r["best"]
 
     # The reward decides: the higher score wins, equal scores tie.
@@ -117,7 +117,7 @@ async def test_co_ucb_over_live_models_writes_history_state_and_adaptation_data(
             assert example["messages"][0]["role"] == ("system" if name == "terse" else "user")
 
     # Resuming with more rounds plays on from round 4; nothing is repeated.
-    more = await select(live_config(tmp_path, rounds=5), run, resume=True, pool=pool)
+    more = await run_select(live_config(tmp_path, rounds=5), run, resume=True, pool=pool)
     rows = records(run, ROUNDS)
     assert [r["round"] for r in rows] == [1, 2, 3, 4, 5]
     assert more["queries"] == 15 == len(records(run, ANSWERS))
@@ -127,7 +127,7 @@ async def test_co_ucb_over_live_models_writes_history_state_and_adaptation_data(
 async def test_single_arm_ucb1_learns_from_absolute_rewards(pool: Any, tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = live_config(tmp_path, policy={"kind": "ucb1"}, rounds=4, truth=None)
-    summary = await select(config, run, pool=pool)
+    summary = await run_select(config, run, pool=pool)
     rows = records(run, ROUNDS)
     assert all(r["first"] == r["second"] for r in rows)
     # UCB1 plays each untried arm first.
@@ -141,7 +141,7 @@ async def test_a_person_judges_stops_and_resumes(pool: Any, tmp_path: Path) -> N
     run = tmp_path / "run"
     config = live_config(tmp_path, feedback={"kind": "human"}, batch=2, rounds=2, truth=None)
     replies = iter(["1", "q"])
-    summary = await select(config, run, pool=pool, ask=lambda _: next(replies))
+    summary = await run_select(config, run, pool=pool, ask=lambda _: next(replies))
     # The first query was judged, then the person stopped: a round of one query.
     assert summary["status"] == "stopped"
     assert (summary["rounds"], summary["queries"]) == (1, 1)
@@ -149,7 +149,7 @@ async def test_a_person_judges_stops_and_resumes(pool: Any, tmp_path: Path) -> N
     assert len(first) == 1 and first[0]["preferred"] is not None
 
     replies = iter(["t", "2", "1"])
-    summary = await select(config, run, resume=True, pool=pool, ask=lambda _: next(replies))
+    summary = await run_select(config, run, resume=True, pool=pool, ask=lambda _: next(replies))
     assert summary["status"] == "complete"
     answers = records(run, ANSWERS)
     # The query the person did not judge comes again: no query is skipped or repeated.

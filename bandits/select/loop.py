@@ -1,0 +1,239 @@
+"""`multisample select`'s rounds: `run_select` starts the engines and the arbiter, and a
+Session plays rounds from the committed state until the rounds or the queries run out.
+
+Each round the policy chooses a pair of candidates (one candidate for single-arm
+policies); both answer a batch of queries; the arbiter prefers one answer per query; the
+state counts the round, with its regret when the truth is known; the round's records are
+committed. Every strict preference is also adaptation data for both candidates of the
+pair (the paper's collaborative update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from rich.console import Console
+
+from bandits.adaptation import OnlineUpdate
+from bandits.policies import make_policy
+from bandits.select.arbiters import Arbiter, HumanArbiter, RewardArbiter, Verdict
+from bandits.select.config import (
+    STDIN,
+    CandidateSpec,
+    RewardPreference,
+    SelectConfig,
+    check_inputs,
+    query_stream,
+    read_truth,
+)
+from bandits.select.state import ROUNDS, STATE, Round, SelectRun, SelectState, round_records
+from bandits.simulator import RegretCurves, plot_regret, true_best
+from engine.pool import ModelPool, pool_for
+from engine.progress import progress_bar
+from engine.prompts import load_prompts
+from engine.rewards import started_reward
+from engine.seeds import derive_seed
+from engine.storage import check_run_directory
+from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+
+
+async def run_select(
+    config: SelectConfig,
+    run_path: Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    pool: ModelPool | None = None,
+    stdin: TextIO | None = None,
+    ask: Callable[[str], str] | None = None,
+    online_update: OnlineUpdate | None = None,
+) -> dict[str, Any]:
+    """Play rounds until `rounds` (or the queries) run out; return the summary.
+
+    `pool`, when given, must be started and hold the config's models; it is left running.
+    `stdin` and `ask` replace standard input for queries and for a person's verdicts.
+    """
+    console = console or Console(stderr=True)
+    candidates = [c.name for c in config.candidates]
+    truth = read_truth(config.truth, candidates) if config.truth else None
+    policy = make_policy(config.policy, len(candidates), config.seed)
+    check_inputs(config)
+    # `rounds` only says when to stop: a resumed run may raise it to play on.
+    check_run_directory(run_path, config, resume, exclude={"rounds"})
+    state = SelectState(candidates, policy, np.zeros((len(candidates),) * 2, dtype=int))
+    if resume and (run_path / STATE).exists():
+        state = SelectState.parse(run_path / STATE, candidates, config.policy.kind)
+    async with AsyncExitStack() as stack:
+        started = await stack.enter_async_context(pool_for(config, config.sampling, console, pool))
+        arbiter: Arbiter
+        if isinstance(config.feedback, RewardPreference):
+            spec = config.feedback.reward
+            reward = await stack.enter_async_context(started_reward(spec, started))
+            arbiter = RewardArbiter(reward, config.feedback.tie_margin)
+        else:
+            seed = derive_seed(config.seed, "order")
+            arbiter = HumanArbiter(console, ask or console.input, seed)
+        # Only now, with engines up and inputs checked, does the run directory appear.
+        run = SelectRun.open(run_path, config, resume, exclude={"rounds"})
+        session = Session(config, started, run, state, arbiter, truth, console, online_update)
+        return await session.play(stdin or sys.stdin)
+
+
+class Session:
+    """The rounds of one `select` run, from its committed state onwards."""
+
+    def __init__(
+        self,
+        config: SelectConfig,
+        pool: ModelPool,
+        run: SelectRun,
+        state: SelectState,
+        arbiter: Arbiter,
+        truth: np.ndarray | None,
+        console: Console,
+        online_update: OnlineUpdate | None,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.run = run
+        self.state = state
+        self.arbiter = arbiter
+        self.truth = truth
+        self.winner = None if truth is None else true_best(truth)
+        self.console = console
+        self.online_update = online_update
+        self.specs = {c.name: c for c in config.candidates}
+
+    async def play(self, stdin: TextIO) -> dict[str, Any]:
+        config, state = self.config, self.state
+        queries = query_stream(config, stdin)
+        if config.prompts != STDIN:  # stdin is a new stream on every run: nothing to skip
+            queries = itertools.islice(queries, state.cursor, None)
+        total = config.rounds
+        if total is None and config.prompts != STDIN:
+            total = -(-len(load_prompts(config.prompts, config.limit).prompts) // config.batch)
+        stopped = False
+        # A person's screen shows answers: a redrawn bar would write over them.
+        with progress_bar(self.console, disable=isinstance(self.arbiter, HumanArbiter)) as bar:
+            task = bar.add_task(config.policy.kind, total=total, completed=state.round, line="")
+            while not stopped and (config.rounds is None or state.round < config.rounds):
+                batch = list(itertools.islice(queries, config.batch))
+                if not batch:
+                    break
+                stopped = not await self.round(batch)
+                bar.update(task, completed=state.round, line=f"best {self.best()}")
+        summary = self.summary("stopped" if stopped else "complete")
+        self.run.write_summary(summary)
+        if self.truth is not None:
+            plot_run_regret(self.run.records(ROUNDS), self.run.path / "regret.png", config)
+        return summary
+
+    def best(self) -> str:
+        return self.state.candidates[self.state.policy.best()]
+
+    async def round(self, queries: list[Prompt]) -> bool:
+        """Play one round and commit it; False when a person stopped it early."""
+        state = self.state
+        number = state.round + 1
+        first, second = state.policy.select()
+        names = (state.candidates[first], state.candidates[second])
+        played = Round(number, first, second, await self.verdicts(names, queries, number))
+        if not played.verdicts:
+            return False
+        state.apply(played)
+        regret = None
+        if self.truth is not None and self.winner is not None:
+            state.add_regret(self.truth, self.winner, played)
+            regret = dict(state.regret)
+        system_prompts = (self.specs[names[0]].system_prompt, self.specs[names[1]].system_prompt)
+        records = round_records(played, names, system_prompts, self.best(), regret)
+        self.run.commit_round(state, records)
+        if self.online_update is not None:
+            await self.online_update(number, records)
+        return len(played.verdicts) == len(queries)
+
+    async def verdicts(
+        self, names: tuple[str, str], queries: list[Prompt], number: int
+    ) -> list[Verdict]:
+        """Both candidates answer and the arbiter judges; a single candidate's answers are
+        scored instead (no preference, absolute rewards)."""
+        a, b = names
+        if a == b:
+            answers = await self.answers(a, queries, number)
+            assert isinstance(self.arbiter, RewardArbiter)  # check_inputs refuses the others
+            scores = await self.arbiter.scores(queries, answers)
+            return [
+                Verdict(q, (x, x), (s, s), None)
+                for q, x, s in zip(queries, answers, scores, strict=True)
+            ]
+        first_answers, second_answers = await asyncio.gather(
+            self.answers(a, queries, number), self.answers(b, queries, number)
+        )
+        return await self.arbiter(queries, first_answers, second_answers)
+
+    async def answers(self, name: str, queries: list[Prompt], number: int) -> list[str]:
+        seeds = [derive_seed(self.config.seed, number, q.id, name) for q in queries]
+        return await candidate_answers(
+            self.pool, self.specs[name], self.config.sampling, queries, seeds
+        )
+
+    def summary(self, status: str) -> dict[str, Any]:
+        state = self.state
+        plays = dict.fromkeys(state.candidates, 0)
+        for row in self.run.records(ROUNDS):
+            for name in {row["first"], row["second"]}:
+                plays[name] += len(row["queries"])
+        compared = state.wins + state.wins.T
+        rates = [
+            [round(float(w / n), 4) if n else None for w, n in zip(wr, nr, strict=True)]
+            for wr, nr in zip(state.wins, compared, strict=True)
+        ]
+        return {
+            "status": status,
+            "policy": self.config.policy.kind,
+            "rounds": state.round,
+            "queries": state.cursor,
+            "best": self.best(),
+            "candidates": state.candidates,
+            "queries_per_candidate": plays,
+            "wins": state.wins.tolist(),
+            "win_rate": rates,
+            "ties": state.ties,
+            "true_best": None if self.winner is None else state.candidates[self.winner],
+            "cumulative_regret": state.regret if self.truth is not None else None,
+        }
+
+
+async def candidate_answers(
+    pool: ModelPool,
+    spec: CandidateSpec,
+    sampling: SamplingSettings,
+    queries: list[Prompt],
+    seeds: list[int],
+) -> list[str]:
+    """A candidate's answers: its model, its system prompt, and its sampling over the
+    model's over the run's."""
+    settings = pool.sampling(spec.model, sampling)
+    if spec.sampling is not None:
+        settings = settings.model_copy(update=spec.sampling.model_dump(exclude_unset=True))
+    system = (Message("system", spec.system_prompt),) if spec.system_prompt else ()
+    requests = [
+        GenerationRequest((*system, Message("user", q.prompt)), settings, seed)
+        for q, seed in zip(queries, seeds, strict=True)
+    ]
+    return [g.text for g in await pool.generate(spec.model, requests)]
+
+
+def plot_run_regret(rows: list[dict[str, Any]], path: Path, config: SelectConfig) -> None:
+    """This run's cumulative strong and weak regret against the round (one "seed")."""
+    regrets = [r["cumulative_regret"] for r in rows if "cumulative_regret" in r]
+    curves = RegretCurves(*(np.array([[r[k] for r in regrets]]) for k in ("strong", "weak")))
+    title = f"{len(config.candidates)} candidates, batch {config.batch}"
+    plot_regret({config.policy.kind: curves}, path, title=title)

@@ -1,0 +1,229 @@
+"""The files of a `select` run and their unit of commit, the round.
+
+state.json holds everything a restart needs. Each round appends its records (rounds.jsonl,
+answers.jsonl, adaptation/<candidate>.{sft,dpo}.jsonl), then replaces state.json
+atomically: that write commits the round. On resume, records of later rounds are dropped,
+so a killed run continues from its last committed round with nothing lost or counted
+twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bandits.adaptation import ADAPTATION, adaptation_records
+from bandits.policies import Policy, RoundOutcome, policy_from_state
+from bandits.select.arbiters import Verdict
+from bandits.simulator import strong_regret, weak_regret
+from engine.config import ConfigError
+from engine.storage import SUMMARY, RunDirectory, read_jsonl, write_atomic
+
+STATE = "state.json"
+ROUNDS = "rounds.jsonl"
+ANSWERS = "answers.jsonl"
+STATE_FORMAT = "multisample.select/1"
+
+
+@dataclass(frozen=True)
+class Round:
+    """One played round: its number, the pair (candidate indices; first == second for a
+    single-arm policy) and a verdict per query answered."""
+
+    number: int
+    first: int
+    second: int
+    verdicts: list[Verdict]
+
+    @cached_property
+    def outcome(self) -> RoundOutcome:
+        """What the policy learns: a duel's wins and ties with any scores as rewards; a
+        single model's round, its answers' rewards only."""
+        first_rewards, second_rewards = (
+            tuple(s for v in self.verdicts if (s := v.scores[side]) is not None) for side in (0, 1)
+        )
+        if self.first == self.second:
+            return RoundOutcome(self.first, self.second, first_rewards=first_rewards)
+        preferred = [v.preferred for v in self.verdicts]
+        return RoundOutcome(
+            self.first,
+            self.second,
+            first_wins=preferred.count(0),
+            second_wins=preferred.count(1),
+            ties=preferred.count(None),
+            first_rewards=first_rewards,
+            second_rewards=second_rewards,
+        )
+
+
+class SelectStateError(ConfigError):
+    """A state file that is corrupt or belongs to another run; it is left as it is."""
+
+
+@dataclass
+class SelectState:
+    """What state.json holds: everything a restart needs, committed once per round."""
+
+    candidates: list[str]
+    policy: Policy
+    wins: np.ndarray
+    """wins[i, j]: queries on which candidate i's answer was preferred to j's."""
+    round: int = 0
+    cursor: int = 0
+    """Queries consumed so far (over all passes of the prompts file)."""
+    ties: int = 0
+    regret: dict[str, float] = field(default_factory=lambda: {"strong": 0.0, "weak": 0.0})
+
+    def apply(self, played: Round) -> None:
+        """Count a played round: the policy learns from it, the cursor moves past its
+        queries, and the win matrix and ties take its preferences (a single model's round
+        has none)."""
+        outcome = played.outcome
+        self.policy.update(outcome)
+        self.round = played.number
+        self.cursor += len(played.verdicts)
+        self.wins[played.first, played.second] += outcome.first_wins
+        self.wins[played.second, played.first] += outcome.second_wins
+        self.ties += outcome.ties
+
+    def add_regret(self, truth: np.ndarray, winner: int, played: Round) -> None:
+        """The round's strong and weak regret against the true best, per query answered."""
+        queries = len(played.verdicts)
+        self.regret["strong"] += queries * strong_regret(truth, winner, played.first, played.second)
+        self.regret["weak"] += queries * weak_regret(truth, winner, played.first, played.second)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "round": self.round,
+            "cursor": self.cursor,
+            "candidates": self.candidates,
+            "best": self.candidates[self.policy.best()],
+            "wins": self.wins.tolist(),
+            "ties": self.ties,
+            "cumulative_regret": self.regret,
+            "policy": self.policy.state(),
+        }
+
+    @classmethod
+    def parse(cls, path: Path, candidates: list[str], policy_kind: str) -> SelectState:
+        """Read and check a state file, or raise SelectStateError saying what is wrong."""
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SelectStateError(f"{path}: not a readable state file: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise SelectStateError(f"{path}: not a multisample select state ({STATE_FORMAT})")
+        if data.get("candidates") != candidates:
+            raise SelectStateError(
+                f"{path}: a state of candidates {data.get('candidates')}, but the config has "
+                f"{candidates}"
+            )
+        try:
+            policy = policy_from_state(data["policy"])
+            if policy.kind != policy_kind:
+                raise ValueError(f"a {policy.kind!r} policy, but the config has {policy_kind!r}")
+            wins = np.asarray(data["wins"], dtype=int)
+            if wins.shape != (len(candidates),) * 2 or (wins < 0).any():
+                raise ValueError(f"wins must be a {len(candidates)}x{len(candidates)} count matrix")
+            return cls(
+                candidates=candidates,
+                policy=policy,
+                wins=wins,
+                round=_count(data, "round"),
+                cursor=_count(data, "cursor"),
+                ties=_count(data, "ties"),
+                regret={k: float(data["cumulative_regret"][k]) for k in ("strong", "weak")},
+            )
+        except (KeyError, TypeError, ValueError) as exc:  # PolicyStateError is a ValueError
+            raise SelectStateError(f"{path}: corrupt state: {exc}") from None
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key} must be a count (got {value!r})")
+    return value
+
+
+def round_records(
+    played: Round,
+    names: tuple[str, str],
+    system_prompts: tuple[str | None, str | None],
+    best: str,
+    regret: dict[str, float] | None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The round's history row, its answers and its adaptation data, by file. `names` and
+    `system_prompts` are the pair's; `regret` is the cumulative regret after the round,
+    when the truth is known."""
+    number, outcome = played.number, played.outcome
+    a, b = names
+    row: dict[str, Any] = {
+        "round": number,
+        "first": a,
+        "second": b,
+        "queries": [v.query.id for v in played.verdicts],
+        "first_wins": outcome.first_wins,
+        "second_wins": outcome.second_wins,
+        "ties": outcome.ties,
+        "best": best,
+    }
+    if regret is not None:
+        row["cumulative_regret"] = regret
+    records: dict[str, list[dict[str, Any]]] = {ROUNDS: [row], ANSWERS: []}
+    for verdict in played.verdicts:
+        records[ANSWERS].append(
+            {
+                "round": number,
+                "query_id": verdict.query.id,
+                "prompt": verdict.query.prompt,
+                "first": a,
+                "second": b,
+                "first_answer": verdict.answers[0],
+                "second_answer": verdict.answers[1],
+                "first_score": verdict.scores[0],
+                "second_score": verdict.scores[1],
+                "preferred": None if verdict.preferred is None else names[verdict.preferred],
+            }
+        )
+        if a != b and verdict.preferred is not None:
+            extra = adaptation_records(
+                number,
+                verdict.query.id,
+                verdict.query.prompt,
+                names,
+                system_prompts,
+                verdict.answers,
+                verdict.preferred,
+            )
+            for file, rows in extra.items():
+                records.setdefault(file, []).extend(rows)
+    return records
+
+
+class SelectRun(RunDirectory):
+    """A run directory whose unit of commit is a round (state.json), not a prompt."""
+
+    def commit_round(self, state: SelectState, records: dict[str, list[dict[str, Any]]]) -> None:
+        """Append the round's records, then commit the round by replacing state.json."""
+        for name, rows in records.items():
+            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+            self.append(name, rows)
+        write_atomic(self.path / STATE, json.dumps(state.document(), indent=1) + "\n")
+
+    def _repair(self) -> None:
+        """Drop records of rounds after the committed one, and torn lines. (`run_select`
+        checks the state file before it opens the run.)"""
+        (self.path / SUMMARY).unlink(missing_ok=True)
+        state = self.path / STATE
+        committed = json.loads(state.read_bytes())["round"] if state.exists() else 0
+        for file in [*self.path.glob("*.jsonl"), *self.path.glob(f"{ADAPTATION}/*.jsonl")]:
+            kept = [r for r in read_jsonl(file) if r["round"] <= committed]
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+            if text.encode() != file.read_bytes():
+                write_atomic(file, text)
