@@ -106,6 +106,26 @@ def test_co_ucb_batch_update_by_hand() -> None:
     assert policy.rounds == 2
 
 
+def test_co_ucb_mean_update_counts_all_of_a_models_queries() -> None:
+    # Model 0 plays (0, 1), then (0, 2): its second update weighs its mean by n_0 = 16
+    # queries over all its pairs, not by the 0 queries pair (0, 2) had.
+    policy = make_policy(CoUCBSettings(), 3, seed=0)
+    policy.update(RoundOutcome(0, 1, first_wins=12, second_wins=4))
+    policy.update(RoundOutcome(0, 2, first_wins=4, second_wins=12))
+    # mu_0 = (16 * 0.75 + 4) / 32; mu_1 = 4 / 16; mu_2 = 12 / 16.
+    np.testing.assert_allclose(policy.mu[0], [0.5, 0.25, 0.75])
+    assert policy.n_pair[0].tolist() == [16, 16, 0]
+
+
+def test_co_ucb_selection_uses_t_the_queries_so_far() -> None:
+    policy = make_policy(CoUCBSettings(), 3, seed=0)
+    policy.mu[0] = [0.5, 0.1, 0.7]
+    policy.n_pair[0] = [32, 128, 128]
+    # T = 288: (0,1) 0.3 + sqrt(2 ln 288 / 32) = 0.8949; (0,2) 0.6 + sqrt(2 ln 288 / 128)
+    # = 0.8975; (1,2) 0.4 + 0.2975. With T doubled, (0,1) would win (0.8803 > 0.8651).
+    assert policy.select() == (0, 2)
+
+
 def test_ucb1_index_and_selection_by_hand() -> None:
     policy = make_policy(UCB1Settings(), 3, seed=0)
     assert policy.absolute_feedback
