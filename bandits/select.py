@@ -41,18 +41,12 @@ from bandits.policies import (
     policy_from_state,
 )
 from bandits.simulator import strong_regret, true_best, weak_regret
-from engine.config import (
-    ConfigError,
-    RewardSpec,
-    RunConfig,
-    Settings,
-    VerifiableRewardSpec,
-    repeated,
-)
+from engine.config import ConfigError, RunConfig, Settings, repeated
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import load_prompts
-from engine.rewards import Reward, started_reward
+from engine.rewards import Reward, RewardSpec, started_reward
+from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.seeds import derive_seed
 from engine.storage import (
     SUMMARY,

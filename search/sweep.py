@@ -33,11 +33,12 @@ import pandas as pd
 from pydantic import Field, ValidationInfo, field_validator
 from rich.console import Console
 
-from engine.config import Settings, VerifiableRewardSpec, repeated
+from engine.config import Settings, repeated
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import PromptFile, load_prompts
 from engine.rewards import started_reward
+from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.seeds import derive_seed
 from engine.storage import SUMMARY, RunDirectory, check_run_directory, read_jsonl
 from engine.types import Prompt
