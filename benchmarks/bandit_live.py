@@ -59,10 +59,11 @@ EXCLUDED = {"fixed"}
 
 async def score_all(samples: int, max_tokens: int) -> np.ndarray:
     """scores[candidate, prompt, sample] of every candidate's answers to every task."""
-    from engine.config import PoolConfig, VerifiableRewardSpec
+    from engine.config import PoolConfig
     from engine.pool import ModelPool
     from engine.prompts import EMBEDDED_TASKS, load_prompts
     from engine.rewards import build_reward
+    from engine.rewards.verifiable import VerifiableRewardSpec
     from engine.seeds import derive_seed
     from engine.types import SamplingSettings
 

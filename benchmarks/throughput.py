@@ -60,9 +60,10 @@ def offline_ceiling(
 async def through_pool(
     model_ref: str, texts: list[str], n: int, max_tokens: int, naive_requests: int, eager: bool
 ) -> dict[str, tuple[int, float]]:
-    from engine.config import BudgetConfig, PoolConfig, VerifiableRewardSpec
+    from engine.config import BudgetConfig, PoolConfig
     from engine.pool import ModelPool
     from engine.rewards import build_reward
+    from engine.rewards.verifiable import VerifiableRewardSpec
     from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
     from search.base import SearchContext
     from search.best_of_n import BestOfNSettings

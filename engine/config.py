@@ -1,4 +1,5 @@
-"""Configuration: pydantic models for models, rewards, sampling and budgets, loaded from YAML.
+"""Configuration: pydantic models for models, sampling and budgets, loaded from YAML (each
+reward's spec lives with the reward; engine.rewards.registry lists them).
 
 Validation here checks types and ranges only; it never touches the disk or the network
 (resolving model paths and reaching endpoints happens when the pool starts), so a config
@@ -64,7 +65,13 @@ class _ModelBase(Settings):
     folder's config.json when omitted (vLLM models); required for FLOPs of endpoints."""
 
 
-class VLLMModelSpec(_ModelBase):
+class RayActorSpec(Settings):
+    """A spec whose model runs in a Ray actor of its own, on a vLLM engine: a vLLM model
+    or a classifier reward (engine.rewards.classifier). Each such spec has `num_cpus`,
+    `num_gpus`, `resources` and `kv_cache_gib`; `ray_actor_specs` finds them in a config."""
+
+
+class VLLMModelSpec(_ModelBase, RayActorSpec):
     """A model hosted by vLLM's async engine inside its own Ray actor."""
 
     backend: Literal["vllm"] = "vllm"
@@ -335,109 +342,13 @@ class BudgetConfig(Settings):
         return self
 
 
-class VerifiableRewardSpec(Settings):
-    """The share of a prompt's verifiable constraints a response meets (IFEval-style)."""
-
-    kind: Literal["verifiable"]
-
-
-class JudgeRewardSpec(Settings):
-    """A pool model rates the answer 0-9; the score is the expected digit (Self-J)."""
-
-    kind: Literal["judge"]
-    model: str
-    """Name of the pool model that judges."""
-    use_reference: bool = True
-    """Show the prompt's reference answer to the judge when the prompt has one."""
-    template: str | None = None
-    """Path of a prompt template file overriding the built-in one; it may use
-    {question}, {answer} and {reference}."""
-    top_logprobs: int = Field(20, ge=1, le=20)
-    """Top log-probabilities of the first token searched for digits."""
-
-
-class EmbeddingRewardSpec(Settings):
-    """Cosine similarity between the response and the reference, scaled to [0, 1]."""
-
-    kind: Literal["embedding"]
-    model: str | None = None
-    """A sentence-transformers model folder; None takes the embedded MiniLM."""
-    missing_reference: float = Field(0.0, ge=0, le=1)
-    """Score given when a prompt has no reference answer."""
-
-
-class ClassifierRewardSpec(Settings):
-    """A sequence-classification reward model served by vLLM's pooling runner."""
-
-    kind: Literal["classifier"]
-    model: str
-    """Folder of a *ForSequenceClassification model (Hugging Face layout)."""
-    label: int = Field(0, ge=0)
-    """Which output of the classification head is the reward."""
-    prompt_format: Literal["chat", "base"] = "chat"
-    """How (prompt, response) is laid out for the classifier."""
-    max_model_len: int | None = Field(2048, ge=16)
-    """Context window in tokens; longer inputs are truncated from the left."""
-    dtype: str = "auto"
-    """Weight dtype passed to vLLM, as for vLLM models."""
-    num_cpus: float = Field(1.0, ge=0)
-    """CPUs the reward model's Ray actor reserves (and its weight in the split of the
-    cores, as for models)."""
-    num_gpus: float = Field(0.0, ge=0)
-    """GPUs the reward model's Ray actor reserves; 0 runs on the CPU."""
-    kv_cache_gib: int = Field(1, ge=1)
-    """KV-cache size on the CPU, in GiB; ignored on a GPU."""
-    resources: dict[str, float] = Field(default_factory=dict)
-    """Extra Ray resources the actor needs (to pin it to a node)."""
-    trust_remote_code: bool = False
-    """Run code shipped with the model folder. Off unless you trust the folder."""
-    enforce_eager: bool | None = None
-    """As for vLLM models: None is eager on the CPU, compiled on GPUs."""
-
-
-class CallableRewardSpec(Settings):
-    """A user function `f(prompt: str, responses: list[str], reference: str | None)`
-    returning one float per response (sync or async)."""
-
-    kind: Literal["callable"]
-    path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    """Import path as 'package.module:function'."""
-
-
-class WeightedComponent(Settings):
-    weight: float
-    """Multiplies this component's score; weights need not sum to 1."""
-    reward: RewardSpec
-    """The component reward (any kind, weighted ones included)."""
-
-
-class WeightedRewardSpec(Settings):
-    """A weighted sum of other rewards (e.g. Self-J's judge + reference similarity)."""
-
-    kind: Literal["weighted"]
-    components: list[WeightedComponent] = Field(min_length=1)
-    """The rewards summed, each with its weight."""
-
-
-RewardSpec = Annotated[
-    VerifiableRewardSpec
-    | JudgeRewardSpec
-    | EmbeddingRewardSpec
-    | ClassifierRewardSpec
-    | CallableRewardSpec
-    | WeightedRewardSpec,
-    Field(discriminator="kind"),
-]
-WeightedComponent.model_rebuild()
-
-
-def ray_actor_specs(config: BaseModel) -> list[VLLMModelSpec | ClassifierRewardSpec]:
+def ray_actor_specs(config: BaseModel) -> list[RayActorSpec]:
     """Every spec in a run's config that is hosted by its own Ray actor: the pool's vLLM
     models and classifier rewards, nested ones (weighted components, feedback) included."""
-    found: list[VLLMModelSpec | ClassifierRewardSpec] = []
+    found: list[RayActorSpec] = []
 
     def visit(value: Any) -> None:
-        if isinstance(value, VLLMModelSpec | ClassifierRewardSpec):
+        if isinstance(value, RayActorSpec):
             found.append(value)
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:

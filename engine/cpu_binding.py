@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from engine.config import ClassifierRewardSpec, PoolConfig, VLLMModelSpec, ray_actor_specs
+from engine.config import PoolConfig, VLLMModelSpec, ray_actor_specs
+
+if TYPE_CHECKING:
+    from engine.rewards.classifier import ClassifierRewardSpec
 
 BIND_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"
 

@@ -7,9 +7,10 @@ any number of prompts' searches run at once over one pool.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import networkx as nx
 
@@ -25,7 +26,25 @@ Action = Literal["generate", "refine", "aggregate", "feedback"]
 ROOT = "root"
 
 
-class OneModel(Settings):
+class BaseStrategySettings(Settings):
+    """What a sweep asks of every strategy's settings, besides their own fields."""
+
+    prefix_reusable: ClassVar[bool] = False
+    """Whether a search at budget b is exactly the first b samples of the same search at a
+    larger budget, so that a sweep may take one for the other (`reuse_prefix`)."""
+
+    @abstractmethod
+    def models_used(self, pool_models: list[str]) -> list[str]:
+        """The pool models this strategy calls, of `pool_models` (the pool's, in order)."""
+
+    @abstractmethod
+    def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
+        """About how many generation rounds one search at `budget` generations waits
+        through one after another (its length at any load): a sweep starts the longest
+        searches first."""
+
+
+class OneModel(BaseStrategySettings):
     """Settings of a strategy that samples a single pool model."""
 
     model: str | None = None
@@ -35,7 +54,7 @@ class OneModel(Settings):
         return [self.model or pool_models[0]]
 
 
-class ManyModels(Settings):
+class ManyModels(BaseStrategySettings):
     """Settings of a strategy that orchestrates several pool models."""
 
     models: list[str] | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from engine.types import Message, Prompt
 from search.base import OneModel, Search, SearchContext, SearchResult
@@ -10,6 +10,10 @@ from search.base import OneModel, Search, SearchContext, SearchResult
 
 class BestOfNSettings(OneModel):
     kind: Literal["best_of_n"] = "best_of_n"
+    prefix_reusable: ClassVar[bool] = True  # its first b samples are the search at budget b
+
+    def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
+        return 1  # every sample in one batch
 
 
 async def run(prompt: Prompt, ctx: SearchContext, settings: BestOfNSettings) -> SearchResult:

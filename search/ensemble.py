@@ -12,6 +12,9 @@ from search.base import ManyModels, Search, SearchContext, SearchResult, split_e
 class EnsembleSettings(ManyModels):
     kind: Literal["ensemble"] = "ensemble"
 
+    def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
+        return 1  # every sample in one batch
+
 
 async def run(prompt: Prompt, ctx: SearchContext, settings: EnsembleSettings) -> SearchResult:
     search = Search(prompt, ctx, "ensemble")

@@ -25,6 +25,7 @@ Project choices that the papers leave open, or where the project differs:
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -39,6 +40,9 @@ class MoASettings(ManyModels):
     layers_per_block: int = Field(3, ge=1)
     """Layers of one block: the first answers the prompt, each next one aggregates the
     layer before it. Blocks repeat until the budget is spent."""
+
+    def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
+        return math.ceil(budget / len(self.models_used(pool_models)))  # layers
 
 
 def format_references(answers: Sequence[Candidate]) -> str:

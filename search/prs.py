@@ -64,6 +64,9 @@ class PRSSettings(OneModel):
     """Override temperature, top_p, top_k and presence_penalty with the published values
     (0.8, 1, 50, 1.2); other fields (max_tokens, stop, ...) stay as configured."""
 
+    def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
+        return 3 if budget >= 3 else 2  # samples, feedback, refinements
+
 
 def layer_sizes(budget: int, feedback: bool) -> tuple[int, int, bool]:
     """(N0, N1, whether feedback is written) for a budget of `budget` generations.

@@ -30,6 +30,9 @@ from search.base import Candidate, ManyModels, Search, SearchContext, SearchResu
 class RefineSettings(ManyModels):
     kind: Literal["refine"] = "refine"
 
+    def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
+        return budget  # the chains' steps and the rounds are all sequential
+
 
 def round_order(models: list[str], seed: int, prompt_id: str, round_index: int) -> list[str]:
     """The chain order of one round: the models shuffled by a per-round seed."""

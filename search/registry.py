@@ -1,42 +1,44 @@
-"""Every strategy by name: the config, the CLI and the tests all look them up here.
+"""Every strategy by kind: the config, the CLI and the tests all look them up here.
 
-Adding a strategy is one new module with a settings model (with a `kind` literal) and an
-async `run(prompt, ctx, settings)`, plus one line in each of the two places below.
+Adding a strategy is one new module and one line in `STRATEGIES` below. The module
+holds a settings class (a `OneModel` or `ManyModels` with a `kind: Literal["..."]`
+field and a `sequential_rounds` method; `prefix_reusable = True` when its search at a
+budget is a prefix of the one at a larger budget) and an async
+`run(prompt, ctx, settings) -> SearchResult`. The `strategy` union of every config
+(and so its JSON schema) is derived from `STRATEGIES`, and the strategy contract tests
+(tests/search/test_strategies.py) run over it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, Field
-
+from engine.registry import kind_of, tagged_union
 from engine.types import Prompt
 from search import best_of_n, ensemble, moa, prs, refine, toa
-from search.base import SearchContext, SearchResult
+from search.base import BaseStrategySettings, SearchContext, SearchResult
 
 RunFunction = Callable[[Prompt, SearchContext, Any], Awaitable[SearchResult]]
 
-STRATEGIES: dict[str, tuple[type[BaseModel], RunFunction]] = {
-    "best_of_n": (best_of_n.BestOfNSettings, best_of_n.run),
-    "ensemble": (ensemble.EnsembleSettings, ensemble.run),
-    "refine": (refine.RefineSettings, refine.run),
-    "moa": (moa.MoASettings, moa.run),
-    "prs": (prs.PRSSettings, prs.run),
-    "toa": (toa.TOASettings, toa.run),
+STRATEGIES: dict[str, tuple[type[BaseStrategySettings], RunFunction]] = {
+    kind_of(settings): (settings, run)
+    for settings, run in [
+        (best_of_n.BestOfNSettings, best_of_n.run),
+        (ensemble.EnsembleSettings, ensemble.run),
+        (refine.RefineSettings, refine.run),
+        (moa.MoASettings, moa.run),
+        (prs.PRSSettings, prs.run),
+        (toa.TOASettings, toa.run),
+    ]
 }
 
-StrategySettings = Annotated[
-    best_of_n.BestOfNSettings
-    | ensemble.EnsembleSettings
-    | refine.RefineSettings
-    | moa.MoASettings
-    | prs.PRSSettings
-    | toa.TOASettings,
-    Field(discriminator="kind"),
-]
+StrategySettings = tagged_union(settings for settings, _ in STRATEGIES.values())
+"""Any strategy's settings; pydantic picks the class from the `kind` field."""
 
 
-async def run_strategy(prompt: Prompt, ctx: SearchContext, settings: BaseModel) -> SearchResult:
-    _, run = STRATEGIES[settings.kind]  # type: ignore[attr-defined]
+async def run_strategy(
+    prompt: Prompt, ctx: SearchContext, settings: BaseStrategySettings
+) -> SearchResult:
+    _, run = STRATEGIES[kind_of(type(settings))]
     return await run(prompt, ctx, settings)

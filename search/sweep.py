@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +33,17 @@ import pandas as pd
 from pydantic import Field, ValidationInfo, field_validator
 from rich.console import Console
 
-from engine.config import Settings, VerifiableRewardSpec, repeated
+from engine.config import Settings, repeated
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import PromptFile, load_prompts
 from engine.rewards import started_reward
+from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.seeds import derive_seed
 from engine.storage import SUMMARY, RunDirectory, check_run_directory, read_jsonl
 from engine.types import Prompt
 from search import sweep_report
-from search.registry import StrategySettings
+from search.registry import STRATEGIES, StrategySettings
 from search.synthesize import (
     SAMPLES,
     LiveStats,
@@ -103,9 +103,10 @@ class SweepConfig(SearchRunConfig):
                         f"methods[{index}] ({method.name}): no model named {model!r}; "
                         f"configured: {models}"
                     )
-            if method.reuse_prefix and method.strategy.kind != "best_of_n":
+            if method.reuse_prefix and not method.strategy.prefix_reusable:
+                reusable = " or ".join(k for k, (s, _) in STRATEGIES.items() if s.prefix_reusable)
                 raise ValueError(
-                    f"methods[{index}] ({method.name}): reuse_prefix needs a best_of_n "
+                    f"methods[{index}] ({method.name}): reuse_prefix needs a {reusable} "
                     f"strategy (got {method.strategy.kind}): other searches at a smaller "
                     "budget are not a prefix of a larger one"
                 )
@@ -178,16 +179,7 @@ def cell_seed(seed: int, budget: int) -> int:
 def sequential_rounds(method: SweepMethod, budget: int, pool: ModelPool) -> float:
     """About how many generation rounds one search of `method` waits through one after
     another (its length at any load): what orders the cells, longest first."""
-    strategy = method.strategy
-    if strategy.kind in ("best_of_n", "ensemble"):
-        return 1  # every sample in one batch
-    if strategy.kind == "prs":
-        return 3 if budget >= 3 else 2  # samples, feedback, refinements
-    if strategy.kind == "moa":
-        return math.ceil(budget / len(strategy.models_used(pool.names)))  # layers
-    if strategy.kind == "toa":
-        return budget / strategy.plays_in_flight
-    return budget  # refine: the chains' steps and the rounds are all sequential
+    return method.strategy.sequential_rounds(budget, pool.names)
 
 
 def cell_path(path: Path, cell: Cell) -> Path:

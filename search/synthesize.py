@@ -22,12 +22,13 @@ from pydantic import Field
 from rich.console import Console
 
 from engine.budget import estimate_flops
-from engine.config import BudgetConfig, ConfigError, RewardSpec, RunConfig, VerifiableRewardSpec
+from engine.config import BudgetConfig, ConfigError, RunConfig
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import PromptFile, PromptsError, load_prompts
-from engine.rewards import started_reward
+from engine.rewards import RewardSpec, started_reward
 from engine.rewards.base import Reward
+from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.storage import RunDirectory, check_run_directory
 from engine.types import Message, Prompt
 from search.base import SearchContext, SearchResult

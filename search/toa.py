@@ -82,6 +82,9 @@ class TOASettings(ManyModels):
             raise ValueError("models must not be empty")
         return models
 
+    def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
+        return budget / self.plays_in_flight  # plays, a few at a time
+
 
 # --- The math, as pure functions -----------------------------------------------------------
 

@@ -14,15 +14,10 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from bandits.policies import POLICIES, CoUCBSettings, PolicySettings
-from engine.config import (
-    ConfigError,
-    RewardSpec,
-    RunConfig,
-    Settings,
-    VerifiableRewardSpec,
-    repeated,
-)
+from engine.config import ConfigError, RunConfig, Settings, repeated
 from engine.prompts import load_prompts
+from engine.rewards import RewardSpec
+from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.seeds import derive_seed
 from engine.types import Prompt, SamplingSettings
 

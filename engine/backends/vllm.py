@@ -21,15 +21,18 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from engine.backends.base import BackendError, render_base_prompt, stop_strings
-from engine.config import ClassifierRewardSpec, VLLMModelSpec
+from engine.config import VLLMModelSpec
 from engine.cpu_binding import BIND_VARIABLE
 from engine.types import Generation, GenerationRequest, Message
+
+if TYPE_CHECKING:
+    from engine.rewards.classifier import ClassifierRewardSpec
 
 logger = logging.getLogger(__name__)
 

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from engine.config import Settings
 from engine.types import Prompt
+
+if TYPE_CHECKING:
+    from engine.pool import ModelPool
 
 
 class RewardError(RuntimeError):
     """A reward could not be computed; the message says which reward and why."""
+
+
+class BaseRewardSpec(Settings):
+    """A reward's config (the `reward` of a run): a `kind` literal, the reward's own
+    fields, and the reward it builds."""
+
+    @abstractmethod
+    def build(self, pool: ModelPool) -> Reward:
+        """The reward this spec describes, not started; judges call models of `pool`.
+        What only the reward needs (model libraries) is imported here or later, never
+        at the top of its module, so that a run without it never imports it."""
 
 
 class Reward(ABC):
@@ -48,13 +65,18 @@ class Reward(ABC):
             if key not in self._cache:
                 todo.setdefault(key, response)
         if todo:
-            scores = await self._score(prompt, list(todo.values()), reference)
+            scores = [float(s) for s in await self._score(prompt, list(todo.values()), reference)]
             if len(scores) != len(todo):
                 raise RewardError(
                     f"reward {self.name!r} returned {len(scores)} scores for {len(todo)} responses"
                 )
+            # A NaN would silently lose every comparison (best, pairs, bandits): refuse it.
+            if not all(math.isfinite(s) for s in scores):
+                raise RewardError(
+                    f"reward {self.name!r} returned a non-finite score: {scores!r:.200}"
+                )
             self.calls += len(todo)
-            self._cache.update(zip(todo, (float(s) for s in scores), strict=True))
+            self._cache.update(zip(todo, scores, strict=True))
         return [self._cache[key] for key in keys]
 
     def _key(self, prompt: Prompt, response: str, reference: str | None) -> str:

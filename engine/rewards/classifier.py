@@ -9,15 +9,53 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import ray
+from pydantic import Field
 
 from engine.backends.base import render_base_prompt
 from engine.backends.vllm import actor_options, build_engine, call_actor, stop_actor
-from engine.config import ClassifierRewardSpec
-from engine.rewards.base import Reward
+from engine.config import RayActorSpec
+from engine.cpu_binding import cpu_cores_for
+from engine.rewards.base import BaseRewardSpec, Reward
 from engine.types import Message, Prompt
+
+if TYPE_CHECKING:
+    from engine.pool import ModelPool
+
+
+class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
+    """A sequence-classification reward model served by vLLM's pooling runner."""
+
+    kind: Literal["classifier"]
+    model: str
+    """Folder of a *ForSequenceClassification model (Hugging Face layout)."""
+    label: int = Field(0, ge=0)
+    """Which output of the classification head is the reward."""
+    prompt_format: Literal["chat", "base"] = "chat"
+    """How (prompt, response) is laid out for the classifier."""
+    max_model_len: int | None = Field(2048, ge=16)
+    """Context window in tokens; longer inputs are truncated from the left."""
+    dtype: str = "auto"
+    """Weight dtype passed to vLLM, as for vLLM models."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs the reward model's Ray actor reserves (and its weight in the split of the
+    cores, as for models)."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs the reward model's Ray actor reserves; 0 runs on the CPU."""
+    kv_cache_gib: int = Field(1, ge=1)
+    """KV-cache size on the CPU, in GiB; ignored on a GPU."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Extra Ray resources the actor needs (to pin it to a node)."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model folder. Off unless you trust the folder."""
+    enforce_eager: bool | None = None
+    """As for vLLM models: None is eager on the CPU, compiled on GPUs."""
+
+    def build(self, pool: ModelPool) -> Reward:
+        cores = cpu_cores_for(pool.config, self)
+        return ClassifierReward(self, pool.config.request_timeout_s, cores)
 
 
 class ClassifierActor:

@@ -6,10 +6,47 @@ import asyncio
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from engine.rewards.base import Reward, RewardError
+from pydantic import Field
+
+from engine.config import Settings
+from engine.rewards.base import BaseRewardSpec, Reward, RewardError
 from engine.types import Prompt
+
+if TYPE_CHECKING:
+    from engine.pool import ModelPool
+    from engine.rewards.registry import RewardSpec
+
+
+class WeightedComponent(Settings):
+    weight: float
+    """Multiplies this component's score; weights need not sum to 1."""
+    reward: RewardSpec
+    """The component reward (any kind, weighted ones included)."""
+
+
+class WeightedRewardSpec(BaseRewardSpec):
+    """A weighted sum of other rewards (e.g. Self-J's judge + reference similarity)."""
+
+    kind: Literal["weighted"]
+    components: list[WeightedComponent] = Field(min_length=1)
+    """The rewards summed, each with its weight."""
+
+    def build(self, pool: ModelPool) -> Reward:
+        return WeightedReward([(c.weight, c.reward.build(pool)) for c in self.components])
+
+
+class CallableRewardSpec(BaseRewardSpec):
+    """A user function `f(prompt: str, responses: list[str], reference: str | None)`
+    returning one float per response (sync or async)."""
+
+    kind: Literal["callable"]
+    path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """Import path as 'package.module:function'."""
+
+    def build(self, pool: ModelPool) -> Reward:
+        return CallableReward(self.path)
 
 
 class WeightedReward(Reward):

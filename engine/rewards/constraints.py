@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -45,39 +45,7 @@ from pydantic import (
     ValidationError,
 )
 
-__all__ = [
-    "CONSTRAINT_KINDS",
-    "AllLowercase",
-    "AllUppercase",
-    "BulletCount",
-    "CapitalWordFrequency",
-    "Constraint",
-    "EndsWith",
-    "ForbiddenWords",
-    "HighlightedSections",
-    "IncludeKeywords",
-    "JsonFormat",
-    "KeywordFrequency",
-    "LetterFrequency",
-    "MaxSentences",
-    "MaxWords",
-    "MinSentences",
-    "MinWords",
-    "NoCommas",
-    "Paragraphs",
-    "Placeholders",
-    "Postscript",
-    "Quotation",
-    "Relation",
-    "StartsWith",
-    "Title",
-    "fraction_met",
-    "instructions",
-    "paragraphs",
-    "parse_constraints",
-    "sentences",
-    "words",
-]
+from engine.registry import by_kind, tagged_union
 
 # --------------------------------------------------------------------------- text rules
 
@@ -577,63 +545,36 @@ class EndsWith(_Base):
         )
 
 
-# --------------------------------------------------------------------------- the union
+# --------------------------------------------------------------------------- the registry
 
-Constraint = Annotated[
-    MaxWords
-    | MinWords
-    | MaxSentences
-    | MinSentences
-    | Paragraphs
-    | IncludeKeywords
-    | ForbiddenWords
-    | KeywordFrequency
-    | LetterFrequency
-    | CapitalWordFrequency
-    | AllLowercase
-    | AllUppercase
-    | NoCommas
-    | Quotation
-    | JsonFormat
-    | Title
-    | BulletCount
-    | HighlightedSections
-    | Placeholders
-    | Postscript
-    | StartsWith
-    | EndsWith,
-    Field(discriminator="kind"),
-]
+CONSTRAINT_KINDS: dict[str, type[_Base]] = by_kind(
+    MaxWords,
+    MinWords,
+    MaxSentences,
+    MinSentences,
+    Paragraphs,
+    IncludeKeywords,
+    ForbiddenWords,
+    KeywordFrequency,
+    LetterFrequency,
+    CapitalWordFrequency,
+    AllLowercase,
+    AllUppercase,
+    NoCommas,
+    Quotation,
+    JsonFormat,
+    Title,
+    BulletCount,
+    HighlightedSections,
+    Placeholders,
+    Postscript,
+    StartsWith,
+    EndsWith,
+)
+"""Every constraint by kind: the one list a new constraint class is added to."""
+
+Constraint = tagged_union(CONSTRAINT_KINDS.values())
 """Any constraint; pydantic picks the class from the ``kind`` field."""
-
-CONSTRAINT_KINDS: dict[str, type[_Base]] = {
-    cls.model_fields["kind"].default: cls
-    for cls in (
-        MaxWords,
-        MinWords,
-        MaxSentences,
-        MinSentences,
-        Paragraphs,
-        IncludeKeywords,
-        ForbiddenWords,
-        KeywordFrequency,
-        LetterFrequency,
-        CapitalWordFrequency,
-        AllLowercase,
-        AllUppercase,
-        NoCommas,
-        Quotation,
-        JsonFormat,
-        Title,
-        BulletCount,
-        HighlightedSections,
-        Placeholders,
-        Postscript,
-        StartsWith,
-        EndsWith,
-    )
-}
-"""Kind name -> constraint class."""
 
 
 def _format_error(index: int, error: Mapping[str, Any]) -> str:
@@ -671,7 +612,7 @@ def parse_constraints(specs: Sequence[Mapping[str, Any]]) -> list[Constraint]:
                 f"constraints[{index}].kind: unknown constraint kind {kind!r}; known: {known}"
             )
         try:
-            parsed.append(cast(Constraint, cls.model_validate(dict(spec))))
+            parsed.append(cls.model_validate(dict(spec)))
         except ValidationError as exc:
             details = "; ".join(_format_error(index, err) for err in exc.errors())
             raise ValueError(details) from None

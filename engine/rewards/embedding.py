@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from engine.rewards.base import Reward, RewardError
+from engine.rewards.base import BaseRewardSpec, Reward, RewardError
 from engine.types import Prompt
+
+if TYPE_CHECKING:
+    from engine.pool import ModelPool
+
+
+class EmbeddingRewardSpec(BaseRewardSpec):
+    """Cosine similarity between the response and the reference, scaled to [0, 1]."""
+
+    kind: Literal["embedding"]
+    model: str | None = None
+    """A sentence-transformers model folder; None takes the embedded MiniLM."""
+    missing_reference: float = Field(0.0, ge=0, le=1)
+    """Score given when a prompt has no reference answer."""
+
+    def build(self, pool: ModelPool) -> Reward:
+        return EmbeddingReward(self.model, self.missing_reference)
 
 
 class EmbeddingReward(Reward):

@@ -8,9 +8,13 @@ first generated token's top log-probabilities, renormalized over those digits, d
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from engine.pool import ModelPool
-from engine.rewards.base import Reward
+from engine.rewards.base import BaseRewardSpec, Reward, RewardError
 from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
 
 DEFAULT_TEMPLATE = (
@@ -22,6 +26,32 @@ DEFAULT_TEMPLATE = (
     "Rating (0-9):"
 )
 REFERENCE_BLOCK = "A reference answer, for comparison:\n{reference}\n\n"
+
+
+class JudgeRewardSpec(BaseRewardSpec):
+    """A pool model rates the answer 0-9; the score is the expected digit (Self-J)."""
+
+    kind: Literal["judge"]
+    model: str
+    """Name of the pool model that judges."""
+    use_reference: bool = True
+    """Show the prompt's reference answer to the judge when the prompt has one."""
+    template: str | None = None
+    """Path of a prompt template file overriding the built-in one; it may use
+    {question}, {answer} and {reference}."""
+    top_logprobs: int = Field(20, ge=1, le=20)
+    """Top log-probabilities of the first token searched for digits."""
+
+    def build(self, pool: ModelPool) -> Reward:
+        if self.model not in pool.names:
+            raise RewardError(f"reward.model: no pool model named {self.model!r}")
+        template = None
+        if self.template is not None:
+            try:
+                template = Path(self.template).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise RewardError(f"reward.template: cannot read {self.template}: {exc}") from None
+        return JudgeReward(pool, self.model, self.use_reference, template, self.top_logprobs)
 
 
 def expected_digit(top_logprobs: dict[str, float]) -> float | None:

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from engine.rewards.base import Reward
+from typing import TYPE_CHECKING, Literal
+
+from engine.rewards.base import BaseRewardSpec, Reward
 from engine.rewards.constraints import fraction_met, parse_constraints
 from engine.types import Prompt
+
+if TYPE_CHECKING:
+    from engine.pool import ModelPool
+
+
+class VerifiableRewardSpec(BaseRewardSpec):
+    """The share of a prompt's verifiable constraints a response meets (IFEval-style)."""
+
+    kind: Literal["verifiable"]
+
+    def build(self, pool: ModelPool) -> Reward:
+        return VerifiableReward()
 
 
 class VerifiableReward(Reward):

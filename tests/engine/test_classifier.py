@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ClassifierRewardSpec
-from engine.rewards.classifier import ClassifierReward
+from engine.rewards.classifier import ClassifierReward, ClassifierRewardSpec
 from engine.types import Prompt
 
 pytestmark = pytest.mark.engine

@@ -9,19 +9,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.config import (
     BudgetConfig,
-    CallableRewardSpec,
-    ClassifierRewardSpec,
     ConfigError,
-    EmbeddingRewardSpec,
-    JudgeRewardSpec,
     OpenAIModelSpec,
     PoolConfig,
-    RewardSpec,
     VLLMModelSpec,
-    WeightedRewardSpec,
     load_config,
     ray_actor_specs,
 )
+from engine.rewards import RewardSpec
+from engine.rewards.classifier import ClassifierRewardSpec
+from engine.rewards.combine import CallableRewardSpec, WeightedRewardSpec
+from engine.rewards.embedding import EmbeddingRewardSpec
+from engine.rewards.judge import JudgeRewardSpec
 
 
 class RewardHolder(BaseModel):

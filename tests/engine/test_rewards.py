@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import PoolConfig, RewardSpec
+from engine.config import PoolConfig
 from engine.pool import ModelPool
-from engine.rewards import RewardError, build_reward
+from engine.rewards import RewardError, RewardSpec, build_reward
 from engine.rewards.base import Reward
 from engine.rewards.combine import CallableReward, WeightedReward
 from engine.rewards.embedding import EmbeddingReward

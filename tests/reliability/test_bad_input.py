@@ -346,7 +346,8 @@ def test_unknown_key_names_file_line_and_field(
 
 def _known_fields(where: tuple[Any, ...]) -> set[str]:
     """Field names a mapping at `where` accepts (so that adding one is not a typo)."""
-    from engine.config import BudgetConfig, OpenAIModelSpec, VerifiableRewardSpec, VLLMModelSpec
+    from engine.config import BudgetConfig, OpenAIModelSpec, VLLMModelSpec
+    from engine.rewards.verifiable import VerifiableRewardSpec
     from engine.types import SamplingSettings
     from search.best_of_n import BestOfNSettings
     from search.pairs import PairSettings

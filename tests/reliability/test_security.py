@@ -24,13 +24,13 @@ from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.config import (
-    ClassifierRewardSpec,
     ConfigError,
     OpenAIModelSpec,
     PoolConfig,
     VLLMModelSpec,
     load_config,
 )
+from engine.rewards.classifier import ClassifierRewardSpec
 from tests.engine.test_openai_backend import FakeOpenAIServer, Fault, server
 from tests.reliability.helpers import write_config
 from tests.reliability.test_kill_resume import endpoint_settings

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from pydantic import TypeAdapter
 
 from engine.config import BudgetConfig
+from engine.registry import kind_of
 from engine.types import Prompt, SamplingSettings
 from search.base import ROOT, SearchContext
 from search.best_of_n import BestOfNSettings
 from search.ensemble import EnsembleSettings
-from search.registry import STRATEGIES, run_strategy
+from search.registry import STRATEGIES, StrategySettings, run_strategy
 from tests.search.toy import ToyPool, ToyReward
 
 PROMPT = Prompt(id="q1", prompt="Say something.")
@@ -82,6 +84,36 @@ async def test_every_strategy_returns_a_tree_rooted_at_the_prompt(kind: str) -> 
     best = result.best()
     assert best is not None
     assert best.reward == max(c.reward for c in result.candidates if c.reward is not None)
+
+
+@pytest.mark.parametrize("kind", sorted(STRATEGIES))
+def test_every_strategy_is_in_the_config_union_and_its_schema(kind: str) -> None:
+    settings_cls, _ = STRATEGIES[kind]
+    assert kind_of(settings_cls) == kind
+    union = TypeAdapter(StrategySettings)
+    assert type(union.validate_python({"kind": kind})) is settings_cls
+    schema = union.json_schema()
+    assert kind in schema["discriminator"]["mapping"]
+    assert settings_cls.__name__ in schema["$defs"]
+    assert schema["$defs"][settings_cls.__name__].get("properties", {}).get("kind")
+
+
+@pytest.mark.parametrize("kind", sorted(STRATEGIES))
+def test_every_strategy_says_how_long_its_search_runs(kind: str) -> None:
+    settings_cls, _ = STRATEGIES[kind]
+    rounds = [settings_cls().sequential_rounds(b, ["a", "b"]) for b in (1, 2, 4, 16)]
+    assert all(r > 0 for r in rounds)
+    assert rounds == sorted(rounds)  # a larger budget never makes a shorter search
+
+
+@pytest.mark.parametrize(
+    "kind", sorted(k for k, (settings, _) in STRATEGIES.items() if settings.prefix_reusable)
+)
+async def test_a_prefix_reusable_search_is_a_prefix_of_a_larger_one(kind: str) -> None:
+    settings_cls, _ = STRATEGIES[kind]
+    small = await run_strategy(PROMPT, context(BudgetConfig(generations=3)), settings_cls())
+    large = await run_strategy(PROMPT, context(BudgetConfig(generations=8)), settings_cls())
+    assert [c.text for c in small.candidates] == [c.text for c in large.candidates[:3]]
 
 
 async def test_best_of_n_samples_one_model_in_one_batch() -> None:
