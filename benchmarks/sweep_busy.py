@@ -85,7 +85,7 @@ def replay(job_file: Path) -> None:
     from engine.backends.vllm import VLLMEngineActor
     from engine.config import VLLMModelSpec
     from engine.cpu_binding import BIND_VARIABLE
-    from engine.embedded import resolve_model_path
+    from engine.model_folders import resolve_model_path
     from engine.types import Message
 
     job = json.loads(job_file.read_text(encoding="utf-8"))
