@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from engine.locks import holding
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -269,22 +271,6 @@ def _step(progress: Progress | None, description: str) -> Iterator[None]:
     logger.debug("%s took %.1f s", description, time.perf_counter() - start)
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock, so two processes do not convert the same model at once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with path.open("a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def prepare(name: str, cache: Path | None = None, progress: Progress | None = None) -> Path:
     """Convert embedded model ``name`` into ``cache/models/<name>/`` unless a verified copy is
     already there; return the folder.
@@ -298,7 +284,9 @@ def prepare(name: str, cache: Path | None = None, progress: Progress | None = No
     target = model_dir(spec.name, cache)
     models = target.parent
     models.mkdir(parents=True, exist_ok=True)
-    with _lock(models / f".{spec.name}.lock"):
+    # One preparer at a time per model; a second one waits, then finds the folder current.
+    # 0o666 (less the umask), as before: the cache may be shared by a group.
+    with holding(models / f".{spec.name}.lock", mode=0o666):
         if target.is_dir() and _is_current(spec, target, progress):
             logger.info("%s: already prepared in %s", spec.name, target)
             return target
