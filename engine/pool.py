@@ -109,11 +109,6 @@ class ModelPool:
         info = getattr(self.backends[model], "info", {})
         return info.get("parameters")
 
-    @property
-    def restarts(self) -> dict[str, int]:
-        """Engine restarts so far, per vLLM model."""
-        return {n: b.restarts for n, b in self.backends.items() if isinstance(b, VLLMBackend)}
-
     def events(self) -> dict[str, dict[str, int]]:
         """Faults absorbed so far, per model: engine restarts of vLLM models; retried
         attempts and failed requests of endpoint models. Counts only grow."""
