@@ -85,7 +85,7 @@ def replay(job_file: Path) -> None:
     from engine.backends.vllm import VLLMEngineActor
     from engine.config import VLLMModelSpec
     from engine.cpu_binding import BIND_VARIABLE
-    from engine.embedded import resolve_model_path
+    from engine.model_folders import resolve_model_path
     from engine.types import Message
 
     job = json.loads(job_file.read_text(encoding="utf-8"))
@@ -179,7 +179,7 @@ def job_document(spec: Any, cores: str | None, rows: list[tuple[str, Any, Any]])
     return json.dumps({"spec": spec.model_dump(mode="json"), "cores": cores, "requests": requests})
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", default="configs/sweep.yaml")
     parser.add_argument("--limit", type=int, help="use only the first N prompts")
@@ -187,15 +187,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, help="override the config's concurrency")
     parser.add_argument("--json", default=str(RESULTS), help="write the figures here")
     parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)  # in a child process
-    args = parser.parse_args()
-    if args.replay:
-        replay(args.replay)
-        return
+    return parser.parse_args()
 
-    import ray
 
+def sweep_config(args: argparse.Namespace) -> Any:
+    """The config file's SweepConfig with the command line's overrides."""
     from engine.config import load_config
-    from engine.cpu_binding import cpu_cores_for
     from search.sweep import SweepConfig
 
     config = load_config(args.config, SweepConfig)
@@ -206,15 +203,13 @@ def main() -> None:
         update["seeds"] = config.seeds[: args.seeds]
     if args.concurrency:
         update["concurrency"] = args.concurrency
-    config = SweepConfig.model_validate({**config.model_dump(mode="json"), **update})
+    return SweepConfig.model_validate({**config.model_dump(mode="json"), **update})
 
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as scratch:
-        sweep_s, summary, records = asyncio.run(run_sweep(config, Path(scratch) / "sweep"))
-    ray.shutdown()
-    by_model: dict[str, list] = defaultdict(list)
-    for record in records:
-        by_model[record[0]].append(record)
+
+def ceiling(config: Any, by_model: dict[str, list]) -> tuple[dict[str, Any], bool, float]:
+    """Replay each model's recorded requests offline: (figures per model, whether the
+    engines ran side by side, the ceiling's seconds)."""
+    from engine.cpu_binding import cpu_cores_for
 
     # The cores the sweep's engines computed on. Engines on disjoint cores are replayed
     # side by side, as they ran in the sweep; engines that share cores take turns.
@@ -243,7 +238,41 @@ def main() -> None:
         }
         print(f"{model:10} offline replay: {len(rows)} requests, {tokens} tokens, {seconds:.1f} s")
     replay_s = [m["offline_s"] for m in per_model.values()]
-    ceiling_s = max(replay_s) if side_by_side else sum(replay_s)
+    return per_model, side_by_side, max(replay_s) if side_by_side else sum(replay_s)
+
+
+def print_figures(figures: dict[str, Any], sweep_s: float, ceiling_s: float) -> None:
+    """The figures in a few lines (the seconds unrounded, as measured)."""
+    search_s = figures["sweep_search_phase_s"]
+    print(
+        f"sweep: {figures['cells']} cells x {figures['prompts']} prompts, "
+        f"{figures['generated_tokens']} generated tokens in {sweep_s:.1f} s "
+        f"({figures['sweep_tok_s']} tok/s; searches {search_s:.1f} s)"
+    )
+    print(f"offline ceiling for the same generations: {ceiling_s:.1f} s")
+    print(f"busy fraction = {figures['busy_fraction']:.3f}  (target >= 0.8)")
+    print(f"busy fraction of the search phase = {figures['busy_fraction_search_phase']:.3f}")
+    before, after = figures["load_average_before"], figures["load_average_after"]
+    print(f"load average before {before}, after {after}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.replay:
+        replay(args.replay)
+        return
+
+    import ray
+
+    config = sweep_config(args)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as scratch:
+        sweep_s, summary, records = asyncio.run(run_sweep(config, Path(scratch) / "sweep"))
+    ray.shutdown()
+    by_model: dict[str, list] = defaultdict(list)
+    for record in records:
+        by_model[record[0]].append(record)
+    per_model, side_by_side, ceiling_s = ceiling(config, by_model)
     generated = sum(m["sweep_completion_tokens"] for m in per_model.values())
     search_s = summary["this_session"]["search_wall_s"]
     figures = {
@@ -265,15 +294,7 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
-    print(
-        f"sweep: {figures['cells']} cells x {figures['prompts']} prompts, {generated} generated "
-        f"tokens in {sweep_s:.1f} s ({figures['sweep_tok_s']} tok/s; searches {search_s:.1f} s)"
-    )
-    print(f"offline ceiling for the same generations: {ceiling_s:.1f} s")
-    print(f"busy fraction = {figures['busy_fraction']:.3f}  (target >= 0.8)")
-    print(f"busy fraction of the search phase = {figures['busy_fraction_search_phase']:.3f}")
-    before, after = figures["load_average_before"], figures["load_average_after"]
-    print(f"load average before {before}, after {after}")
+    print_figures(figures, sweep_s, ceiling_s)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

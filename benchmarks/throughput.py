@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    from engine.embedded import resolve_model_path
+    from engine.model_folders import resolve_model_path
     from engine.prompts import load_prompts
 
     texts = [p.prompt for p in load_prompts("embedded:tasks", args.prompts).prompts]

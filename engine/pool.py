@@ -109,11 +109,6 @@ class ModelPool:
         info = getattr(self.backends[model], "info", {})
         return info.get("parameters")
 
-    @property
-    def restarts(self) -> dict[str, int]:
-        """Engine restarts so far, per vLLM model."""
-        return {n: b.restarts for n, b in self.backends.items() if isinstance(b, VLLMBackend)}
-
     def events(self) -> dict[str, dict[str, int]]:
         """Faults absorbed so far, per model: engine restarts of vLLM models; retried
         attempts and failed requests of endpoint models. Counts only grow."""
@@ -173,13 +168,14 @@ async def pool_for(
 def check_local_models(config: PoolConfig) -> None:
     """Fail fast, naming the config field, when a local model folder is missing. (On a
     cluster, paths are resolved on the node that hosts the model instead.)"""
-    from engine.embedded import EmbeddedModelError, resolve_model_path
+    from engine.embedded import EmbeddedModelError
+    from engine.model_folders import ModelFolderError, resolve_model_path
 
     for index, spec in enumerate(config.models):
         if isinstance(spec, VLLMModelSpec):
             try:
                 resolve_model_path(spec.model)
-            except EmbeddedModelError as exc:
+            except (EmbeddedModelError, ModelFolderError) as exc:
                 raise ConfigError(f"models[{index}].model: {exc}") from None
 
 

@@ -18,7 +18,6 @@ its summary is written, so the same run resumed twice at once is refused, not ru
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import yaml
 from pydantic import BaseModel
 
 from engine.config import ConfigError, load_config
+from engine.locks import lock, locked_elsewhere, unlock
 
 PROGRESS = "progress.jsonl"
 SUMMARY = "summary.json"
@@ -191,31 +191,16 @@ def _acquire(path: Path) -> bool:
     key = path.resolve()
     if key in _HELD:
         return False
-    fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise _in_use(path) from None
+    fd = lock(key / LOCK, wait=False)
+    if fd is None:
+        raise _in_use(path)
     _HELD[key] = fd
     return True
 
 
 def _held_elsewhere(path: Path) -> bool:
     """Does another process hold `path`'s lock? (Asked without creating anything.)"""
-    if path.resolve() in _HELD:
-        return False
-    try:
-        fd = os.open(path / LOCK, os.O_RDONLY)
-    except OSError:  # no lock file: no process ever held it
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # and with it the lock, if it was taken
-    return False
+    return path.resolve() not in _HELD and locked_elsewhere(path / LOCK)
 
 
 def _in_use(path: Path) -> RunDirectoryError:
@@ -228,7 +213,7 @@ def _in_use(path: Path) -> RunDirectoryError:
 def _release(path: Path) -> None:
     fd = _HELD.pop(path.resolve(), None)
     if fd is not None:
-        os.close(fd)
+        unlock(fd)
 
 
 class RunDirectory:

@@ -19,7 +19,7 @@ from engine.config import BudgetConfig, Settings
 from engine.pool import ModelPool
 from engine.rewards.base import Reward
 from engine.seeds import derive_seed
-from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+from engine.types import Generation, GenerationRequest, Message, Prompt, SamplingSettings
 from search.templates import load_templates
 
 Action = Literal["generate", "refine", "aggregate", "feedback"]
@@ -168,6 +168,43 @@ class Search:
         Seeds derive from (run seed, prompt id, candidate id), so a search gives the same
         samples however its calls interleave with other prompts'.
         """
+        ids, generations = await self._generate(model, messages, n, sampling)
+        rewards: list[float | None] = [None] * n
+        if score:
+            rewards = list(await self.ctx.reward.score(self.prompt, [g.text for g in generations]))
+            self.budget.charge_rewards(n)
+        made = [
+            Candidate(
+                id=i,
+                model=model,
+                action=action,
+                parents=parents,
+                depth=depth,
+                text=generation.text,
+                reward=reward,
+                prompt_tokens=generation.prompt_tokens,
+                completion_tokens=generation.completion_tokens,
+                finish_reason=generation.finish_reason,
+                seed=generation.seed,
+                latency_s=generation.latency_s,
+                step=step,
+            )
+            for i, generation, reward in zip(ids, generations, rewards, strict=True)
+        ]
+        for candidate in made:
+            self._add_to_tree(candidate)
+        self.candidates.extend(made)
+        return made
+
+    async def _generate(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        n: int,
+        sampling: SamplingSettings | None,
+    ) -> tuple[list[int], list[Generation]]:
+        """`n` generations charged to the budget, with the candidate ids they get. The
+        budget holds them while they run, so searches running at once cannot overspend."""
         if not self.budget.can_generate(n):
             raise BudgetExceededError(
                 f"{self.strategy}: {n} more generation(s) would exceed the budget "
@@ -189,33 +226,19 @@ class Search:
             raise
         for generation in generations:
             self.budget.charge(generation)
-        rewards: list[float | None] = [None] * n
-        if score:
-            rewards = list(await self.ctx.reward.score(self.prompt, [g.text for g in generations]))
-            self.budget.charge_rewards(n)
-        made = []
-        for i, generation, reward in zip(ids, generations, rewards, strict=True):
-            candidate = Candidate(
-                id=i,
-                model=model,
-                action=action,
-                parents=parents,
-                depth=depth,
-                text=generation.text,
-                reward=reward,
-                prompt_tokens=generation.prompt_tokens,
-                completion_tokens=generation.completion_tokens,
-                finish_reason=generation.finish_reason,
-                seed=generation.seed,
-                latency_s=generation.latency_s,
-                step=step,
-            )
-            made.append(candidate)
-            self.tree.add_node(i, kind=action, model=model, reward=reward, depth=depth)
-            for parent in parents or (ROOT,):
-                self.tree.add_edge(parent, i)
-        self.candidates.extend(made)
-        return made
+        return ids, generations
+
+    def _add_to_tree(self, candidate: Candidate) -> None:
+        """A node for `candidate`, with edges from its parents (from the root if none)."""
+        self.tree.add_node(
+            candidate.id,
+            kind=candidate.action,
+            model=candidate.model,
+            reward=candidate.reward,
+            depth=candidate.depth,
+        )
+        for parent in candidate.parents or (ROOT,):
+            self.tree.add_edge(parent, candidate.id)
 
     async def sample_until_spent(
         self,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +38,7 @@ from engine.config import Settings, repeated
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import PromptFile, load_prompts
-from engine.rewards import started_reward
+from engine.rewards import Reward, started_reward
 from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.seeds import derive_seed
 from engine.storage import SUMMARY, RunDirectory, check_run_directory, read_jsonl
@@ -176,12 +177,6 @@ def cell_seed(seed: int, budget: int) -> int:
     return derive_seed("sweep", seed, budget)
 
 
-def sequential_rounds(method: SweepMethod, budget: int, pool: ModelPool) -> float:
-    """About how many generation rounds one search of `method` waits through one after
-    another (its length at any load): what orders the cells, longest first."""
-    return method.strategy.sequential_rounds(budget, pool.names)
-
-
 def cell_path(path: Path, cell: Cell) -> Path:
     return path / CELLS / cell.name
 
@@ -230,58 +225,14 @@ async def _run(
         await preflight(pool, prompts, config.models_used())
         # Only now, with engines up and inputs checked, does the sweep directory appear.
         sweep_dir = RunDirectory.open(path, config, resume)
-        jobs = {
-            cell: RunJob.open(
-                config.cell_config(cell),
-                prompts,
-                templates,
-                cell_path(path, cell),
-                resume,
-                pool,
-                reward,
-            )
-            for cell in config.searches()
-        }
-        for job in jobs.values():
-            if not job.todo and not job.run.is_complete():
-                job.finish(pool)  # every prompt was committed, the summary was not
+        jobs = _open_jobs(config, prompts, templates, path, resume, pool, reward)
         open_jobs = {c: j for c, j in jobs.items() if j.todo}
         if len(open_jobs) < len(jobs) or any(j.done for j in jobs.values()):
             console.print(
                 f"resuming: {len(jobs) - len(open_jobs)} of {len(jobs)} cells done, "
                 f"{sum(len(j.todo) for j in open_jobs.values())} searches to go"
             )
-        stats = LiveStats()
-        started = time.perf_counter()
-        gate = asyncio.Semaphore(config.concurrency)
-        left = {cell: len(job.todo) for cell, job in open_jobs.items()}
-        finished = len(jobs) - len(open_jobs)
-        # Longest searches first (most generation rounds in sequence, then the largest
-        # budget): they start early and the short ones fill the tail.
-        order = sorted(
-            open_jobs,
-            key=lambda c: (
-                -sequential_rounds(config.method(c.method), c.budget, pool),
-                -c.budget,
-                c,
-            ),
-        )
-
-        with progress_bar(console) as bar:
-            task = bar.add_task("sweep", total=sum(left.values()), line="")
-
-            async def one(cell: Cell, prompt: Prompt) -> None:
-                nonlocal finished
-                job = open_jobs[cell]
-                stats.add(await job.search(prompt, gate))
-                left[cell] -= 1
-                if not left[cell]:
-                    job.finish(pool)
-                    finished += 1
-                bar.update(task, advance=1, line=f"{finished}/{len(jobs)} cells | {stats.line()}")
-
-            await run_all(one(cell, p) for cell in order for p in open_jobs[cell].todo)
-        search_s = time.perf_counter() - started
+        stats, search_s = await _search_cells(config, open_jobs, len(jobs), console, pool)
     session = {
         "search_wall_s": round(search_s, 2),
         "completion_tokens": stats.completion_tokens,
@@ -290,6 +241,78 @@ async def _run(
         else None,
     }
     return write_outputs(config, path, sweep_dir, prompts, session)
+
+
+def _open_jobs(
+    config: SweepConfig,
+    prompts: PromptFile,
+    templates: dict[str, str],
+    path: Path,
+    resume: bool,
+    pool: ModelPool,
+    reward: Reward,
+) -> dict[Cell, RunJob]:
+    """Every search cell's run, opened (or reopened to resume); a cell whose prompts were
+    all committed but whose summary was not gets its summary now."""
+    jobs = {
+        cell: RunJob.open(
+            config.cell_config(cell),
+            prompts,
+            templates,
+            cell_path(path, cell),
+            resume,
+            pool,
+            reward,
+        )
+        for cell in config.searches()
+    }
+    for job in jobs.values():
+        if not job.todo and not job.run.is_complete():
+            job.finish(pool)
+    return jobs
+
+
+def _longest_first(config: SweepConfig, cells: Iterable[Cell], pool: ModelPool) -> list[Cell]:
+    """Longest searches first (most generation rounds one after another, then the largest
+    budget): they start early and the short ones fill the tail."""
+
+    def rounds(cell: Cell) -> float:
+        return config.method(cell.method).strategy.sequential_rounds(cell.budget, pool.names)
+
+    return sorted(cells, key=lambda c: (-rounds(c), -c.budget, c))
+
+
+async def _search_cells(
+    config: SweepConfig,
+    open_jobs: dict[Cell, RunJob],
+    cells: int,
+    console: Console,
+    pool: ModelPool,
+) -> tuple[LiveStats, float]:
+    """Run every open cell's remaining searches side by side, `config.concurrency` at a
+    time, finishing each cell as its last search ends; the live figures and the seconds
+    it took. `cells` counts all cells, the finished ones included."""
+    stats = LiveStats()
+    started = time.perf_counter()
+    gate = asyncio.Semaphore(config.concurrency)
+    left = {cell: len(job.todo) for cell, job in open_jobs.items()}
+    finished = cells - len(open_jobs)
+    with progress_bar(console) as bar:
+        task = bar.add_task("sweep", total=sum(left.values()), line="")
+
+        async def one(cell: Cell, prompt: Prompt) -> None:
+            nonlocal finished
+            job = open_jobs[cell]
+            stats.add(await job.search(prompt, gate))
+            left[cell] -= 1
+            if not left[cell]:
+                job.finish(pool)
+                finished += 1
+            bar.update(task, advance=1, line=f"{finished}/{cells} cells | {stats.line()}")
+
+        order = _longest_first(config, open_jobs, pool)
+        await run_all(one(cell, p) for cell in order for p in open_jobs[cell].todo)
+    return stats, time.perf_counter() - started
 
 
 def load_units(config: SweepConfig, path: Path) -> pd.DataFrame:
@@ -366,22 +389,9 @@ def write_outputs(
     curve.to_csv(path / "curves.csv", index=False)
     plots = sweep_report.write_plots(curve, labels, path / "plots")
     found = {q: sweep_report.leads(units, q) for q in labels}
-    facts = [
-        f"{len(prompts.prompts)} prompts ({config.prompts}) x {len(config.seeds)} seed(s) "
-        f"{config.seeds}; budgets {sorted(config.budgets)} generations per prompt",
-        "methods: " + "; ".join(describe_method(m) for m in config.methods),
-        f"reward: {config.reward.kind}; sampling: temperature {config.sampling.temperature}, "
-        f"max_tokens {config.sampling.max_tokens}",
-    ]
-    if session is not None:
-        facts.append(
-            f"searches of this session: {session['search_wall_s']:.0f} s, "
-            f"{session['completion_tokens']:,} generated tokens "
-            f"({session['completion_tokens_per_s'] or 0:,.0f} tokens/s)"
-        )
     report = sweep_report.markdown_report(
         f"Sweep {path.name}",
-        facts,
+        _facts(config, prompts, session),
         curve,
         found,
         labels,
@@ -397,19 +407,7 @@ def write_outputs(
         "budgets": sorted(config.budgets),
         "seeds": config.seeds,
         "best_per_budget": {
-            q: [
-                {
-                    "budget": lead.budget,
-                    "method": lead.leader,
-                    "mean": lead.leader_mean,
-                    "runner_up": lead.runner_up,
-                    "lead": lead.lead,
-                    "p_value": lead.p_value,
-                    "significant": lead.significant,
-                }
-                for lead in rows
-            ]
-            for q, rows in found.items()
+            q: [_lead_document(lead) for lead in rows] for q, rows in found.items()
         },
         "outputs": sorted(
             str(p.relative_to(path))
@@ -419,3 +417,34 @@ def write_outputs(
     }
     sweep_dir.write_summary(summary)
     return summary
+
+
+def _facts(config: SweepConfig, prompts: PromptFile, session: dict[str, Any] | None) -> list[str]:
+    """The report's opening lines: what was swept, and this session's throughput."""
+    facts = [
+        f"{len(prompts.prompts)} prompts ({config.prompts}) x {len(config.seeds)} seed(s) "
+        f"{config.seeds}; budgets {sorted(config.budgets)} generations per prompt",
+        "methods: " + "; ".join(describe_method(m) for m in config.methods),
+        f"reward: {config.reward.kind}; sampling: temperature {config.sampling.temperature}, "
+        f"max_tokens {config.sampling.max_tokens}",
+    ]
+    if session is not None:
+        facts.append(
+            f"searches of this session: {session['search_wall_s']:.0f} s, "
+            f"{session['completion_tokens']:,} generated tokens "
+            f"({session['completion_tokens_per_s'] or 0:,.0f} tokens/s)"
+        )
+    return facts
+
+
+def _lead_document(lead: sweep_report.Lead) -> dict[str, Any]:
+    """One budget's best method in summary.json."""
+    return {
+        "budget": lead.budget,
+        "method": lead.leader,
+        "mean": lead.leader_mean,
+        "runner_up": lead.runner_up,
+        "lead": lead.lead,
+        "p_value": lead.p_value,
+        "significant": lead.significant,
+    }

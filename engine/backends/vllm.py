@@ -59,7 +59,7 @@ def build_engine(
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from engine.embedded import resolve_model_path
+    from engine.model_folders import resolve_model_path
 
     folder = resolve_model_path(model)
     on_cpu = num_gpus == 0
@@ -144,7 +144,7 @@ class VLLMEngineActor:
         """Build the engine; return what the driver needs to know about the model."""
         if self.engine is not None:
             return self._info
-        from engine.embedded import parameter_count
+        from engine.model_folders import parameter_count
 
         spec = self.spec
         self.engine, folder = build_engine(

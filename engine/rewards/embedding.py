@@ -57,7 +57,7 @@ class EmbeddingReward(Reward):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        from engine.embedded import minilm_path
+        from engine.model_folders import minilm_path
 
         path = self.model_path or str(minilm_path())
         try:

@@ -1,5 +1,6 @@
-"""Tests for engine.embedded: GGUF -> bf16 Hugging Face folder conversion, the hash-checked
-cache, model path resolution and safetensors parameter counts.
+"""Tests for engine.embedded (GGUF -> bf16 Hugging Face folder conversion, the hash-checked
+cache) and for engine.model_folders on the folders it makes (model path resolution,
+safetensors parameter counts).
 
 Real conversions use SmolLM2-135M (about 20 s each on two cores); the module converts it
 once into a module-scoped cache and one more time in the corruption test.
@@ -23,9 +24,12 @@ from engine.embedded import (
     MANIFEST_NAME,
     EmbeddedModelError,
     cache_dir,
+    prepare,
+)
+from engine.model_folders import (
+    ModelFolderError,
     minilm_path,
     parameter_count,
-    prepare,
     resolve_model_path,
 )
 
@@ -226,12 +230,12 @@ def test_resolve_embedded(smol: Path, cache: Path, tmp_path: Path) -> None:
 def test_resolve_plain_folder(smol: Path, tmp_path: Path) -> None:
     assert resolve_model_path(str(smol)) == smol
     missing = tmp_path / "absent"
-    with pytest.raises(EmbeddedModelError, match="does not exist") as info:
+    with pytest.raises(ModelFolderError, match="does not exist") as info:
         resolve_model_path(str(missing))
     assert str(missing) in str(info.value)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(EmbeddedModelError, match=r"config\.json") as info:
+    with pytest.raises(ModelFolderError, match=r"config\.json") as info:
         resolve_model_path(str(empty))
     assert str(empty) in str(info.value)
 
@@ -245,7 +249,7 @@ def test_parameter_count(smol: Path) -> None:
 
 
 def test_parameter_count_without_safetensors(tmp_path: Path) -> None:
-    with pytest.raises(EmbeddedModelError, match="safetensors"):
+    with pytest.raises(ModelFolderError, match="safetensors"):
         parameter_count(tmp_path)
 
 

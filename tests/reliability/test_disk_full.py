@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import engine.storage
 from engine.cli import app
 from search.synthesize import SynthesizeConfig, synthesize
-from tests.engine.test_openai_backend import FakeOpenAIServer, server
+from tests.engine.fake_openai import FakeOpenAIServer, server
 from tests.reliability.helpers import (
     PAIRS,
     PROGRESS,

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from search.synthesize import SynthesizeConfig, synthesize
-from tests.engine.test_openai_backend import FakeOpenAIServer, Fault, server
+from tests.engine.fake_openai import FakeOpenAIServer, Fault, server
 from tests.reliability.helpers import (
     PAIRS,
     PROGRESS,

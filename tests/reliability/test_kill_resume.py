@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from search.synthesize import SynthesizeConfig, synthesize
-from tests.engine.test_openai_backend import FakeOpenAIServer, server
+from tests.engine.fake_openai import FakeOpenAIServer, server
 from tests.reliability.helpers import (
     PAIRS,
     PROGRESS,

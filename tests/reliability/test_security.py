@@ -31,7 +31,7 @@ from engine.config import (
     load_config,
 )
 from engine.rewards.classifier import ClassifierRewardSpec
-from tests.engine.test_openai_backend import FakeOpenAIServer, Fault, server
+from tests.engine.fake_openai import FakeOpenAIServer, Fault, server
 from tests.reliability.helpers import write_config
 from tests.reliability.test_kill_resume import endpoint_settings
 

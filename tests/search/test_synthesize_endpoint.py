@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from search.synthesize import SAMPLES, SynthesizeConfig, synthesize
-from tests.engine.test_openai_backend import FakeOpenAIServer, server
+from tests.engine.fake_openai import FakeOpenAIServer, server
 
 __all__ = ["server"]  # the module-scoped loopback server fixture
 
