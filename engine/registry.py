@@ -1,5 +1,7 @@
-"""Registries of components by kind: strategies, rewards and constraints are each listed
-once, in a registry, and the config's union of their settings is derived from it.
+"""Registries of components by kind: strategies, rewards, constraints and bandit policies
+are each listed once, in a registry, and the config's union of their settings is derived
+from it (search/registry.py, engine/rewards/registry.py, engine/rewards/constraints.py,
+bandits/policies/registry.py).
 
 A component's settings class names its kind once, as a `kind: Literal["..."]` field;
 `by_kind` keys a registry by it and `tagged_union` turns the registry's classes into the

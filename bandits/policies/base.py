@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from engine.config import Settings
+from engine.registry import kind_of
 
 STATE_VERSION = 1
 
@@ -159,7 +160,7 @@ class Policy(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "settings_type" in vars(cls):  # one tag names the policy in YAML, state and code
-            cls.kind = cls.settings_type.model_fields["kind"].default
+            cls.kind = kind_of(cls.settings_type)
 
     def __init__(self, settings: Any, arms: int, seeds: Sequence[int]) -> None:
         if not isinstance(settings, self.settings_type):

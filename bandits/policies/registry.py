@@ -7,12 +7,6 @@ and its Policy subclass naming them in `settings_type`, and list the class below
 
 from __future__ import annotations
 
-import operator
-from functools import reduce
-from typing import Annotated
-
-from pydantic import Field
-
 from bandits.policies.base import Policy
 from bandits.policies.co_ucb import CoUCB
 from bandits.policies.double_ts import DoubleTS
@@ -20,6 +14,7 @@ from bandits.policies.fixed import Fixed
 from bandits.policies.rucb import RUCB
 from bandits.policies.ucb1 import UCB1
 from bandits.policies.uniform import Uniform
+from engine.registry import tagged_union
 
 POLICIES: dict[str, type[Policy]] = {
     cls.kind: cls for cls in (CoUCB, UCB1, RUCB, DoubleTS, Uniform, Fixed)
@@ -27,10 +22,7 @@ POLICIES: dict[str, type[Policy]] = {
 """Every policy by its kind, in the order tables and plots list them."""
 
 # Built from the registry, so a listed policy is accepted everywhere a policy is parsed.
-PolicySettings = Annotated[
-    reduce(operator.or_, (cls.settings_type for cls in POLICIES.values())),
-    Field(discriminator="kind"),
-]
+PolicySettings = tagged_union(cls.settings_type for cls in POLICIES.values())
 
 
 def make_policy(settings: PolicySettings, arms: int, seed: int) -> Policy:
