@@ -303,7 +303,6 @@ def lora_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModelPoo
 
     monkeypatch.setattr(backend, "_new_actor", new_actor)
     monkeypatch.setattr(vllm.ray, "kill", lambda actor, **kwargs: None)
-    backend.info = {"path": str(base)}
     return pool, made
 
 
