@@ -48,8 +48,12 @@ def repeated(values: Sequence[T]) -> list[T]:
     return sorted({v for v in values if values.count(v) > 1})  # type: ignore[type-var]
 
 
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+"""What a pool model's name may hold (adapters' names too)."""
+
+
 class _ModelBase(Settings):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    name: str = Field(pattern=MODEL_NAME)
     """How strategies, samples and bandits refer to this model; unique within a config."""
     prompt_format: Literal["chat", "base"] = "chat"
     """'chat': the model's chat template is applied; 'base': a plain-text instruction
@@ -69,6 +73,21 @@ class RayActorSpec(Settings):
     """A spec whose model runs in a Ray actor of its own, on a vLLM engine: a vLLM model
     or a classifier reward (engine.rewards.classifier). Each such spec has `num_cpus`,
     `num_gpus`, `resources` and `kv_cache_gib`; `ray_actor_specs` finds them in a config."""
+
+
+LoRARank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
+"""The ranks vLLM accepts as an engine's max_lora_rank."""
+
+
+class AdapterSpec(Settings):
+    """A PEFT LoRA adapter served by its base model's engine, as a pool model of its own."""
+
+    name: str = Field(pattern=MODEL_NAME)
+    """Its pool model name (strategies, sweeps, select candidates and judges use it);
+    unique among every model and adapter of the config."""
+    path: str
+    """A folder written by PEFT's save_pretrained (adapter_config.json and
+    adapter_model.safetensors), built on this spec's base model."""
 
 
 class VLLMModelSpec(_ModelBase, RayActorSpec):
@@ -108,6 +127,17 @@ class VLLMModelSpec(_ModelBase, RayActorSpec):
     """Run code shipped with the model folder. Off unless you trust the folder."""
     seed_offset: int = Field(0, ge=0, lt=2**32)
     """Added to every request seed, so two specs of one model sample differently."""
+    adapters: list[AdapterSpec] = Field(default_factory=list)
+    """LoRA adapters of this model, each a pool model of its own, served by this model's
+    engine beside it (base and adapter requests share batches). An adapter inherits this
+    model's prompt_format, system_prompt, sampling and seed_offset."""
+    enable_lora: bool = False
+    """Start the engine with LoRA support although no adapter is listed, so adapters can
+    be added while it runs (`ModelPool.add_adapter`). On whenever `adapters` is given."""
+    max_lora_rank: LoRARank = 16
+    """Largest adapter rank the engine serves (vLLM's max_lora_rank)."""
+    max_loras: int = Field(4, ge=1)
+    """Adapters one batch may mix (vLLM's max_loras); more are swapped in and out."""
 
     @model_validator(mode="after")
     def _enough_gpus(self) -> VLLMModelSpec:
@@ -117,6 +147,11 @@ class VLLMModelSpec(_ModelBase, RayActorSpec):
                 f"{self.tensor_parallel_size} (got {self.num_gpus})"
             )
         return self
+
+    @property
+    def lora_enabled(self) -> bool:
+        """Whether the engine starts with LoRA support."""
+        return self.enable_lora or bool(self.adapters)
 
 
 class OpenAIModelSpec(_ModelBase):
@@ -157,6 +192,17 @@ ModelSpec = Annotated[
 ]
 
 
+def model_names(specs: Sequence[VLLMModelSpec | OpenAIModelSpec]) -> list[str]:
+    """Every name these specs serve: each model, then its adapters (for validators that
+    see the specs before the whole config exists)."""
+    names = []
+    for spec in specs:
+        names.append(spec.name)
+        if isinstance(spec, VLLMModelSpec):
+            names.extend(a.name for a in spec.adapters)
+    return names
+
+
 class PoolConfig(Settings):
     """The models a run uses and where their actors run."""
 
@@ -178,16 +224,25 @@ class PoolConfig(Settings):
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
-        duplicates = repeated([m.name for m in self.models])
+        duplicates = repeated(self.model_names())
         if duplicates:
+            # An adapter's name is a model name: one namespace for both.
             raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
+    def model_names(self) -> list[str]:
+        """Every name the pool serves: each model, then its adapters."""
+        return model_names(self.models)
+
     def model(self, name: str) -> VLLMModelSpec | OpenAIModelSpec:
+        """The spec of the model that serves `name`: an adapter's base, whose prompt
+        format, system prompt and sampling the adapter inherits."""
         for spec in self.models:
             if spec.name == name:
                 return spec
-        raise KeyError(f"no model named {name!r}; configured: {[m.name for m in self.models]}")
+            if isinstance(spec, VLLMModelSpec) and any(a.name == name for a in spec.adapters):
+                return spec
+        raise KeyError(f"no model named {name!r}; configured: {self.model_names()}")
 
 
 class RunConfig(PoolConfig):

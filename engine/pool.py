@@ -2,6 +2,8 @@
 
 Routing is plain Python; each vLLM model lives in its own Ray actor, each endpoint in an
 HTTP client. `await pool.generate(model, requests)` is the only call strategies need.
+A LoRA adapter is a pool model of its own, served by its base's engine;
+`await pool.add_adapter(base, name, folder)` adds one (or a new version) while it runs.
 Faults the backends absorb (engine restarts, retried HTTP requests) are counted per model
 in `pool.events()`, for run summaries.
 """
@@ -11,17 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 
 import ray
 from rich.console import Console
 
+from engine.adapters import AdapterError, ServedAdapter, check_adapter
 from engine.backends.base import Backend, BackendError
 from engine.backends.openai import OpenAIBackend
 from engine.backends.vllm import VLLMBackend
 from engine.config import (
+    MODEL_NAME,
     ConfigError,
     OpenAIModelSpec,
     PoolConfig,
@@ -52,14 +58,29 @@ class ModelPool:
                 )
             else:
                 self.backends[spec.name] = OpenAIBackend(spec, self.default_sampling)
+        self.adapter_bases: dict[str, str] = {
+            adapter.name: spec.name
+            for spec in config.models
+            if isinstance(spec, VLLMModelSpec)
+            for adapter in spec.adapters
+        }
+        """The base model serving each adapter, by adapter name."""
         self._started = False
 
     @property
     def names(self) -> list[str]:
-        return list(self.backends)
+        """Every model name the pool serves: models, then adapters."""
+        return [*self.backends, *self.adapter_bases]
 
     def spec(self, model: str) -> VLLMModelSpec | OpenAIModelSpec:
-        return self.config.model(model)
+        """The spec of the model serving `model` (an adapter's base)."""
+        return self.config.model(self.adapter_bases.get(model, model))
+
+    def _backend(self, model: str) -> Backend:
+        try:
+            return self.backends[self.adapter_bases.get(model, model)]
+        except KeyError:
+            raise BackendError(f"no model named {model!r}; configured: {self.names}") from None
 
     def sampling(self, model: str, base: SamplingSettings | None = None) -> SamplingSettings:
         """`base` (or the run's defaults) with the fields the model's spec overrides."""
@@ -88,25 +109,50 @@ class ModelPool:
         self._started = True
 
     async def generate(self, model: str, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """One generation per request from `model`, in request order."""
-        try:
-            backend = self.backends[model]
-        except KeyError:
-            raise BackendError(f"no model named {model!r}; configured: {self.names}") from None
+        """One generation per request from `model` (a model or an adapter), in request
+        order."""
+        backend = self._backend(model)
+        if model in self.adapter_bases and isinstance(backend, VLLMBackend):
+            return await backend.generate(requests, adapter=model)
         return await backend.generate(requests)
 
+    async def add_adapter(
+        self, base: str, name: str, path: str | Path, version: int | None = None
+    ) -> ServedAdapter:
+        """Serve the LoRA in folder `path` as pool model `name` on the running engine of
+        `base`, without restarting it; a name already served by `base` gets a new
+        version (`version`, or the previous one + 1). Raises AdapterError for a folder
+        that does not fit the base, BackendError when the engine refuses it."""
+        backend = self.backends.get(base)
+        if not isinstance(backend, VLLMBackend):
+            raise BackendError(f"add_adapter: {base!r} is not a vLLM model of this pool")
+        if not re.match(MODEL_NAME, name) or name in self.backends:
+            raise AdapterError(f"add_adapter: {name!r} is not a free model name")
+        if self.adapter_bases.get(name, base) != base:
+            raise AdapterError(f"add_adapter: {name!r} is an adapter of another model")
+        folder = Path(path).resolve()
+        if self.config.ray_address is None:  # on a cluster, the engine's node has the folder
+            from engine.embedded import resolve_model_path
+
+            base_folder = resolve_model_path(backend.spec.model)
+            check_adapter(folder, base_folder, backend.spec.max_lora_rank)
+        served = await backend.add_adapter(name, str(folder), version)
+        self.adapter_bases[name] = base
+        return served
+
     async def count_tokens(self, model: str, messages: Sequence[Message]) -> int | None:
-        return await self.backends[model].count_tokens(messages)
+        return await self._backend(model).count_tokens(messages)
 
     async def context_length(self, model: str) -> int | None:
-        return await self.backends[model].context_length()
+        return await self._backend(model).context_length()
 
     def parameters(self, model: str) -> float | None:
-        """Parameter count for FLOP estimates: the spec's, else what the engine read."""
+        """Parameter count for FLOP estimates: the spec's, else what the engine read (an
+        adapter's are its base's: its own are too few to count)."""
         spec = self.spec(model)
         if spec.parameters is not None:
             return spec.parameters
-        info = getattr(self.backends[model], "info", {})
+        info = getattr(self._backend(model), "info", {})
         return info.get("parameters")
 
     def events(self) -> dict[str, dict[str, int]]:
@@ -166,17 +212,24 @@ async def pool_for(
 
 
 def check_local_models(config: PoolConfig) -> None:
-    """Fail fast, naming the config field, when a local model folder is missing. (On a
-    cluster, paths are resolved on the node that hosts the model instead.)"""
+    """Fail fast, naming the config field, when a local model folder is missing or an
+    adapter cannot be served on its base (engine.adapters). (On a cluster, paths are
+    resolved on the node that hosts the model instead.)"""
     from engine.embedded import EmbeddedModelError
     from engine.model_folders import ModelFolderError, resolve_model_path
 
     for index, spec in enumerate(config.models):
         if isinstance(spec, VLLMModelSpec):
             try:
-                resolve_model_path(spec.model)
+                folder = resolve_model_path(spec.model)
             except (EmbeddedModelError, ModelFolderError) as exc:
                 raise ConfigError(f"models[{index}].model: {exc}") from None
+            for number, adapter in enumerate(spec.adapters):
+                try:
+                    check_adapter(Path(adapter.path), folder, spec.max_lora_rank)
+                except AdapterError as exc:
+                    field = f"models[{index}].adapters[{number}].path"
+                    raise ConfigError(f"{field} ({adapter.name}): {exc}") from None
 
 
 def _connect_ray(config: PoolConfig) -> None:

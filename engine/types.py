@@ -68,6 +68,10 @@ class Generation:
     latency_s: float
     top_logprobs: tuple[dict[str, float], ...] = field(default=())
     """Per generated token, the top tokens and their log-probabilities (if requested)."""
+    adapter: str | None = None
+    """The LoRA adapter that produced it (then also `model`), None for a base model."""
+    adapter_version: int | None = None
+    """Which version of `adapter` (a newer one is loaded under the same name)."""
 
     @property
     def total_tokens(self) -> int:

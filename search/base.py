@@ -89,6 +89,10 @@ class Candidate:
     latency_s: float
     step: int = 0
     """The strategy's own step counter (round, layer, play) when it has one."""
+    adapter: str | None = None
+    """The LoRA adapter that answered (its name is `model`), None for a base model."""
+    adapter_version: int | None = None
+    """Which version of that adapter."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ class Search:
                 seed=generation.seed,
                 latency_s=generation.latency_s,
                 step=step,
+                adapter=generation.adapter,
+                adapter_version=generation.adapter_version,
             )
             for i, generation, reward in zip(ids, generations, rewards, strict=True)
         ]

@@ -34,7 +34,7 @@ import pandas as pd
 from pydantic import Field, ValidationInfo, field_validator
 from rich.console import Console
 
-from engine.config import Settings, repeated
+from engine.config import Settings, model_names, repeated
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import PromptFile, load_prompts
@@ -96,7 +96,7 @@ class SweepConfig(SearchRunConfig):
         twice = repeated([m.name for m in methods])
         if twice:
             raise ValueError(f"method names must be unique; repeated: {', '.join(twice)}")
-        models = [m.name for m in info.data.get("models", [])]
+        models = model_names(info.data.get("models", []))
         for index, method in enumerate(methods):
             for model in method.strategy.models_used(models) if models else []:
                 if model not in models:
@@ -155,7 +155,7 @@ class SweepConfig(SearchRunConfig):
         return SynthesizeConfig.model_validate(data)
 
     def models_used(self) -> list[str]:
-        names = [m.name for m in self.models]
+        names = self.model_names()
         used = {model for m in self.methods for model in m.strategy.models_used(names)}
         return [n for n in names if n in used]
 

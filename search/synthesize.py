@@ -93,7 +93,7 @@ class LiveStats:
 
 def check_models(config: SynthesizeConfig) -> None:
     """Model names a strategy or judge refers to must exist in the pool (before any start)."""
-    names = [m.name for m in config.models]
+    names = config.model_names()
     for model in config.strategy.models_used(names):
         if model not in names:
             raise ConfigError(f"strategy: no model named {model!r}; configured: {names}")

@@ -81,13 +81,13 @@ class SelectConfig(RunConfig):
     @model_validator(mode="after")
     def _check_candidates(self) -> SelectConfig:
         if not self.candidates:
-            self.candidates = [CandidateSpec(name=m.name, model=m.name) for m in self.models]
+            self.candidates = [CandidateSpec(name=n, model=n) for n in self.model_names()]
         twice = repeated([c.name for c in self.candidates])
         if twice:
             raise ValueError(f"candidate names must be unique; repeated: {', '.join(twice)}")
         if len(self.candidates) < 2:
             raise ValueError("select needs at least two candidates")
-        models = {m.name: m for m in self.models}
+        models = {name: self.model(name) for name in self.model_names()}
         for candidate in self.candidates:
             if candidate.model not in models:
                 raise ValueError(

@@ -10,6 +10,11 @@ dies, the driver-side `VLLMBackend` starts a new actor and re-issues the request
 were in flight; each request carries its own seed, so a re-issued request is the same
 request. Restarts are serialized (many requests failing together cause one restart),
 logged, counted (`VLLMBackend.restarts`) and bounded by the pool's `max_actor_restarts`.
+
+LoRA adapters (`VLLMModelSpec.adapters`, or added while the engine runs) are served by
+their base's engine: a request for one carries vLLM's `LoRARequest`, so base and adapter
+requests share batches. The backend keeps the adapters it serves and loads them into
+every new actor, so a restart keeps the ones added at run time.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from engine.adapters import ServedAdapter
 from engine.backends.base import BackendError, render_base_prompt, stop_strings
 from engine.config import VLLMModelSpec
 from engine.cpu_binding import BIND_VARIABLE
@@ -131,6 +137,23 @@ async def stop_actor(name: str, actor: Any) -> None:
     ray.kill(actor)
 
 
+def lora_engine_args(spec: VLLMModelSpec) -> dict[str, Any]:
+    """vLLM's LoRA settings for a spec that serves adapters (none otherwise: LoRA support
+    costs memory and time even when no request uses it)."""
+    if not spec.lora_enabled:
+        return {}
+    return {"enable_lora": True, "max_lora_rank": spec.max_lora_rank, "max_loras": spec.max_loras}
+
+
+def lora_request(adapter: ServedAdapter | None) -> Any:
+    """vLLM's LoRARequest for one adapter version; None serves the base."""
+    if adapter is None:
+        return None
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(adapter.name, adapter.lora_id, adapter.path)
+
+
 class VLLMEngineActor:
     """Hosts one vLLM AsyncLLM. Wrapped with `ray.remote` by `VLLMBackend`."""
 
@@ -158,6 +181,7 @@ class VLLMEngineActor:
             gpu_memory_utilization=spec.gpu_memory_utilization,
             max_num_seqs=spec.max_num_seqs,
             enable_prefix_caching=True,
+            **lora_engine_args(spec),
         )
         self.tokenizer = self.engine.get_tokenizer()
         self.max_model_len = self.engine.model_config.max_model_len
@@ -187,10 +211,20 @@ class VLLMEngineActor:
     async def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.encode(messages))
 
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+    async def load_adapter(self, adapter: ServedAdapter) -> None:
+        """Load an adapter version into the engine now, so a bad folder fails here and
+        not in the first request that names it."""
+        if not await self.engine.add_lora(lora_request(adapter)):
+            raise BackendError(f"adapter {adapter.name!r}: the engine did not load {adapter.path}")
 
-    async def _generate_one(self, request: GenerationRequest) -> Generation:
+    async def generate(
+        self, requests: Sequence[GenerationRequest], adapter: ServedAdapter | None = None
+    ) -> list[Generation]:
+        return list(await asyncio.gather(*(self._generate_one(r, adapter) for r in requests)))
+
+    async def _generate_one(
+        self, request: GenerationRequest, adapter: ServedAdapter | None
+    ) -> Generation:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -219,7 +253,10 @@ class VLLMEngineActor:
         started = time.perf_counter()
         final = None
         async for output in self.engine.generate(
-            TokensPrompt(prompt_token_ids=ids), params, request_id=uuid.uuid4().hex
+            TokensPrompt(prompt_token_ids=ids),
+            params,
+            request_id=uuid.uuid4().hex,
+            lora_request=lora_request(adapter),
         ):
             final = output
         if final is None:
@@ -233,13 +270,15 @@ class VLLMEngineActor:
             )
         return Generation(
             text=completion.text,
-            model=self.spec.name,
+            model=self.spec.name if adapter is None else adapter.name,
             prompt_tokens=len(final.prompt_token_ids),
             completion_tokens=len(completion.token_ids),
             finish_reason=completion.finish_reason,
             seed=request.seed,
             latency_s=time.perf_counter() - started,
             top_logprobs=top_logprobs,
+            adapter=None if adapter is None else adapter.name,
+            adapter_version=None if adapter is None else adapter.version,
         )
 
     async def shutdown(self) -> None:
@@ -272,6 +311,11 @@ class VLLMBackend:
         self._incarnation = 0  # bumped by every restart; tells requests one already happened
         self._restart_lock = asyncio.Lock()
         self._broken: BackendError | None = None  # set when a restart is refused or failed
+        self.adapters: dict[str, ServedAdapter] = {}
+        """The adapters this engine serves, by name: their latest versions."""
+        self._lora_ids = 0  # vLLM caches adapters by id: every version takes a new one
+        for adapter in spec.adapters:
+            self.adapters[adapter.name] = self._serve(adapter.name, adapter.path, 1)
 
     async def start(self) -> None:
         if self.actor is not None:
@@ -286,17 +330,53 @@ class VLLMBackend:
         return ray.remote(VLLMEngineActor).options(**options).remote(self.spec)
 
     async def _start_actor(self, actor: Any) -> dict[str, Any]:
-        return await call_actor(self.name, actor.start.remote(), self.start_timeout_s, "start")
+        """Start the engine and load every adapter served so far (those added at run
+        time included, so a restarted engine serves them too)."""
+        info = await call_actor(self.name, actor.start.remote(), self.start_timeout_s, "start")
+        for adapter in list(self.adapters.values()):
+            await call_actor(
+                self.name,
+                actor.load_adapter.remote(adapter),
+                self.start_timeout_s,
+                f"loading adapter {adapter.name!r}",
+            )
+        return info
 
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    def _serve(self, name: str, path: str, version: int) -> ServedAdapter:
+        self._lora_ids += 1
+        return ServedAdapter(name, path, version, self._lora_ids)
+
+    async def add_adapter(self, name: str, path: str, version: int | None = None) -> ServedAdapter:
+        """Load an adapter, or a new version of one (None: the previous version + 1),
+        into the running engine; later requests for `name` get it. Requests in flight
+        finish on the version they started with."""
+        if not self.spec.lora_enabled:
+            raise BackendError(
+                f"model {self.name!r}: its engine has no LoRA support; set enable_lora: true "
+                "(or list an adapter) in its config to add adapters while it runs"
+            )
+        previous = self.adapters.get(name)
+        if version is None:
+            version = previous.version + 1 if previous else 1
+        adapter = self._serve(name, path, version)
+        await self._call("load_adapter", (adapter,), f"loading adapter {name!r}")
+        self.adapters[name] = adapter
+        return adapter
+
+    async def generate(
+        self, requests: Sequence[GenerationRequest], adapter: str | None = None
+    ) -> list[Generation]:
+        """One generation per request, from the base or from one of its adapters."""
         if not requests:
             return []
-        return await self._call("generate", list(requests), "generate")
+        if adapter is None:
+            return await self._call("generate", (list(requests),), "generate")
+        return await self._call("generate", (list(requests), self.adapters[adapter]), "generate")
 
     async def count_tokens(self, messages: Sequence[Message]) -> int | None:
-        return await self._call("count_tokens", list(messages), "tokenize")
+        return await self._call("count_tokens", (list(messages),), "tokenize")
 
-    async def _call(self, method: str, argument: Any, what: str) -> Any:
+    async def _call(self, method: str, arguments: tuple[Any, ...], what: str) -> Any:
         """Call the actor; if it died, restart it (once for all callers) and call again."""
         while True:
             actor, incarnation = self.actor, self._incarnation
@@ -305,7 +385,7 @@ class VLLMBackend:
             try:
                 return await call_actor(
                     self.name,
-                    getattr(actor, method).remote(argument),
+                    getattr(actor, method).remote(*arguments),
                     self.request_timeout_s,
                     what,
                 )
