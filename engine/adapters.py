@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError
+from engine.model_folders import ModelFolderError, safetensors_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -118,7 +118,11 @@ def _widths(base: dict[str, Any]) -> set[int]:
 def _check_shapes(weights: Path, base: dict[str, Any]) -> None:
     widths = _widths(base)
     layers = base.get("num_hidden_layers")
-    for key, info in _safetensors_header(weights).items():
+    try:
+        header = safetensors_header(weights)
+    except (OSError, ModelFolderError) as exc:
+        raise AdapterError(f"cannot read {str(weights)!r}: {exc}") from None
+    for key, info in header.items():
         if key == "__metadata__" or ".lora_" not in key or len(info.get("shape", ())) != 2:
             continue
         rows, cols = (int(d) for d in info["shape"])
@@ -136,22 +140,6 @@ def _check_shapes(weights: Path, base: dict[str, Any]) -> None:
                 f"tensor {key!r} adapts layer {layer.group(1)}, but the base has "
                 f"{layers} layers (built on another base?)"
             )
-
-
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file: tensor names, dtypes and shapes."""
-    try:
-        with path.open("rb") as f:
-            raw = f.read(8)
-            (length,) = struct.unpack("<Q", raw) if len(raw) == 8 else (0,)
-            if not 0 < length <= 100 * (1 << 20):
-                raise AdapterError(f"{str(path)!r} is not a safetensors file")
-            header = json.loads(f.read(length))
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
-    if not isinstance(header, dict):
-        raise AdapterError(f"{str(path)!r} is not a safetensors file")
-    return header
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def parameter_count(folder: Path) -> float:
         raise ModelFolderError(f"no *.safetensors files in {str(folder)!r}")
     total = 0
     for path in files:
-        for key, info in _safetensors_header(path).items():
+        for key, info in safetensors_header(path).items():
             if key == "__metadata__":
                 continue
             count = 1
@@ -90,7 +90,9 @@ def parameter_count(folder: Path) -> float:
     return float(total)
 
 
-def _safetensors_header(path: Path) -> dict[str, Any]:
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file: tensor names, dtypes and shapes (no tensor
+    is read)."""
     with path.open("rb") as f:
         raw = f.read(8)
         if len(raw) != 8:

@@ -132,7 +132,7 @@ class ModelPool:
             raise AdapterError(f"add_adapter: {name!r} is an adapter of another model")
         folder = Path(path).resolve()
         if self.config.ray_address is None:  # on a cluster, the engine's node has the folder
-            from engine.embedded import resolve_model_path
+            from engine.model_folders import resolve_model_path
 
             base_folder = resolve_model_path(backend.spec.model)
             check_adapter(folder, base_folder, backend.spec.max_lora_rank)
