@@ -467,4 +467,4 @@ async def test_engine_adds_adapters_and_versions_without_a_restart(
     one = await pool.generate("smol-one", greedy_requests())
     assert [g.text for g in one] == loras["two_answers"]
     assert {g.adapter_version for g in one} == {2}
-    assert backend.actor is actor and pool.restarts == {"smol": 0}
+    assert backend.actor is actor and pool.events()["smol"] == {"engine_restarts": 0}
