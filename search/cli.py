@@ -187,13 +187,13 @@ def train_command(
             fail("interrupted; no adapter was written", code=130)
 
     record = guarded(body)
-    console = Console()
+    console = Console(soft_wrap=True)
     curve = record["loss_curve"]
     console.print(f"[bold]adapter:[/] {run / 'adapters' / record['adapter']}")
     console.print(
         f"{record['method']} on {record['base_model']['name']}: {record['pairs']['train']} "
         f"training / {record['pairs']['validation']} validation examples, "
-        f"{record['steps']} steps in {record['train_seconds']:.0f} s "
+        f"{record['steps']} step{'s' * (record['steps'] != 1)} in {record['train_seconds']:.0f} s "
         f"({record['seconds_per_example']:.2f} s per example)"
     )
     if curve:

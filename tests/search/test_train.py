@@ -39,6 +39,7 @@ MODELS = [
     {"name": "smol", "model": "embedded:smollm2-135m-instruct", "system_prompt": SYSTEM},
     {"name": "remote", "backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
     {"name": "gone", "model": "/nonexistent/model/folder"},
+    {"name": "smolbase", "model": "embedded:smollm2-135m-instruct", "prompt_format": "base"},
 ]
 
 
@@ -420,17 +421,19 @@ def test_sft_trains_on_the_best_answer_of_each_prompt(
 
 
 @pytest.mark.train
-def test_an_old_text_format_run_trains_and_overwrite_replaces(
+def test_an_old_text_format_run_trains_a_base_model_and_overwrite_replaces(
     cli: CliRunner, smollm2: Path, tmp_path: Path
 ) -> None:
     run = write_run(tmp_path / "run", every_pair(text_pair))
     (run / ADAPTERS / "t").mkdir(parents=True)
     (run / ADAPTERS / "t" / "stale").write_text("old")
     (run / ADAPTERS / ".t.partial-killed").mkdir()  # a training SIGKILLed before its rename
-    options = ["--validation", "0", "--overwrite", "--method", "sft", "--batch-size", "1"]
+    # A base-format model: DPO on the text the engine sends it, plain-text answers.
+    options = ["--model", "smolbase", "--validation", "0", "--overwrite", "--batch-size", "1"]
     record = trained(cli, run, "--name", "t", *options, "--max-steps", "1")
-    assert record["pairs"]["format"] == "text"
-    assert (record["pairs"]["train"], record["pairs"]["validation"]) == (5, 0)
+    assert record["pairs"]["format"] == "text" and record["method"] == "dpo"
+    assert record["base_model"]["prompt_format"] == "base"
+    assert (record["pairs"]["train"], record["pairs"]["validation"]) == (10, 0)
     assert record["validation_loss"] is None
     assert names(run / ADAPTERS) == ["t"]
     assert not (run / ADAPTERS / "t" / "stale").exists()
