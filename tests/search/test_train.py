@@ -294,6 +294,19 @@ def test_no_chat_model_to_default_to(cli: CliRunner, tmp_path: Path) -> None:
     assert "--model: the run's strategy used no vLLM chat model" in refused(cli, tmp_path, run)
 
 
+def test_without_the_train_extra(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a)
+    )
+    run = write_run(tmp_path / "run", every_pair())
+    assert "install the train extra" in refused(cli, tmp_path, run)
+
+
 def test_an_existing_adapter_is_kept_without_overwrite(cli: CliRunner, tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", every_pair())
     (run / ADAPTERS / "mine").mkdir(parents=True)
