@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 import typer
@@ -28,6 +28,7 @@ def register(app: typer.Typer, config_kinds: dict[str, type[BaseModel]]) -> None
     app.command("synthesize")(synthesize_command)
     app.command("sweep")(sweep_command)
     app.command("show")(show_command)
+    app.command("train")(train_command)
 
 
 def synthesize_command(
@@ -90,6 +91,116 @@ def sweep_command(
             )
         console.print(line, soft_wrap=True)
     console.print(f"report: {Path(summary['sweep_dir']) / 'report.md'}")
+
+
+def train_command(
+    run: Annotated[Path, typer.Argument(help="A synthesize run directory (with pairs.jsonl).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Pool model of the run's config to adapt; its weights come from the run's "
+            "config.yaml. Default: the first vLLM chat model the strategy used."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Adapter name: writes RUN/adapters/NAME/ (default: MODEL-METHOD)."),
+    ] = None,
+    method: Annotated[
+        Literal["dpo", "sft"],
+        typer.Option(
+            help="dpo: on the preference pairs; sft: on the best answer of each prompt "
+            "(the chosen side of its pairs)."
+        ),
+    ] = "dpo",
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the training pairs.")] = 1.0,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after N optimizer steps (overrides --epochs).")
+    ] = None,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 5e-5,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank (on every linear layer).")] = 16,
+    alpha: Annotated[int, typer.Option(min=1, help="LoRA alpha (scale = alpha / rank).")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per optimizer step.")] = 4,
+    beta: Annotated[float, typer.Option(min=0.0, help="DPO's KL weight (dpo only).")] = 0.1,
+    max_length: Annotated[
+        int, typer.Option(min=16, help="Tokens kept per example (prompt + answer).")
+    ] = 384,
+    validation: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of the prompts held out for the validation loss; split by prompt "
+            "id, seeded by --seed: no held-out prompt's pairs are trained on.",
+        ),
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the LoRA init and the order.")] = 0,
+    pairs_method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pairs-method",
+            help="Train only on pairs made by this method (repeatable), e.g. "
+            "max_mu_minus_2sigma. Default: all.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing adapter of that name.")
+    ] = False,
+) -> None:
+    """Train a LoRA adapter on a run's pairs (DPO, or SFT on the best answers).
+
+    Writes RUN/adapters/NAME/ atomically: a PEFT adapter folder
+    (adapter_config.json, adapter_model.safetensors) that vLLM serves beside
+    its base, and training.json (source run and config hash, pairs per method,
+    hyperparameters, seed, loss curve, validation loss, seconds, versions).
+    Needs the `train` extra (TRL, PEFT).
+    """
+    from engine.training import Hyperparameters
+    from search.train import TrainInputError, TrainOptions, train_run
+
+    options = TrainOptions(
+        model=model,
+        name=name,
+        hyperparameters=Hyperparameters(
+            method=method,
+            epochs=epochs,
+            max_steps=max_steps,
+            learning_rate=learning_rate,
+            rank=rank,
+            alpha=alpha,
+            batch_size=batch_size,
+            beta=beta,
+            max_length=max_length,
+            seed=seed,
+        ),
+        validation=validation,
+        pair_methods=tuple(pairs_method or ()),
+        overwrite=overwrite,
+    )
+
+    def body() -> dict[str, Any]:
+        try:
+            return train_run(run, options, Console(stderr=True))
+        except TrainInputError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; no adapter was written", code=130)
+
+    record = guarded(body)
+    console = Console(soft_wrap=True)
+    curve = record["loss_curve"]
+    console.print(f"[bold]adapter:[/] {run / 'adapters' / record['adapter']}")
+    console.print(
+        f"{record['method']} on {record['base_model']['name']}: {record['pairs']['train']} "
+        f"training / {record['pairs']['validation']} validation examples, "
+        f"{record['steps']} step{'s' * (record['steps'] != 1)} in {record['train_seconds']:.0f} s "
+        f"({record['seconds_per_example']:.2f} s per example)"
+    )
+    if curve:
+        line = f"loss {curve[0]['loss']:.4f} -> {curve[-1]['loss']:.4f}"
+        if record["validation_loss"] is not None:
+            line += f", validation loss {record['validation_loss']:.4f}"
+        console.print(line)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

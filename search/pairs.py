@@ -1,7 +1,11 @@
 """Preference pairs from many scored samples of one prompt.
 
-The pure part picks indices from a list of rewards; the record part writes TRL's DPO
-format (`prompt`, `chosen`, `rejected`) plus both samples' lineage and rewards.
+The pure part picks indices from a list of rewards; the record part writes TRL's
+conversational DPO format plus both samples' lineage and rewards: `prompt` is the
+conversation the model was sent for the original prompt (its system prompt first, when its
+spec has one; then the user turn), `chosen` and `rejected` one assistant turn each. Runs
+made before this wrote TRL's standard (text) format, a bare instruction and two strings;
+a resumed old run keeps writing that (`as_text_format`), so one file never mixes both.
 
 Methods (the "sweet spot" study: chosen = max; the rejected sample nearest mu - 2 sigma
 beats the minimum, more so as the number of samples grows):
@@ -15,7 +19,7 @@ A pair is kept only when chosen and rejected differ and their reward margin is a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -88,10 +92,45 @@ def select_pairs(
     return pairs
 
 
+def conversation(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """The messages a model is sent for `prompt`: its system prompt (if any), the user turn."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*system, {"role": "user", "content": prompt}]
+
+
+def answer(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def is_conversational(record: Mapping[str, Any]) -> bool:
+    """A pair in TRL's conversational format (else the older standard text format)."""
+    return not isinstance(record["prompt"], str)
+
+
+def as_text_format(record: dict[str, Any]) -> dict[str, Any]:
+    """A conversational pair in the older text format: the bare instruction, two strings."""
+    (user,) = [m for m in record["prompt"] if m["role"] == "user"]
+    return {
+        **record,
+        "prompt": user["content"],
+        "chosen": record["chosen"][-1]["content"],
+        "rejected": record["rejected"][-1]["content"],
+    }
+
+
 def pair_records(
-    prompt: Prompt, candidates: Sequence[Candidate], settings: PairSettings, seed: int = 0
+    prompt: Prompt,
+    candidates: Sequence[Candidate],
+    settings: PairSettings,
+    seed: int = 0,
+    system_prompts: Mapping[str, str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """DPO pairs of one prompt's scored candidates, in TRL's standard format."""
+    """DPO pairs of one prompt's scored candidates, in TRL's conversational format.
+
+    `system_prompts` maps model names to their spec's system prompt: the pair's prompt is
+    the conversation the chosen sample's model was sent for the original prompt.
+    """
+    system_prompts = system_prompts or {}
     scored = [c for c in candidates if c.reward is not None]
     rewards = [c.reward for c in scored]
     records = []
@@ -99,9 +138,9 @@ def pair_records(
         chosen, rejected = scored[i], scored[j]
         records.append(
             {
-                "prompt": prompt.prompt,
-                "chosen": chosen.text,
-                "rejected": rejected.text,
+                "prompt": conversation(prompt.prompt, system_prompts.get(chosen.model)),
+                "chosen": answer(chosen.text),
+                "rejected": answer(rejected.text),
                 "prompt_id": prompt.id,
                 "method": method,
                 "chosen_reward": chosen.reward,

@@ -29,11 +29,11 @@ from engine.prompts import PromptFile, PromptsError, load_prompts
 from engine.rewards import RewardSpec, started_reward
 from engine.rewards.base import Reward
 from engine.rewards.verifiable import VerifiableRewardSpec
-from engine.storage import RunDirectory, check_run_directory
+from engine.storage import RunDirectory, check_run_directory, read_jsonl
 from engine.types import Message, Prompt
 from search.base import SearchContext, SearchResult
 from search.best_of_n import BestOfNSettings
-from search.pairs import PairSettings, pair_records
+from search.pairs import PairSettings, as_text_format, is_conversational, pair_records
 from search.registry import StrategySettings, run_strategy
 from search.templates import load_templates
 
@@ -116,6 +116,11 @@ async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> 
                 )
 
 
+def system_prompts(config: RunConfig) -> dict[str, str | None]:
+    """Each model name's system prompt (an adapter's is its base model's)."""
+    return {name: config.model(name).system_prompt for name in config.model_names()}
+
+
 def tree_path(prompt_id: str) -> str:
     """Relative path of a prompt's tree; ids may hold any character, file names may not."""
     return f"trees/{quote(prompt_id, safe='')}.json"
@@ -189,6 +194,9 @@ class RunJob:
     stats: LiveStats = field(default_factory=LiveStats)
     events_at_start: dict[str, dict[str, int]] = field(default_factory=dict)
     """The pool's fault counters when the job opened (engine restarts, retries)."""
+    text_pairs: bool = False
+    """The run's pairs.jsonl is in the older text format (a run resumed from before pairs
+    carried the conversation): keep writing that, so the file never mixes formats."""
 
     @classmethod
     def open(
@@ -206,7 +214,24 @@ class RunJob:
         done = run.completed()
         todo = [p for p in prompts.prompts if p.id not in done]
         ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed, templates)
-        return cls(config, run, ctx, todo, len(done), events_at_start=pool.events())
+        first_pair = next(iter(read_jsonl(run.path / PAIRS)), None)
+        text_pairs = first_pair is not None and not is_conversational(first_pair)
+        if text_pairs:
+            logger.info("%s: resuming in the run's older (text) pairs format", run.path / PAIRS)
+        return cls(
+            config, run, ctx, todo, len(done), events_at_start=pool.events(), text_pairs=text_pairs
+        )
+
+    def pairs(self, prompt: Prompt, result: SearchResult) -> list[dict[str, Any]]:
+        """The prompt's pair records, in the run's format."""
+        records = pair_records(
+            prompt,
+            result.candidates,
+            self.config.pairs,
+            self.config.seed,
+            system_prompts(self.config),
+        )
+        return [as_text_format(r) for r in records] if self.text_pairs else records
 
     async def search(self, prompt: Prompt, gate: asyncio.Semaphore) -> SearchResult:
         """Search one prompt once `gate` lets it in, then commit its records."""
@@ -216,7 +241,7 @@ class RunJob:
             prompt.id,
             {
                 SAMPLES: result.sample_records(),
-                PAIRS: pair_records(prompt, result.candidates, self.config.pairs, self.config.seed),
+                PAIRS: self.pairs(prompt, result),
             },
             {tree_path(prompt.id): result.tree_document()},
         )

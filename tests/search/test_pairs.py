@@ -15,7 +15,14 @@ from pydantic import ValidationError
 from engine.seeds import derive_seed
 from engine.types import Prompt
 from search.base import Action, Candidate
-from search.pairs import PairMethod, PairSettings, pair_records, rejected_index, select_pairs
+from search.pairs import (
+    PairMethod,
+    PairSettings,
+    as_text_format,
+    pair_records,
+    rejected_index,
+    select_pairs,
+)
 
 ALL: list[PairMethod] = ["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]
 
@@ -278,9 +285,9 @@ def test_pair_records_fields_and_lineage() -> None:
     records = pair_records(prompt, candidates, pair_settings(methods=["max_min"]))
     assert records == [
         {
-            "prompt": "What is 2+2?",
-            "chosen": "four",
-            "rejected": "fish",
+            "prompt": [{"role": "user", "content": "What is 2+2?"}],
+            "chosen": [{"role": "assistant", "content": "four"}],
+            "rejected": [{"role": "assistant", "content": "fish"}],
             "prompt_id": "q1",
             "method": "max_min",
             "chosen_reward": 0.9,
@@ -293,6 +300,23 @@ def test_pair_records_fields_and_lineage() -> None:
             "rejected_action": "generate",
         }
     ]
+
+
+def test_pair_records_prompt_has_the_chosen_models_system_prompt() -> None:
+    prompt = Prompt(id="q1", prompt="What is 2+2?")
+    candidates = [candidate(0, 0.9, model="b"), candidate(1, 0.1, model="a")]
+    systems = {"a": "Be terse.", "b": "Show your work."}
+    (record,) = pair_records(prompt, candidates, pair_settings(methods=["max_min"]), 0, systems)
+    assert record["prompt"] == [
+        {"role": "system", "content": "Show your work."},
+        {"role": "user", "content": "What is 2+2?"},
+    ]
+    assert as_text_format(record) == {
+        **record,
+        "prompt": "What is 2+2?",
+        "chosen": "answer 0",
+        "rejected": "answer 1",
+    }
 
 
 def test_pair_records_ignore_feedback() -> None:
@@ -314,7 +338,7 @@ def test_pair_records_one_per_method() -> None:
     assert [r["rejected_id"] for r in records[:3]] == [7, 4, 1]
     for r in records:
         assert r["chosen_reward"] > r["rejected_reward"]
-        assert r["rejected"] == f"answer {r['rejected_id']}"
+        assert r["rejected"] == [{"role": "assistant", "content": f"answer {r['rejected_id']}"}]
 
 
 def test_pair_records_random_seed_derives_from_prompt() -> None:

@@ -1,0 +1,274 @@
+"""LoRA training of a pool model on preference data: DPO on pairs, or SFT on best answers.
+
+Reused by `multisample train` (search) and, later, by online adaptation in `select`
+(bandits), so it knows nothing of run directories: it takes examples (user turns and
+answers), renders them as the engine sends them to the target model (its system prompt and
+chat template, or a base model's plain text), and writes a standard PEFT adapter folder
+(adapter_config.json + adapter_model.safetensors) that vLLM's LoRARequest loads beside the
+base model.
+
+TRL, PEFT, torch and transformers are imported inside the functions: importing this
+module costs nothing, and nothing else in the package pulls them in.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from engine.backends.base import render_base_prompt
+from engine.progress import progress_bar
+from engine.types import Message
+
+Method = Literal["dpo", "sft"]
+PromptFormat = Literal["chat", "base"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example, independent of the target model: the user turns of the
+    prompt (no system turn: the target's own is added), the preferred answer and, for
+    DPO, the rejected one."""
+
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str | None = None
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """How one adapter is trained; every field is recorded in training.json."""
+
+    method: Method = "dpo"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides `epochs`)."""
+    learning_rate: float = 5e-5
+    rank: int = 16
+    alpha: int = 32
+    batch_size: int = 4
+    beta: float = 0.1
+    """DPO's KL weight (ignored by SFT)."""
+    max_length: int = 384
+    """Tokens of prompt + answer kept per example (longer ones are truncated)."""
+    seed: int = 0
+
+
+@dataclass
+class TrainingResult:
+    steps: int
+    loss_curve: list[dict[str, float]]
+    """Per logged (optimizer) step: step, loss, and for DPO the reward margin."""
+    validation_loss: float | None
+    seconds: float
+    """Wall time of the whole call (loading, preparing the data, training, evaluating)."""
+    train_seconds: float
+    """Wall time of the optimizer steps alone."""
+    examples_seen: int
+    """Training examples the steps went through (an epoch's last batch may be short)."""
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def target_prompt(
+    prompt: Sequence[Message], prompt_format: PromptFormat, system_prompt: str | None
+) -> Any:
+    """The prompt exactly as the engine sends it to the target: its own system prompt,
+    then `prompt`; as messages for a chat model (TRL applies its chat template, as the
+    engine does), as `render_base_prompt` text for a base model."""
+    turns = (*([Message("system", system_prompt)] if system_prompt else []), *prompt)
+    if prompt_format == "base":
+        return render_base_prompt(turns)
+    return [{"role": m.role, "content": m.content} for m in turns]
+
+
+def target_answer(text: str, prompt_format: PromptFormat) -> Any:
+    return text if prompt_format == "base" else [{"role": "assistant", "content": text}]
+
+
+def dataset_rows(
+    examples: Sequence[Example],
+    method: Method,
+    prompt_format: PromptFormat,
+    system_prompt: str | None,
+) -> list[dict[str, Any]]:
+    """TRL rows for the target: conversational for a chat model, plain text for a base one."""
+    rows = []
+    for example in examples:
+        prompt = target_prompt(example.prompt, prompt_format, system_prompt)
+        chosen = target_answer(example.chosen, prompt_format)
+        if method == "dpo":
+            if example.rejected is None:
+                raise ValueError("a DPO example needs a rejected answer")
+            rejected = target_answer(example.rejected, prompt_format)
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        else:
+            # Prompt-completion: the loss covers the answer only, not the prompt.
+            rows.append({"prompt": prompt, "completion": chosen})
+    return rows
+
+
+def examples_seen(examples: int, batch_size: int, steps: int) -> int:
+    """Examples `steps` optimizer steps went through, epoch after epoch."""
+    per_epoch = -(-examples // batch_size)
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * examples + min(rest * batch_size, examples)
+
+
+def library_versions() -> dict[str, str]:
+    names = ("trl", "peft", "transformers", "torch")
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+def _quiet() -> None:
+    """Training libraries talk a lot; the progress bar and the result say what matters."""
+    import datasets
+    import transformers
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    for name in ("trl", "peft", "accelerate", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(trl|peft|transformers|accelerate|torch)\b")
+
+
+def _progress_callback(console: Console) -> Any:
+    """A TrainerCallback drawing a rich bar over optimizer steps (on `console`)."""
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.bar = progress_bar(console)
+            self.task: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar.start()
+            self.task = self.bar.add_task("training", total=state.max_steps, line="")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
+            if logs and "loss" in logs:
+                self.bar.update(self.task, line=f"loss {logs['loss']:.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar.stop()
+
+    return RichProgress()
+
+
+def train_adapter(
+    base_folder: Path,
+    train: Sequence[Example],
+    validation: Sequence[Example],
+    settings: Hyperparameters,
+    output: Path,
+    *,
+    prompt_format: PromptFormat = "chat",
+    system_prompt: str | None = None,
+    console: Console | None = None,
+) -> TrainingResult:
+    """Train a LoRA on `base_folder`'s model and write the PEFT folder to `output`.
+
+    `output` is written in place (callers that need atomicity train into a temporary
+    folder and rename it). Runs on the CPU unless a GPU is visible.
+    """
+    _quiet()
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    lora = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    rows = dataset_rows(train, settings.method, prompt_format, system_prompt)
+    held_out = dataset_rows(validation, settings.method, prompt_format, system_prompt)
+    common = {
+        "output_dir": str(output),
+        "per_device_train_batch_size": settings.batch_size,
+        "per_device_eval_batch_size": settings.batch_size,
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps or -1,
+        "learning_rate": settings.learning_rate,
+        "max_length": settings.max_length,
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        "use_cpu": not torch.cuda.is_available(),
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+    if settings.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        trainer: Any = DPOTrainer(
+            model=model,
+            args=DPOConfig(beta=settings.beta, **common),
+            train_dataset=datasets.Dataset.from_list(rows),
+            eval_dataset=datasets.Dataset.from_list(held_out) if held_out else None,
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[_progress_callback(console or Console(stderr=True))],
+        )
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common),
+            train_dataset=datasets.Dataset.from_list(rows),
+            eval_dataset=datasets.Dataset.from_list(held_out) if held_out else None,
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[_progress_callback(console or Console(stderr=True))],
+        )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the bar replaces it
+    metrics = trainer.train().metrics
+    validation_loss = trainer.evaluate()["eval_loss"] if held_out else None
+    trainer.model.save_pretrained(str(output))  # adapter_config.json + adapter_model.safetensors
+    curve = [
+        {
+            "step": entry["step"],
+            "loss": entry["loss"],
+            **({"margin": entry["rewards/margins"]} if "rewards/margins" in entry else {}),
+        }
+        for entry in trainer.state.log_history
+        if "loss" in entry and "eval_loss" not in entry
+    ]
+    return TrainingResult(
+        steps=int(trainer.state.global_step),
+        loss_curve=curve,
+        validation_loss=None if validation_loss is None else float(validation_loss),
+        seconds=round(time.perf_counter() - started, 2),
+        train_seconds=round(float(metrics["train_runtime"]), 2),
+        examples_seen=examples_seen(len(rows), settings.batch_size, int(trainer.state.global_step)),
+        versions=library_versions(),
+    )

@@ -1,0 +1,314 @@
+"""`multisample train RUN_DIR`: a LoRA adapter for one pool model from a run's pairs.
+
+DPO on the run's preference pairs (the default), or SFT on the best answer of each prompt
+(the chosen side of its pairs). The model's weights come from the run's own config.yaml;
+the adapter lands in RUN_DIR/adapters/<name>/ as a standard PEFT folder, with
+training.json saying what it was trained on and how. The pairs are split by prompt: no
+validation prompt's pairs are trained on.
+
+Everything the user may get wrong is checked before anything is written, and the adapter
+is trained into a temporary folder renamed at the end: a killed training leaves no half
+adapter under the name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, get_args
+
+from rich.console import Console
+
+from engine.config import OpenAIModelSpec, VLLMModelSpec, load_config
+from engine.locks import lock, unlock
+from engine.model_folders import resolve_model_path
+from engine.storage import CONFIG, PROGRESS, read_jsonl
+from engine.training import Example, Hyperparameters, TrainingResult, train_adapter
+from engine.types import Message
+from search.pairs import PairMethod, is_conversational
+from search.synthesize import PAIRS, SynthesizeConfig
+
+ADAPTERS = "adapters"
+TRAINING = "training.json"
+
+
+class TrainInputError(RuntimeError):
+    """What the user must fix before training (one line, names the file or option)."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    model: str | None = None
+    """The pool model to adapt; None: the first vLLM chat model the strategy used."""
+    name: str | None = None
+    """The adapter's name (folder under adapters/); None: '<model>-<method>'."""
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    validation: float = 0.1
+    """Share of the prompts held out (their pairs are never trained on)."""
+    pair_methods: tuple[str, ...] = ()
+    """Train only on pairs made by these methods; empty: all of them."""
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt_id: str
+    method: str
+    example: Example
+
+
+def load_run(run: Path) -> SynthesizeConfig:
+    if not (run / CONFIG).is_file():
+        raise TrainInputError(f"{run}: not a run directory (no {CONFIG})")
+    return load_config(run / CONFIG, SynthesizeConfig)
+
+
+def pick_model(config: SynthesizeConfig, name: str | None) -> VLLMModelSpec:
+    """The spec to adapt: `name`, or the first vLLM chat model the strategy used."""
+    names = [m.name for m in config.models]
+    if name is None:
+        used = config.strategy.models_used(names)
+        specs = [config.model(n) for n in used if n in names]
+        chat = [s for s in specs if isinstance(s, VLLMModelSpec) and s.prompt_format == "chat"]
+        if not chat:
+            raise TrainInputError(
+                f"--model: the run's strategy used no vLLM chat model ({', '.join(used)}); "
+                f"name one of: {', '.join(names)}"
+            )
+        return chat[0]
+    if name not in names:
+        raise TrainInputError(f"--model: no model named {name!r} in the run; configured: {names}")
+    spec = config.model(name)
+    if isinstance(spec, OpenAIModelSpec):
+        raise TrainInputError(
+            f"--model: {name!r} is an OpenAI endpoint ({spec.base_url}); its weights are not "
+            "here to train: choose a vLLM model"
+        )
+    return spec
+
+
+def read_pairs(run: Path) -> tuple[list[Pair], str]:
+    """The run's committed pairs and their format ('conversational' or 'text', the
+    format of runs made before pairs carried the conversation)."""
+    path = run / PAIRS
+    done = {r["prompt_id"] for r in read_jsonl(run / PROGRESS)}
+    pairs, formats = [], set()
+    for record in read_jsonl(path):
+        if record.get("prompt_id") not in done:
+            continue  # written by a prompt that was not committed (a crash mid-prompt)
+        if is_conversational(record):
+            formats.add("conversational")
+            prompt = tuple(
+                Message(m["role"], m["content"]) for m in record["prompt"] if m["role"] != "system"
+            )
+            chosen, rejected = record["chosen"][-1]["content"], record["rejected"][-1]["content"]
+        else:
+            formats.add("text")
+            prompt = (Message("user", record["prompt"]),)
+            chosen, rejected = record["chosen"], record["rejected"]
+        pairs.append(Pair(record["prompt_id"], record["method"], Example(prompt, chosen, rejected)))
+    return pairs, "+".join(sorted(formats)) or "none"
+
+
+def split_by_prompt(
+    prompt_ids: list[str], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train, validation) prompt ids: a seeded shuffle of the sorted ids, the first
+    `fraction` held out (at least one when fraction > 0, never all of them)."""
+    ids = sorted(set(prompt_ids))
+    random.Random(seed).shuffle(ids)
+    held = (
+        0
+        if fraction <= 0 or len(ids) < 2
+        else min(max(1, round(fraction * len(ids))), len(ids) - 1)
+    )
+    return sorted(ids[held:]), sorted(ids[:held])
+
+
+def sft_examples(pairs: list[Pair]) -> list[Pair]:
+    """One example per prompt: its best answer (the chosen side of its pairs)."""
+    first: dict[str, Pair] = {}
+    for pair in pairs:
+        first.setdefault(pair.prompt_id, pair)
+    return [
+        Pair(p.prompt_id, "best", Example(p.example.prompt, p.example.chosen))
+        for p in first.values()
+    ]
+
+
+def method_counts(train: list[Pair], validation: list[Pair]) -> dict[str, dict[str, int]]:
+    """Examples per pair method, in training and in validation."""
+    trained, held = Counter(p.method for p in train), Counter(p.method for p in validation)
+    return {m: {"train": trained[m], "validation": held[m]} for m in sorted(trained | held)}
+
+
+def config_hash(run: Path) -> str:
+    return hashlib.sha256((run / CONFIG).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `train` needs, checked: nothing is written before it exists."""
+
+    spec: VLLMModelSpec
+    folder: Path
+    name: str
+    target: Path
+    train: list[Pair]
+    validation: list[Pair]
+    train_prompts: list[str]
+    validation_prompts: list[str]
+    pair_format: str
+
+
+def plan(run: Path, options: TrainOptions) -> Plan:
+    config = load_run(run)
+    unknown = set(options.pair_methods) - set(get_args(PairMethod))
+    if unknown:
+        raise TrainInputError(
+            f"--pairs-method: unknown {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(get_args(PairMethod))}"
+        )
+    spec = pick_model(config, options.model)
+    name = options.name or f"{spec.name}-{options.hyperparameters.method}"
+    if not name or "/" in name or name.startswith("."):
+        raise TrainInputError(f"--name: {name!r} is not a folder name")
+    target = run / ADAPTERS / name
+    if target.exists() and not options.overwrite:
+        raise TrainInputError(
+            f"{target}: an adapter of that name exists; pass --overwrite or another --name"
+        )
+    pairs, pair_format = read_pairs(run)
+    if not pairs:
+        raise TrainInputError(f"{run / PAIRS}: the run has no pairs to train on")
+    if options.pair_methods:
+        pairs = [p for p in pairs if p.method in options.pair_methods]
+        if not pairs:
+            raise TrainInputError(
+                f"--pairs-method: no pairs made by {', '.join(options.pair_methods)} "
+                f"in {run / PAIRS}"
+            )
+    if options.hyperparameters.method == "sft":
+        pairs = sft_examples(pairs)
+    missing = [m for m in ("trl", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TrainInputError(
+            f"training needs {' and '.join(missing)}: install the train extra "
+            "(pip install 'multisample[train]')"
+        )
+    seed = options.hyperparameters.seed
+    train_ids, validation_ids = split_by_prompt(
+        [p.prompt_id for p in pairs], options.validation, seed
+    )
+    held = set(validation_ids)
+    return Plan(
+        spec=spec,
+        folder=resolve_model_path(spec.model),
+        name=name,
+        target=target,
+        train=[p for p in pairs if p.prompt_id not in held],
+        validation=[p for p in pairs if p.prompt_id in held],
+        train_prompts=train_ids,
+        validation_prompts=validation_ids,
+        pair_format=pair_format,
+    )
+
+
+def training_record(
+    run: Path, ready: Plan, options: TrainOptions, result: TrainingResult
+) -> dict[str, Any]:
+    """training.json: what the adapter was trained on, how, and how long it took."""
+    hp = options.hyperparameters
+    return {
+        "adapter": ready.name,
+        "method": hp.method,
+        "source_run": str(run.resolve()),
+        "config_sha256": config_hash(run),
+        "base_model": {
+            "name": ready.spec.name,
+            "model": ready.spec.model,
+            "folder": str(ready.folder),
+            "prompt_format": ready.spec.prompt_format,
+            "system_prompt": ready.spec.system_prompt,
+        },
+        "pairs": {
+            "file": PAIRS,
+            "format": ready.pair_format,
+            "methods_filter": list(options.pair_methods) or None,
+            "train": len(ready.train),
+            "validation": len(ready.validation),
+            "methods": method_counts(ready.train, ready.validation),
+        },
+        "prompts": {"train": ready.train_prompts, "validation": ready.validation_prompts},
+        "validation_fraction": options.validation,
+        "hyperparameters": asdict(hp),
+        "seed": hp.seed,
+        "steps": result.steps,
+        "loss_curve": result.loss_curve,
+        "validation_loss": result.validation_loss,
+        "seconds": result.seconds,
+        "train_seconds": result.train_seconds,
+        "examples_seen": result.examples_seen,
+        "seconds_per_example": round(result.train_seconds / max(result.examples_seen, 1), 3),
+        "versions": result.versions,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def train_run(run: Path, options: TrainOptions, console: Console | None = None) -> dict[str, Any]:
+    """Train the adapter `options` describe from `run`'s pairs; return training.json."""
+    ready = plan(run, options)
+    adapters = run / ADAPTERS
+    adapters.mkdir(exist_ok=True)
+    held = lock(adapters / f".{ready.name}.lock", wait=False)
+    if held is None:
+        raise TrainInputError(f"{ready.target}: another process is training this adapter")
+    try:
+        for stale in [
+            *adapters.glob(f".{ready.name}.partial-*"),
+            *adapters.glob(f".{ready.name}.old-*"),
+        ]:  # left by a training killed before its rename
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = Path(tempfile.mkdtemp(dir=adapters, prefix=f".{ready.name}.partial-"))
+        try:
+            result = train_adapter(
+                ready.folder,
+                [p.example for p in ready.train],
+                [p.example for p in ready.validation],
+                options.hyperparameters,
+                partial,
+                prompt_format=ready.spec.prompt_format,
+                system_prompt=ready.spec.system_prompt,
+                console=console,
+            )
+            record = training_record(run, ready, options, result)
+            text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+            (partial / TRAINING).write_text(text, encoding="utf-8")
+            _install(partial, ready.target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    finally:
+        unlock(held)
+    return record
+
+
+def _install(partial: Path, target: Path) -> None:
+    """Rename the finished folder into place; an adapter it replaces (--overwrite) is
+    moved aside first and deleted only once the new one is in place."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    partial.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
