@@ -227,29 +227,22 @@ def train_adapter(
         "dataloader_num_workers": 0,
     }
     if settings.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig as TrainerConfig
+        from trl import DPOTrainer as Trainer
 
-        trainer: Any = DPOTrainer(
-            model=model,
-            args=DPOConfig(beta=settings.beta, **common),
-            train_dataset=datasets.Dataset.from_list(rows),
-            eval_dataset=datasets.Dataset.from_list(held_out) if held_out else None,
-            processing_class=tokenizer,
-            peft_config=lora,
-            callbacks=[_progress_callback(console or Console(stderr=True))],
-        )
+        common["beta"] = settings.beta
     else:
-        from trl import SFTConfig, SFTTrainer
-
-        trainer = SFTTrainer(
-            model=model,
-            args=SFTConfig(**common),
-            train_dataset=datasets.Dataset.from_list(rows),
-            eval_dataset=datasets.Dataset.from_list(held_out) if held_out else None,
-            processing_class=tokenizer,
-            peft_config=lora,
-            callbacks=[_progress_callback(console or Console(stderr=True))],
-        )
+        from trl import SFTConfig as TrainerConfig
+        from trl import SFTTrainer as Trainer
+    trainer: Any = Trainer(
+        model=model,
+        args=TrainerConfig(**common),
+        train_dataset=datasets.Dataset.from_list(rows),
+        eval_dataset=datasets.Dataset.from_list(held_out) if held_out else None,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[_progress_callback(console or Console(stderr=True))],
+    )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the bar replaces it
     metrics = trainer.train().metrics
     validation_loss = trainer.evaluate()["eval_loss"] if held_out else None
