@@ -423,6 +423,9 @@ async def lora_engine(loras: dict[str, Any]) -> AsyncIterator[ModelPool]:
         "max_lora_rank": 8,
         "max_loras": 2,
         "adapters": [{"name": "smol-one", "path": str(loras["one"])}],
+        # The session's shared pool may already hold every CPU of the test cluster; CPUs
+        # are logical, so this actor reserves none instead of waiting forever for one.
+        "num_cpus": 0,
     }
     async with ModelPool(PoolConfig.model_validate({"models": [model]})) as pool:
         yield pool
