@@ -33,7 +33,7 @@ def ucb(mean: np.ndarray, count: np.ndarray, total: np.ndarray, unseen: float) -
 
 def co_ucb_pair_scores(mu: np.ndarray, n_pair: np.ndarray, total: np.ndarray) -> np.ndarray:
     """Co-UCB's score of every pair (in `pairs` order): (mu_i + mu_j)/2 + sqrt(2 ln T / n_ij),
-    with a bonus of 1 for a pair never played (ALGORITHMS.md, Co-UCB step 1).
+    with a bonus of 1 for a pair never played (Co-UCB's step 1, docs/BANDITS.md).
 
     mu: (..., K) win rates; n_pair: (..., K(K-1)/2) queries per pair; total: (...,) T."""
     i, j = pairs(mu.shape[-1])

@@ -1,4 +1,5 @@
-"""Co-UCB as in ALGORITHMS.md: the default policy.
+"""Co-UCB (Ye, Xie & Ng, "Multi-Source Test-Time Adaptation as Dueling Bandits for
+Extractive Question Answering", ACL 2023): the default policy.
 
 Arms are the K(K-1)/2 pairs; play the pair with the largest
 (mu_i + mu_j)/2 + sqrt(2 ln T / n_ij), bonus 1 when n_ij = 0; then
@@ -28,11 +29,11 @@ class CoUCBSettings(Settings):
     """Co-UCB: dueling bandit over pairs of candidate models (the default policy)."""
 
     kind: Literal["co_ucb"] = "co_ucb"
-    """Co-UCB (ALGORITHMS.md): play the pair with the largest mean win rate plus bonus."""
+    """Co-UCB (docs/BANDITS.md): play the pair with the largest mean win rate plus bonus."""
 
 
 class CoUCB(Policy):
-    """Co-UCB over the K(K-1)/2 pairs (ALGORITHMS.md, "Co-UCB"); see the module docstring."""
+    """Co-UCB over the K(K-1)/2 pairs; see the module docstring."""
 
     settings_type = CoUCBSettings
     counters: ClassVar[dict[str, StateArray]] = {
