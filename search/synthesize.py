@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -198,6 +199,11 @@ class RunJob:
     """The run's pairs.jsonl is in the older text format (a run resumed from before pairs
     carried the conversation): keep writing that, so the file never mixes formats."""
 
+    @cached_property
+    def system_prompts(self) -> dict[str, str | None]:
+        """Each model name's system prompt, for the pairs' prompts (once per run)."""
+        return system_prompts(self.config)
+
     @classmethod
     def open(
         cls,
@@ -229,7 +235,7 @@ class RunJob:
             result.candidates,
             self.config.pairs,
             self.config.seed,
-            system_prompts(self.config),
+            self.system_prompts,
         )
         return [as_text_format(r) for r in records] if self.text_pairs else records
 
