@@ -4,11 +4,12 @@ Each strict preference between the answers of a pair teaches *both* candidates: 
 preferred answer is a supervised target (TRL's conversational "messages" format) and
 the pair is a DPO example ("prompt" / "chosen" / "rejected"). Files are per candidate,
 so each can be fine-tuned on its own; a candidate's system prompt is part of its prompt.
+`select` with `adapt:` trains on them online (bandits/select/adapt.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 ADAPTATION = "adaptation"
 
@@ -50,12 +51,3 @@ def adaptation_records(
             }
         )
     return records
-
-
-class OnlineUpdate(Protocol):
-    """A step that adapts candidates after each committed round (e.g. a LoRA update).
-
-    None ships yet: `select` writes the data; an implementation receives each round's
-    new records per file, after they are safely on disk."""
-
-    async def __call__(self, round_: int, records: dict[str, list[dict[str, Any]]]) -> None: ...

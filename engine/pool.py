@@ -3,7 +3,8 @@
 Routing is plain Python; each vLLM model lives in its own Ray actor, each endpoint in an
 HTTP client. `await pool.generate(model, requests)` is the only call strategies need.
 A LoRA adapter is a pool model of its own, served by its base's engine;
-`await pool.add_adapter(base, name, folder)` adds one (or a new version) while it runs.
+`await pool.add_adapter(base, name, folder)` adds one (or a new version) while it runs;
+`await pool.load_weights(model, folder)` replaces a model's weights (a merged LoRA) in place.
 Faults the backends absorb (engine restarts, retried HTTP requests) are counted per model
 in `pool.events()`, for run summaries.
 """
@@ -139,6 +140,15 @@ class ModelPool:
         served = await backend.add_adapter(name, str(folder), version)
         self.adapter_bases[name] = base
         return served
+
+    async def load_weights(self, model: str, path: str | Path) -> None:
+        """Replace the weights of vLLM model `model` in its running engine with those in
+        folder `path` (safetensors with the model's own names and shapes, such as a merged
+        LoRA); it serves them from the next request on, without a restart."""
+        backend = self.backends.get(model)
+        if not isinstance(backend, VLLMBackend):
+            raise BackendError(f"load_weights: {model!r} is not a vLLM model of this pool")
+        await backend.load_weights(str(Path(path).resolve()))
 
     async def count_tokens(self, model: str, messages: Sequence[Message]) -> int | None:
         return await self._backend(model).count_tokens(messages)

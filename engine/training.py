@@ -1,7 +1,7 @@
 """LoRA training of a pool model on preference data: DPO on pairs, or SFT on best answers.
 
-Reused by `multisample train` (search) and, later, by online adaptation in `select`
-(bandits), so it knows nothing of run directories: it takes examples (user turns and
+Reused by `multisample train` (search) and by online adaptation in `select` (bandits),
+so it knows nothing of run directories: it takes examples (user turns and
 answers), renders them as the engine sends them to the target model (its system prompt and
 chat template, or a base model's plain text), and writes a standard PEFT adapter folder
 (adapter_config.json + adapter_model.safetensors) that vLLM's LoRARequest loads beside the
@@ -181,16 +181,21 @@ def train_adapter(
     prompt_format: PromptFormat = "chat",
     system_prompt: str | None = None,
     console: Console | None = None,
+    start_from: Path | None = None,
+    progress: bool = True,
 ) -> TrainingResult:
     """Train a LoRA on `base_folder`'s model and write the PEFT folder to `output`.
 
-    `output` is written in place (callers that need atomicity train into a temporary
-    folder and rename it). Runs on the CPU unless a GPU is visible.
+    `start_from`, a LoRA folder of the same base, is trained on instead of a new LoRA
+    (its rank and alpha, not the settings', apply): online adaptation takes a few more
+    steps from the last version. `output` is written in place (callers that need atomicity
+    train into a temporary folder and rename it). Runs on the CPU unless a GPU is visible.
+    `progress` draws a bar over the optimizer steps on `console`.
     """
     _quiet()
     import datasets
     import torch
-    from peft import LoraConfig
+    from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
 
@@ -200,13 +205,17 @@ def train_adapter(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
-    lora = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
+    lora: LoraConfig | None = None
+    if start_from is None:
+        lora = LoraConfig(
+            r=settings.rank,
+            lora_alpha=settings.alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    else:
+        model = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
     rows = dataset_rows(train, settings.method, prompt_format, system_prompt)
     held_out = dataset_rows(validation, settings.method, prompt_format, system_prompt)
     common = {
@@ -241,7 +250,7 @@ def train_adapter(
         eval_dataset=datasets.Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[_progress_callback(console or Console(stderr=True))],
+        callbacks=[_progress_callback(console or Console(stderr=True))] if progress else [],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the bar replaces it
     metrics = trainer.train().metrics
@@ -265,3 +274,16 @@ def train_adapter(
         examples_seen=examples_seen(len(rows), settings.batch_size, int(trainer.state.global_step)),
         versions=library_versions(),
     )
+
+
+def merge_adapter(base_folder: Path, adapter: Path, output: Path) -> None:
+    """Write to `output` the base model's weights with LoRA `adapter` merged in, in the
+    base's own dtype and tensor names: a folder an engine loads in place of its weights
+    (`ModelPool.load_weights`), so an adapted model runs at its base's speed."""
+    _quiet()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype="auto")
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(output), safe_serialization=True)

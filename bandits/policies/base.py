@@ -155,6 +155,8 @@ class Policy(ABC):
     absolute_feedback: ClassVar[bool] = False
     """True when the policy learns from absolute rewards (it cannot use a person's
     "first / second / tie" verdicts)."""
+    single_arm: ClassVar[bool] = False
+    """True when every round plays one model (first == second): no pair to compare."""
     counters: ClassVar[dict[str, StateArray]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -25,6 +25,7 @@ class Fixed(Policy):
     """Always the model `settings.arm`; learns nothing."""
 
     settings_type = FixedSettings
+    single_arm = True
 
     def __init__(self, settings: Any, arms: int, seeds: Sequence[int]) -> None:
         super().__init__(settings, arms, seeds)

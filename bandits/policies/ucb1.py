@@ -30,6 +30,7 @@ class UCB1(Policy):
 
     settings_type = UCB1Settings
     absolute_feedback = True
+    single_arm = True
     counters: ClassVar[dict[str, StateArray]] = {
         "mu": StateArray("arms", integer=False, low=-math.inf),
         "n": StateArray("arms"),

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from bandits.policies import POLICIES, CoUCBSettings, PolicySettings
-from engine.config import ConfigError, RunConfig, Settings, repeated
+from engine.config import ConfigError, LoRARank, RunConfig, Settings, VLLMModelSpec, repeated
 from engine.prompts import load_prompts
 from engine.rewards import RewardSpec
 from engine.rewards.verifiable import VerifiableRewardSpec
@@ -57,6 +57,50 @@ class HumanPreference(Settings):
 PreferenceSource = Annotated[RewardPreference | HumanPreference, Field(discriminator="kind")]
 
 
+class AdaptSettings(Settings):
+    """Online adaptation, the Co-UCB paper's collaborative update: every `every` rounds,
+    each candidate that played since its last update trains its LoRA a little on what
+    those rounds taught it, and plays the new version from the next round on."""
+
+    method: Literal["sft", "dpo"] = "sft"
+    """What a duel teaches both models of the pair: sft, the preferred answer as a target
+    (the paper's pseudo-label; its default); dpo, (preferred, other) as a preference pair.
+    A single-model round (UCB1, fixed) has no pair: its model self-trains on its own
+    answers (the paper's UCB1 baseline), which needs sft."""
+    every: int = Field(1, ge=1)
+    """Rounds between updates (the paper: 1, an update after every round)."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over an update's examples."""
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps per update; overrides `epochs`."""
+    learning_rate: float = Field(1e-4, gt=0)
+    rank: LoRARank = 16
+    """LoRA rank of each candidate's adapter (its first version fixes it)."""
+    batch_size: int = Field(4, ge=1)
+    beta: float = Field(0.1, gt=0)
+    """DPO's KL weight."""
+    max_length: int = Field(384, ge=16)
+    """Tokens of prompt + answer kept per example."""
+    serve: Literal["auto", "merged", "lora"] = "auto"
+    """How a new version is served without restarting the engine. merged: the LoRA merged
+    into the base's weights, loaded in place; the model then runs at its base's speed
+    (on the CPU a LoRA request runs at ~0.3x), but its engine serves only the adapted
+    model, so no other candidate or judge may use it. lora: vLLM multi-LoRA beside the
+    base, under the name `<candidate>-adapted`. auto: merged on the CPU, lora on a GPU."""
+    candidates: list[str] | None = None
+    """The candidates that adapt; None: all of them."""
+
+    def serving(self, spec: VLLMModelSpec) -> Literal["merged", "lora"]:
+        if self.serve != "auto":
+            return self.serve
+        return "merged" if spec.num_gpus == 0 else "lora"
+
+
+def adapter_name(candidate: str) -> str:
+    """The pool model name of a candidate's LoRA when it is served beside its base."""
+    return f"{candidate}-adapted"
+
+
 class SelectConfig(RunConfig):
     """Online model selection: candidates, queries, the bandit policy and the feedback."""
 
@@ -75,8 +119,10 @@ class SelectConfig(RunConfig):
     truth: str | None = None
     """A JSON preference matrix {"candidates": [...], "matrix": [[P(i beats j)]]}: with it
     each round records its strong and weak regret."""
+    adapt: AdaptSettings | None = None
+    """Online adaptation of the candidates; None: they stay as they are."""
     seed: int = 0
-    """Seeds the policy, the query order and every generation."""
+    """Seeds the policy, the query order, every generation and every training step."""
 
     @model_validator(mode="after")
     def _check_candidates(self) -> SelectConfig:
@@ -100,7 +146,61 @@ class SelectConfig(RunConfig):
                 )
         if self.policy.kind == "fixed" and not 0 <= self.policy.arm < len(self.candidates):
             raise ValueError(f"policy.arm must index a candidate (0..{len(self.candidates) - 1})")
+        if self.adapt is not None:
+            self._check_adapt(self.adapt)
         return self
+
+    def adapted(self) -> list[CandidateSpec]:
+        """The candidates that adapt online, in config order."""
+        if self.adapt is None:
+            return []
+        names = self.adapt.candidates
+        return [c for c in self.candidates if names is None or c.name in names]
+
+    def _check_adapt(self, adapt: AdaptSettings) -> None:
+        known = [c.name for c in self.candidates]
+        for name in adapt.candidates or []:
+            if name not in known:
+                raise ValueError(f"adapt.candidates: no candidate named {name!r}")
+        if adapt.method == "dpo" and POLICIES[self.policy.kind].single_arm:
+            raise ValueError(
+                f"adapt.method 'dpo' learns from pairs, but policy {self.policy.kind!r} plays "
+                "one model a round: use method 'sft' (the model self-trains on its answers)"
+            )
+        judge = getattr(getattr(self.feedback, "reward", None), "model", None)
+        for candidate in self.adapted():
+            spec = self.model(candidate.model)
+            if not isinstance(spec, VLLMModelSpec):
+                raise ValueError(
+                    f"adapt: candidate {candidate.name!r} is served by an endpoint; only vLLM "
+                    "models (local folders) can be trained and reloaded"
+                )
+            if adapt.serving(spec) == "lora":
+                if not spec.lora_enabled:
+                    raise ValueError(
+                        f"adapt.serve lora: model {spec.name!r} must start with LoRA support; "
+                        "set enable_lora: true on it"
+                    )
+                if adapt.rank > spec.max_lora_rank:
+                    raise ValueError(
+                        f"adapt.rank {adapt.rank} is above model {spec.name!r}'s max_lora_rank "
+                        f"{spec.max_lora_rank}"
+                    )
+                if adapter_name(candidate.name) in self.model_names():
+                    raise ValueError(
+                        f"adapt: {adapter_name(candidate.name)!r} names the adapted candidate "
+                        f"{candidate.name!r}; rename the pool model that has this name"
+                    )
+                continue
+            # Merged weights replace the model's own: nothing else may use its engine.
+            sharing = [c.name for c in self.candidates if c.model == spec.name]
+            if len(sharing) > 1 or judge == spec.name:
+                users = ", ".join(sharing + (["the judge"] if judge == spec.name else []))
+                raise ValueError(
+                    f"adapt.serve merged: model {spec.name!r} is used by {users}; merged "
+                    "weights replace its own, so an adapted candidate needs a model of its own "
+                    "(or use adapt.serve: lora)"
+                )
 
 
 def check_inputs(config: SelectConfig) -> None:

@@ -5,7 +5,8 @@ Each round the policy chooses a pair of candidates (one candidate for single-arm
 policies); both answer a batch of queries; the arbiter prefers one answer per query; the
 state counts the round, with its regret when the truth is known; the round's records are
 committed. Every strict preference is also adaptation data for both candidates of the
-pair (the paper's collaborative update).
+pair; with `adapt:` set, the candidates then train on it and play their new versions
+(the paper's collaborative update, bandits/select/adapt.py).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any, TextIO
 import numpy as np
 from rich.console import Console
 
-from bandits.adaptation import OnlineUpdate
 from bandits.policies import make_policy
+from bandits.select.adapt import Adaptation, Merger, Trainer, merge_with_peft, train_with_trl
 from bandits.select.arbiters import Arbiter, HumanArbiter, RewardArbiter, Verdict
 from bandits.select.config import (
     STDIN,
@@ -53,12 +54,15 @@ async def run_select(
     pool: ModelPool | None = None,
     stdin: TextIO | None = None,
     ask: Callable[[str], str] | None = None,
-    online_update: OnlineUpdate | None = None,
+    trainer: Trainer = train_with_trl,
+    merger: Merger = merge_with_peft,
 ) -> dict[str, Any]:
     """Play rounds until `rounds` (or the queries) run out; return the summary.
 
-    `pool`, when given, must be started and hold the config's models; it is left running.
-    `stdin` and `ask` replace standard input for queries and for a person's verdicts.
+    `pool`, when given, must be started and hold the config's models; it is left running
+    (with adapted candidates' weights or adapters loaded). `stdin` and `ask` replace
+    standard input for queries and for a person's verdicts; `trainer` and `merger` how
+    adapted candidates train and merge (TRL and PEFT).
     """
     console = console or Console(stderr=True)
     candidates = [c.name for c in config.candidates]
@@ -82,7 +86,11 @@ async def run_select(
             arbiter = HumanArbiter(console, ask or console.input, seed)
         # Only now, with engines up and inputs checked, does the run directory appear.
         run = SelectRun.open(run_path, config, resume, exclude={"rounds"})
-        session = Session(config, started, run, state, arbiter, truth, console, online_update)
+        adaptation = None
+        if config.adapt is not None:
+            adaptation = Adaptation(config, started, run, trainer, merger)
+            await adaptation.restore(state)
+        session = Session(config, started, run, state, arbiter, truth, console, adaptation)
         return await session.play(stdin or sys.stdin)
 
 
@@ -98,7 +106,7 @@ class Session:
         arbiter: Arbiter,
         truth: np.ndarray | None,
         console: Console,
-        online_update: OnlineUpdate | None,
+        adaptation: Adaptation | None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -108,7 +116,7 @@ class Session:
         self.truth = truth
         self.winner = None if truth is None else true_best(truth)
         self.console = console
-        self.online_update = online_update
+        self.adaptation = adaptation
         self.specs = {c.name: c for c in config.candidates}
 
     async def play(self, stdin: TextIO) -> dict[str, Any]:
@@ -123,12 +131,14 @@ class Session:
         # A person's screen shows answers: a redrawn bar would write over them.
         with progress_bar(self.console, disable=isinstance(self.arbiter, HumanArbiter)) as bar:
             task = bar.add_task(config.policy.kind, total=total, completed=state.round, line="")
+            await self.adapt(lambda line: bar.update(task, line=line))  # a kill's unfinished one
             while not stopped and (config.rounds is None or state.round < config.rounds):
                 batch = list(itertools.islice(queries, config.batch))
                 if not batch:
                     break
                 stopped = not await self.round(batch)
                 bar.update(task, completed=state.round, line=f"best {self.best()}")
+                await self.adapt(lambda line: bar.update(task, line=line))
         summary = self.summary("stopped" if stopped else "complete")
         self.run.write_summary(summary)
         if self.truth is not None:
@@ -137,6 +147,10 @@ class Session:
 
     def best(self) -> str:
         return self.state.candidates[self.state.policy.best()]
+
+    async def adapt(self, say: Callable[[str], None]) -> None:
+        if self.adaptation is not None:
+            await self.adaptation.update(self.state, say)
 
     async def round(self, queries: list[Prompt]) -> bool:
         """Play one round and commit it; False when a person stopped it early."""
@@ -153,10 +167,11 @@ class Session:
             state.add_regret(self.truth, self.winner, played)
             regret = dict(state.regret)
         system_prompts = (self.specs[names[0]].system_prompt, self.specs[names[1]].system_prompt)
-        records = round_records(played, names, system_prompts, self.best(), regret)
+        versions = None
+        if self.adaptation is not None:
+            versions = (state.version(names[0]), state.version(names[1]))
+        records = round_records(played, names, system_prompts, self.best(), regret, versions)
         self.run.commit_round(state, records)
-        if self.online_update is not None:
-            await self.online_update(number, records)
         return len(played.verdicts) == len(queries)
 
     async def verdicts(
@@ -180,8 +195,11 @@ class Session:
 
     async def answers(self, name: str, queries: list[Prompt], number: int) -> list[str]:
         seeds = [derive_seed(self.config.seed, number, q.id, name) for q in queries]
+        model = self.specs[name].model
+        if self.adaptation is not None:
+            model = self.adaptation.served[name]
         return await candidate_answers(
-            self.pool, self.specs[name], self.config.sampling, queries, seeds
+            self.pool, self.specs[name], self.config.sampling, queries, seeds, model
         )
 
     def summary(self, status: str) -> dict[str, Any]:
@@ -195,7 +213,7 @@ class Session:
             [round(float(w / n), 4) if n else None for w, n in zip(wr, nr, strict=True)]
             for wr, nr in zip(state.wins, compared, strict=True)
         ]
-        return {
+        summary = {
             "status": status,
             "policy": self.config.policy.kind,
             "rounds": state.round,
@@ -209,6 +227,9 @@ class Session:
             "true_best": None if self.winner is None else state.candidates[self.winner],
             "cumulative_regret": state.regret if self.truth is not None else None,
         }
+        if self.adaptation is not None:
+            summary["adapter_versions"] = {n: state.version(n) for n in state.candidates}
+        return summary
 
 
 async def candidate_answers(
@@ -217,10 +238,12 @@ async def candidate_answers(
     sampling: SamplingSettings,
     queries: list[Prompt],
     seeds: list[int],
+    model: str | None = None,
 ) -> list[str]:
-    """A candidate's answers: its model, its system prompt, and its sampling over the
-    model's over the run's."""
-    settings = pool.sampling(spec.model, sampling)
+    """A candidate's answers: its model (or `model`, its adapter), its system prompt, and
+    its sampling over the model's over the run's."""
+    model = model or spec.model
+    settings = pool.sampling(model, sampling)
     if spec.sampling is not None:
         settings = settings.model_copy(update=spec.sampling.model_dump(exclude_unset=True))
     system = (Message("system", spec.system_prompt),) if spec.system_prompt else ()
@@ -228,7 +251,7 @@ async def candidate_answers(
         GenerationRequest((*system, Message("user", q.prompt)), settings, seed)
         for q, seed in zip(queries, seeds, strict=True)
     ]
-    return [g.text for g in await pool.generate(spec.model, requests)]
+    return [g.text for g in await pool.generate(model, requests)]
 
 
 def plot_run_regret(rows: list[dict[str, Any]], path: Path, config: SelectConfig) -> None:

@@ -2,14 +2,16 @@
 
 state.json holds everything a restart needs. Each round appends its records (rounds.jsonl,
 answers.jsonl, adaptation/<candidate>.{sft,dpo}.jsonl), then replaces state.json
-atomically: that write commits the round. On resume, records of later rounds are dropped,
-so a killed run continues from its last committed round with nothing lost or counted
-twice.
+atomically: that write commits the round. A candidate's new adapter version is written to
+its own folder, then committed the same way. On resume, records of later rounds and
+adapter versions not committed are dropped, so a killed run continues from its last
+committed round and versions with nothing lost or counted twice.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +30,22 @@ STATE = "state.json"
 ROUNDS = "rounds.jsonl"
 ANSWERS = "answers.jsonl"
 STATE_FORMAT = "multisample.select/1"
+ADAPTERS = "adapters"
+"""Adapted candidates' LoRA versions: adapters/<candidate>/v<N>/ (every version is kept),
+and, when served merged, adapters/<candidate>/merged/ (the latest, rebuilt on resume)."""
+
+
+def version_folder(run: Path, candidate: str, version: int) -> Path:
+    return run / ADAPTERS / candidate / f"v{version}"
+
+
+def merged_folder(run: Path, candidate: str) -> Path:
+    return run / ADAPTERS / candidate / "merged"
+
+
+def _version_number(name: str) -> int | None:
+    """N for a folder named vN; None for anything else (the merged weights, a torn write)."""
+    return int(name[1:]) if name[:1] == "v" and name[1:].isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,14 @@ class Round:
         )
 
 
+@dataclass(frozen=True)
+class AdapterVersion:
+    """A candidate's committed adapter: its version and the last round it learned from."""
+
+    version: int
+    through: int
+
+
 class SelectStateError(ConfigError):
     """A state file that is corrupt or belongs to another run; it is left as it is."""
 
@@ -78,6 +104,18 @@ class SelectState:
     """Queries consumed so far (over all passes of the prompts file)."""
     ties: int = 0
     regret: dict[str, float] = field(default_factory=lambda: {"strong": 0.0, "weak": 0.0})
+    adapters: dict[str, AdapterVersion] = field(default_factory=dict)
+    """Each adapted candidate's committed LoRA version (none yet: not listed)."""
+
+    def version(self, candidate: str) -> int:
+        """The adapter version a candidate plays (0: its model as configured)."""
+        adapter = self.adapters.get(candidate)
+        return 0 if adapter is None else adapter.version
+
+    def trained_through(self, candidate: str) -> int:
+        """The last round whose lessons a candidate's adapter holds."""
+        adapter = self.adapters.get(candidate)
+        return 0 if adapter is None else adapter.through
 
     def apply(self, played: Round) -> None:
         """Count a played round: the policy learns from it, the cursor moves past its
@@ -108,6 +146,10 @@ class SelectState:
             "ties": self.ties,
             "cumulative_regret": self.regret,
             "policy": self.policy.state(),
+            "adapters": {
+                name: {"version": a.version, "through": a.through}
+                for name, a in self.adapters.items()
+            },
         }
 
     @classmethod
@@ -139,9 +181,20 @@ class SelectState:
                 cursor=_count(data, "cursor"),
                 ties=_count(data, "ties"),
                 regret={k: float(data["cumulative_regret"][k]) for k in ("strong", "weak")},
+                adapters=_adapters(data.get("adapters", {}), candidates),
             )
         except (KeyError, TypeError, ValueError) as exc:  # PolicyStateError is a ValueError
             raise SelectStateError(f"{path}: corrupt state: {exc}") from None
+
+
+def _adapters(data: Any, candidates: list[str]) -> dict[str, AdapterVersion]:
+    """The "adapters" entry (absent from states of runs that do not adapt)."""
+    if not isinstance(data, dict) or not set(data) <= set(candidates):
+        raise ValueError(f"adapters must map candidates to versions (got {data!r})")
+    return {
+        name: AdapterVersion(_count(entry, "version"), _count(entry, "through"))
+        for name, entry in data.items()
+    }
 
 
 def _count(data: dict[str, Any], key: str) -> int:
@@ -157,10 +210,12 @@ def round_records(
     system_prompts: tuple[str | None, str | None],
     best: str,
     regret: dict[str, float] | None,
+    versions: tuple[int, int] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The round's history row, its answers and its adaptation data, by file. `names` and
-    `system_prompts` are the pair's; `regret` is the cumulative regret after the round,
-    when the truth is known."""
+    """The round's history row, its answers and its adaptation data, by file. `names`,
+    `system_prompts` and `versions` (the adapter versions played, when candidates adapt)
+    are the pair's; `regret` is the cumulative regret after the round, when the truth is
+    known."""
     number, outcome = played.number, played.outcome
     a, b = names
     row: dict[str, Any] = {
@@ -173,6 +228,8 @@ def round_records(
         "ties": outcome.ties,
         "best": best,
     }
+    if versions is not None:
+        row["versions"] = dict(zip(names, versions, strict=True))
     if regret is not None:
         row["cumulative_regret"] = regret
     records: dict[str, list[dict[str, Any]]] = {ROUNDS: [row], ANSWERS: []}
@@ -214,6 +271,10 @@ class SelectRun(RunDirectory):
         for name, rows in records.items():
             (self.path / name).parent.mkdir(parents=True, exist_ok=True)
             self.append(name, rows)
+        self.commit_state(state)
+
+    def commit_state(self, state: SelectState) -> None:
+        """Replace state.json: commits a round, or a new adapter version."""
         write_atomic(self.path / STATE, json.dumps(state.document(), indent=1) + "\n")
 
     def _repair(self) -> None:
@@ -221,7 +282,14 @@ class SelectRun(RunDirectory):
         checks the state file before it opens the run.)"""
         (self.path / SUMMARY).unlink(missing_ok=True)
         state = self.path / STATE
-        committed = json.loads(state.read_bytes())["round"] if state.exists() else 0
+        document = json.loads(state.read_bytes()) if state.exists() else {}
+        committed = document.get("round", 0)
+        versions = {n: a["version"] for n, a in document.get("adapters", {}).items()}
+        for folder in (self.path / ADAPTERS).glob("*/*"):
+            # A version trained but not committed is trained again, from the committed one.
+            number = _version_number(folder.name)
+            if number is None or number > versions.get(folder.parent.name, 0):
+                shutil.rmtree(folder)
         for file in [*self.path.glob("*.jsonl"), *self.path.glob(f"{ADAPTATION}/*.jsonl")]:
             kept = [r for r in read_jsonl(file) if r["round"] <= committed]
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)

@@ -217,6 +217,14 @@ class VLLMEngineActor:
         if not await self.engine.add_lora(lora_request(adapter)):
             raise BackendError(f"adapter {adapter.name!r}: the engine did not load {adapter.path}")
 
+    async def load_weights(self, folder: str) -> None:
+        """Replace the model's weights in place with the safetensors in `folder` (same
+        architecture and names, e.g. a merged LoRA), without restarting the engine.
+        Requests in flight may see either weights; cached prefixes are dropped, as their
+        keys and values came from the old weights."""
+        await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+        await self.engine.reset_prefix_cache()
+
     async def generate(
         self, requests: Sequence[GenerationRequest], adapter: ServedAdapter | None = None
     ) -> list[Generation]:
@@ -313,6 +321,8 @@ class VLLMBackend:
         self._broken: BackendError | None = None  # set when a restart is refused or failed
         self.adapters: dict[str, ServedAdapter] = {}
         """The adapters this engine serves, by name: their latest versions."""
+        self.weights: str | None = None
+        """The folder whose weights replaced the model's (`load_weights`); None: its own."""
         self._lora_ids = 0  # vLLM caches adapters by id: every version takes a new one
         for adapter in spec.adapters:
             self.adapters[adapter.name] = self._serve(adapter.name, adapter.path, 1)
@@ -330,9 +340,17 @@ class VLLMBackend:
         return ray.remote(VLLMEngineActor).options(**options).remote(self.spec)
 
     async def _start_actor(self, actor: Any) -> dict[str, Any]:
-        """Start the engine and load every adapter served so far (those added at run
-        time included, so a restarted engine serves them too)."""
+        """Start the engine, put back weights loaded at run time, and load every adapter
+        served so far (those added at run time included): a restarted engine serves what
+        the one it replaces served."""
         info = await call_actor(self.name, actor.start.remote(), self.start_timeout_s, "start")
+        if self.weights is not None:
+            await call_actor(
+                self.name,
+                actor.load_weights.remote(self.weights),
+                self.start_timeout_s,
+                f"loading weights from {self.weights}",
+            )
         for adapter in list(self.adapters.values()):
             await call_actor(
                 self.name,
@@ -362,6 +380,12 @@ class VLLMBackend:
         await self._call("load_adapter", (adapter,), f"loading adapter {name!r}")
         self.adapters[name] = adapter
         return adapter
+
+    async def load_weights(self, folder: str) -> None:
+        """Serve the weights in `folder` instead of the model's own from now on, in the
+        running engine (and in any engine that replaces it after a crash)."""
+        await self._call("load_weights", (folder,), f"loading weights from {folder}")
+        self.weights = folder
 
     async def generate(
         self, requests: Sequence[GenerationRequest], adapter: str | None = None

@@ -1,0 +1,157 @@
+"""Online adaptation on real engines with real training (TRL + PEFT): an adapted model
+plays its new version the round after, merged into its engine's weights or as a LoRA
+beside its base; and a `select` SIGKILLed while training resumes with no version lost or
+trained twice."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, run_select
+from bandits.select.adapt import TRAINING
+from engine.model_folders import resolve_model_path
+from engine.storage import SUMMARY, read_jsonl
+from engine.types import GenerationRequest, Message, SamplingSettings
+from tests.bandits.test_select_kill import kill_session, start
+from tests.conftest import BASE_MODEL, CHAT_MODEL, embedded_pool_config
+
+pytestmark = [pytest.mark.engine, pytest.mark.train]
+
+PROBES = ["Name a color.", "What is the capital of France?", "Say hello."]
+# A reward that ties only on equal texts, so that every round teaches something.
+LENGTH = {"kind": "reward", "reward": {"kind": "callable", "path": f"{__name__}:length_reward"}}
+
+
+def length_reward(prompt: str, responses: list[str], reference: str | None) -> list[float]:
+    return [len(r) + sum(map(ord, r)) / 1e7 for r in responses]
+
+
+GREEDY = SamplingSettings(temperature=0.0, max_tokens=16)
+
+
+async def greedy(pool: Any, model: str) -> list[str]:
+    requests = [GenerationRequest((Message("user", p),), GREEDY, 0) for p in PROBES]
+    return [g.text for g in await pool.generate(model, requests)]
+
+
+async def test_an_adapted_model_plays_its_merged_new_version_from_the_next_round(
+    pool: Any, tmp_path: Path
+) -> None:
+    """On the session pool: the chat model adapts (merged weights), the base model stays;
+    its weights are put back afterwards, which must give exactly the old answers."""
+    before = await greedy(pool, CHAT_MODEL)
+    config = SelectConfig.model_validate(
+        {
+            **embedded_pool_config().model_dump(),
+            "limit": 4,
+            "batch": 2,
+            "rounds": 2,
+            "sampling": {"temperature": 0.8, "max_tokens": 24},
+            "feedback": LENGTH,
+            # A large step, so that one update visibly changes greedy answers.
+            "adapt": {"candidates": [CHAT_MODEL], "steps": 2, "learning_rate": 5e-3, "rank": 8},
+        }
+    )
+    run = tmp_path / "run"
+    try:
+        summary = await run_select(config, run, pool=pool)
+        after = await greedy(pool, CHAT_MODEL)
+    finally:
+        await pool.load_weights(CHAT_MODEL, resolve_model_path(config.model(CHAT_MODEL).model))
+    assert await greedy(pool, CHAT_MODEL) == before  # put back exactly, prefix cache too
+
+    first, second = read_jsonl(run / ROUNDS)
+    assert first["versions"] == {CHAT_MODEL: 0, BASE_MODEL: 0}
+    assert second["versions"] == {CHAT_MODEL: 1, BASE_MODEL: 0}
+    record = json.loads((run / "adapters" / CHAT_MODEL / "v1" / TRAINING).read_text())
+    assert (record["examples"], record["steps"], record["rounds"]) == (2, 2, [1, 1])
+    assert after != before
+    assert summary["adapter_versions"] == {CHAT_MODEL: 2, BASE_MODEL: 0}
+    assert not (run / "adapters" / BASE_MODEL).exists()
+
+
+CANDIDATES = ["plain", "terse"]
+ROUNDS_TOTAL = 2
+KILL_CONFIG = {
+    # One engine serves both candidates' adapters beside the base (LoRA), so each start
+    # takes one engine's ~20 s.
+    "models": [
+        {
+            "name": "smollm2",
+            "model": "embedded:smollm2-135m-instruct",
+            "enable_lora": True,
+            "max_lora_rank": 8,
+        }
+    ],
+    "candidates": [
+        {"name": "plain", "model": "smollm2"},
+        {"name": "terse", "model": "smollm2", "system_prompt": "Answer in one word only."},
+    ],
+    "limit": 6,
+    "batch": 2,
+    "rounds": ROUNDS_TOTAL,
+    "sampling": {"temperature": 1.0, "max_tokens": 12},
+    "feedback": LENGTH,
+    "adapt": {"serve": "lora", "steps": 2, "rank": 8},
+}
+
+
+def training_started(run: Path) -> bool:
+    return any((run / "adapters").glob("*/v*.partial"))
+
+
+def test_select_killed_while_training_resumes_with_no_version_lost_or_trained_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[2]))  # for the reward
+    config = tmp_path / "select.yaml"
+    config.write_text(yaml.safe_dump(KILL_CONFIG))
+    run = tmp_path / "run"
+    process = start(config, tmp_path, resume=False)
+    deadline = time.monotonic() + 600
+    while not training_started(run):
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "no training started"
+        time.sleep(0.1)
+    kill_session(process)
+    # Killed in round 1's update: the round is committed, its versions are not.
+    killed_at = json.loads((run / STATE).read_text())
+    assert killed_at["round"] == 1 and killed_at["adapters"] == {}
+
+    final = start(config, tmp_path, resume=True)
+    _, stderr = final.communicate(timeout=900)
+    assert final.returncode == 0, stderr.decode()
+    summary = json.loads((run / SUMMARY).read_text())
+    assert summary["status"] == "complete" and summary["rounds"] == ROUNDS_TOTAL
+
+    rows = list(read_jsonl(run / ROUNDS))
+    answers = list(read_jsonl(run / ANSWERS))
+    for name in CANDIDATES:
+        versions = summary["adapter_versions"][name]
+        folders = sorted((run / "adapters" / name).glob("v*"))
+        assert [f.name for f in folders] == [f"v{k}" for k in range(1, versions + 1)]
+        records = [json.loads((f / TRAINING).read_text()) for f in folders]
+        # Each round's lessons are in exactly one version, each version built on the last.
+        taught = [
+            r["round"]
+            for r in rows
+            if any(a["round"] == r["round"] and a["preferred"] is not None for a in answers)
+            and name in (r["first"], r["second"])
+        ]
+        covered = [n for rec in records for n in range(rec["rounds"][0], rec["rounds"][1] + 1)]
+        assert sorted(set(covered)) == covered and set(taught) <= set(covered)
+        assert [rec["start_from"] for rec in records] == [None] + [
+            f"v{k}" for k in range(1, versions)
+        ]
+        # The round after an update plays the new version.
+        for row in rows:
+            if name in row["versions"]:
+                done = [rec for rec in records if rec["rounds"][1] < row["round"]]
+                assert row["versions"][name] == len(done)
+    assert rows[1]["versions"] == {"plain": 1, "terse": 1}
