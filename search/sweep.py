@@ -104,6 +104,10 @@ class SweepConfig(SearchRunConfig):
                         f"methods[{index}] ({method.name}): no model named {model!r}; "
                         f"configured: {models}"
                     )
+            try:
+                method.strategy.check_pool(models) if models else None
+            except ValueError as exc:
+                raise ValueError(f"methods[{index}] ({method.name}): {exc}") from None
             if method.reuse_prefix and not method.strategy.prefix_reusable:
                 reusable = " or ".join(k for k, (s, _) in STRATEGIES.items() if s.prefix_reusable)
                 raise ValueError(

@@ -98,6 +98,10 @@ def check_models(config: SynthesizeConfig) -> None:
     for model in config.strategy.models_used(names):
         if model not in names:
             raise ConfigError(f"strategy: no model named {model!r}; configured: {names}")
+    try:
+        config.strategy.check_pool(names)
+    except ValueError as exc:
+        raise ConfigError(f"strategy: {exc}") from None
 
 
 async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> None:

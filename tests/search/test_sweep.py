@@ -297,3 +297,11 @@ def test_cli_sweep_with_a_bad_prompts_file_fails_cleanly(tmp_path: Path) -> None
 def test_cli_sweep_resume_needs_a_name(tmp_path: Path) -> None:
     config = write_config(tmp_path, GOOD_SWEEP)
     assert_clean_failure(run("sweep", config, "--resume"), "--resume needs --name")
+
+
+def test_a_toa_method_with_a_width_below_k_is_refused() -> None:
+    from pydantic import ValidationError
+
+    methods = [{"name": "toa", "strategy": {"kind": "toa", "width": 1}}]
+    with pytest.raises(ValidationError, match=r"methods\[0\] \(toa\): toa width 1 is below"):
+        toy_config(methods=methods)
