@@ -14,7 +14,7 @@ import numpy as np
 def pairs(arms: int) -> tuple[np.ndarray, np.ndarray]:
     """The K(K-1)/2 unordered pairs i < j in the fixed order (0,1), (0,2), ..., (K-2,K-1).
 
-    Co-UCB's arms are these pairs, and its ties go to the first pair in this order."""
+    Co-UCB's arms are these pairs, in this order."""
     first, second = np.triu_indices(arms, 1)
     return first, second
 

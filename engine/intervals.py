@@ -21,3 +21,15 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
         return mean, mean, mean
     low, high = stats.t.interval(level, data.size - 1, loc=mean, scale=stats.sem(data))
     return mean, float(low), float(high)
+
+
+def sign_test_p_value(wins: int, losses: int) -> float:
+    """Two-sided exact binomial (sign) test of `wins` against `losses` at probability 1/2,
+    ties left out (scipy.stats.binomtest). With wins and losses the two kinds of
+    discordant pairs of binary outcomes, this is McNemar's exact test. 1.0 when there
+    are neither (nothing to test)."""
+    if wins < 0 or losses < 0:
+        raise ValueError(f"counts must be >= 0 (got {wins}, {losses})")
+    if wins + losses == 0:
+        return 1.0
+    return float(stats.binomtest(wins, wins + losses, 0.5).pvalue)

@@ -43,6 +43,10 @@ class BaseStrategySettings(Settings):
         through one after another (its length at any load): a sweep starts the longest
         searches first."""
 
+    def check_pool(self, pool_models: list[str]) -> None:
+        """Raise ValueError (one line) when these settings cannot run over `pool_models`
+        (the pool's names, in order); checked with the config, before any engine starts."""
+
 
 class OneModel(BaseStrategySettings):
     """Settings of a strategy that samples a single pool model."""

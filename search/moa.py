@@ -8,6 +8,14 @@ which shows the previous layer's answers as numbered references to synthesize fr
 Blocks of `layers_per_block` layers repeat until the budget is spent. Every answer of
 every layer is a candidate, scored against the original prompt.
 
+As the authors' AlpacaEval / UltraFeedback scripts: blocks of 4 layers (`n_iter=4`; 3 is
+their translation setting), and the aggregator prompt with the references is a system
+message, the question the user turn (`aggregator_role: system`). A model whose pool
+config has its own `system_prompt` gets the user-turn form instead (the project's
+`aggregate` template: question and references in one user turn), because many chat
+templates take one system message only; `aggregator_role: user` sends that form to
+every model.
+
 Project choices that the papers leave open, or where the project differs:
 - Unlike the original MoA, the last layer has all K models too (not one aggregator),
   and every layer's answers are candidates (as the TOA paper's baseline does).
@@ -26,7 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal
 
 from pydantic import Field
@@ -37,9 +46,15 @@ from search.base import Action, Candidate, ManyModels, Search, SearchContext, Se
 
 class MoASettings(ManyModels):
     kind: Literal["moa"] = "moa"
-    layers_per_block: int = Field(3, ge=1)
+    layers_per_block: int = Field(4, ge=1)
     """Layers of one block: the first answers the prompt, each next one aggregates the
-    layer before it. Blocks repeat until the budget is spent."""
+    layer before it. Blocks repeat until the budget is spent. 4 as the authors'
+    AlpacaEval and UltraFeedback scripts (3 is their translation setting)."""
+    aggregator_role: Literal["system", "user"] = "system"
+    """How an aggregating layer is asked. system (the authors'): the `aggregate_system`
+    template with the references as a system message, then the question as the user
+    turn; a model with its own `system_prompt` gets the user form. user: the `aggregate`
+    template, question and references together, as the one user turn."""
 
     def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
         return math.ceil(budget / len(self.models_used(pool_models)))  # layers
@@ -50,10 +65,28 @@ def format_references(answers: Sequence[Candidate]) -> str:
     return "\n\n".join(f"{i}. {answer.text}" for i, answer in enumerate(answers, 1))
 
 
+def aggregate_messages(
+    templates: dict[str, str],
+    role: Literal["system", "user"],
+    question: str,
+    references: str,
+    own_system_prompt: str | None,
+) -> tuple[Message, ...]:
+    """What an aggregating model is sent: the aggregator as a system message and the
+    question as the user turn, or (role user, or a model with a system prompt of its
+    own, which most chat templates would not take a second of) one user turn."""
+    if role == "system" and own_system_prompt is None:
+        system = templates["aggregate_system"].format(references=references)
+        return (Message("system", system), Message("user", question))
+    return (
+        Message("user", templates["aggregate"].format(question=question, references=references)),
+    )
+
+
 async def run_layer(
     search: Search,
     models: Sequence[str],
-    messages: Sequence[Message],
+    messages: Callable[[str], Sequence[Message]],
     *,
     concurrent: bool,
     action: Action,
@@ -61,11 +94,11 @@ async def run_layer(
     depth: int,
     step: int,
 ) -> list[Candidate]:
-    """One layer: each model answers `messages` once, as far as the budget allows."""
+    """One layer: each model answers `messages(model)` once, as far as the budget allows."""
 
     async def call(model: str) -> Candidate:
         (made,) = await search.sample(
-            model, messages, action=action, parents=parents, depth=depth, step=step
+            model, messages(model), action=action, parents=parents, depth=depth, step=step
         )
         return made
 
@@ -87,28 +120,35 @@ async def run_layer(
 async def run(prompt: Prompt, ctx: SearchContext, settings: MoASettings) -> SearchResult:
     search = Search(prompt, ctx, "moa")
     models = settings.models_used(ctx.pool.names)
-    template = ctx.templates["aggregate"]
     concurrent = ctx.budget.tokens is None
+
+    def sent(model: str, references: str | None) -> tuple[Message, ...]:
+        """The messages `model` gets: the prompt, or (`references` given) the aggregator."""
+        if references is None:
+            return (Message("user", prompt.prompt),)
+        own = ctx.pool.spec(model).system_prompt
+        return aggregate_messages(
+            ctx.templates, settings.aggregator_role, prompt.prompt, references, own
+        )
+
     layer_index = 0  # over all blocks: the candidates' step
     previous: list[Candidate] = []
     while search.budget.can_generate():
         depth = layer_index % settings.layers_per_block + 1
+        references: str | None = None
         if depth == 1:
             # First layer of a block: every model answers the prompt.
             action: Action = "generate"
             parents: tuple[int, ...] = ()
-            content = prompt.prompt
         else:
             # Later layer: every model synthesizes the previous layer's answers.
             action = "aggregate"
             parents = tuple(c.id for c in previous)
-            content = template.format(
-                question=prompt.prompt, references=format_references(previous)
-            )
+            references = format_references(previous)
         previous = await run_layer(
             search,
             models,
-            (Message("user", content),),
+            partial(sent, references=references),
             concurrent=concurrent,
             action=action,
             parents=parents,

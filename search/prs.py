@@ -4,8 +4,13 @@ Ye et al., "Preference-Guided Reflective Sampling for Aligning Language Models",
 EMNLP 2024. The policy answers the instruction with the user's preference appended
 (x' = instruction + blank line + z), the best of that first layer (y*) gets one piece of
 feedback written by the same model with respect to z, and a second layer refines y* given
-that feedback. Candidates are both layers; the answer is the highest reward. Rewards are
-always of the ORIGINAL prompt: the preference only shapes what the policy is asked.
+that feedback. Candidates are both layers; the answer is the highest reward.
+
+As the authors' code (nusnlp/PRS, generate_self_reflection.py): the feedback and corrector
+prompts get x' as their question, and when the prompt has a preference of its own (a
+per-example z) the reward scores x' too, so it judges the answer against that
+preference (`score_preference`; False scores the original instruction). With the
+default preference, the reward scores the original prompt.
 
 Differences from the published recipe (docs/METHODS.md lists them all):
 - Budget. The paper splits N samples as N0 = N1 = N/2 and does not count the feedback
@@ -23,7 +28,7 @@ Differences from the published recipe (docs/METHODS.md lists them all):
   question is x' (instruction + preference), so the preference still guides it.
 - Published sampling (temperature 0.8, top_p 1, top_k 50, presence penalty 1.2) is
   applied to every policy call by default (`published_sampling`); a model's own sampling
-  override in the pool config still wins over it.
+  override in the pool config still wins over it (docs/METHODS.md says so).
 
 Tree: first-layer samples hang off the prompt (depth 1, step 0); the feedback is a child
 of y* (depth 2, step 1, reward None); refinements are children of y* and the feedback
@@ -34,10 +39,13 @@ than the deepest parent.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Literal, cast
 
 from pydantic import Field
 
+from engine.rewards.base import Reward
 from engine.types import Message, Prompt, SamplingSettings
 from search.base import Candidate, OneModel, Search, SearchContext, SearchResult
 
@@ -60,6 +68,11 @@ class PRSSettings(OneModel):
     set, is used instead."""
     sampling: SamplingSettings | None = None
     """Sampling of every policy call; None takes the run's sampling."""
+    score_preference: bool = True
+    """When the prompt has its own `preference`, the reward scores x' (instruction +
+    preference) instead of the instruction, as the authors' code does; a reward then
+    sees what the user asked for. Without a per-prompt preference the reward always
+    scores the original prompt."""
     published_sampling: bool = True
     """Override temperature, top_p, top_k and presence_penalty with the published values
     (0.8, 1, 50, 1.2); other fields (max_tokens, stop, ...) stay as configured."""
@@ -83,15 +96,33 @@ def layer_sizes(budget: int, feedback: bool) -> tuple[int, int, bool]:
     return n0, budget - n0, False
 
 
+class _ScoresAnotherPrompt:
+    """The run's reward, scoring `scored` (the prompt with x' as its text) whatever
+    prompt it is given; the rest of the record (id, reference, constraints) is kept."""
+
+    def __init__(self, reward: Reward, scored: Prompt) -> None:
+        self.reward = reward
+        self.scored = scored
+
+    async def score(
+        self, prompt: Prompt, responses: Sequence[str], reference: str | None = None
+    ) -> list[float]:
+        return await self.reward.score(self.scored, responses, reference)
+
+
 async def run(prompt: Prompt, ctx: SearchContext, settings: PRSSettings) -> SearchResult:
+    preference = prompt.preference or settings.preference
+    # Step 1: x' = instruction + blank line + z.
+    augmented = f"{prompt.prompt}\n\n{preference}"
+    if prompt.preference is not None and settings.score_preference:
+        # A per-example preference: the reward judges against it (the authors' choice).
+        scored = prompt.model_copy(update={"prompt": augmented})
+        ctx = replace(ctx, reward=cast(Reward, _ScoresAnotherPrompt(ctx.reward, scored)))
     search = Search(prompt, ctx, "prs")
     (model,) = settings.models_used(ctx.pool.names)
     sampling = settings.sampling or ctx.sampling
     if settings.published_sampling:
         sampling = sampling.model_copy(update=PUBLISHED_SAMPLING)
-    preference = prompt.preference or settings.preference
-    # Step 1: x' = instruction + blank line + z.
-    augmented = f"{prompt.prompt}\n\n{preference}"
 
     remaining = search.budget.remaining_generations()
     n0, n1, with_feedback = layer_sizes(
@@ -101,17 +132,17 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: PRSSettings) -> Sear
     async def layer(messages: tuple[Message, ...], n: int, **options: Any) -> list[Candidate]:
         return await search.sample_until_spent(model, messages, n, sampling=sampling, **options)
 
-    # Step 2: N0 responses to x'; y* = argmax of the reward of the ORIGINAL prompt.
+    # Step 2: N0 responses to x'; y* = argmax of the reward.
     first = await layer((Message("user", augmented),), n0, action="generate", depth=1, step=0)
     if not first or n1 == 0:
         return search.result()
     best = max(first, key=lambda c: c.reward if c.reward is not None else -math.inf)
 
     if with_feedback:
-        # Step 3: the policy writes one piece of feedback on y* with respect to z.
-        # It is not an answer, so it is not scored (reward None).
+        # Step 3: the policy writes one piece of feedback on y* with respect to z, on
+        # x' as the authors' reflective input. It is not an answer: not scored.
         feedback_prompt = ctx.templates["feedback"].format(
-            question=prompt.prompt, answer=best.text, preference=preference
+            question=augmented, answer=best.text, preference=preference
         )
         notes = await layer(
             (Message("user", feedback_prompt),),
@@ -127,7 +158,7 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: PRSSettings) -> Sear
         (note,) = notes
         # Step 4: N1 refinements of y* given the feedback (the corrector prompt).
         refine_prompt = ctx.templates["corrector"].format(
-            question=prompt.prompt, answer=best.text, preference=preference, feedback=note.text
+            question=augmented, answer=best.text, preference=preference, feedback=note.text
         )
         parents, depth = (best.id, note.id), 3
     else:

@@ -14,17 +14,25 @@ and seed share that seed (common random numbers for the paired comparison). A be
 method may instead take its smaller budgets as prefixes of its largest search
 (`reuse_prefix: true`).
 
+With `eval_reward`, a second reward evaluates what the selection reward (`reward`)
+picked: once every search is done, the evaluation reward (started once per sweep) scores
+every scored sample, prompt by prompt, into `cells/<cell>/eval_scores.jsonl` beside the
+cell's samples (so `--resume` continues it too). Without it, the selection reward
+evaluates, and the best reward is an oracle best-of-N.
+
 Outputs, next to `cells/`: `table.csv` / `table.parquet` (one row per method x budget x
 seed), `units.csv` / `units.parquet` (one row per prompt of each cell), `curves.csv`
-(per method x budget, with 95% intervals), `plots/`, `report.md`, and `summary.json`
-written last.
+(per method x budget, with 95% intervals over prompts), `plots/`, `report.md`, and
+`summary.json` written last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +46,7 @@ from engine.config import Settings, model_names, repeated
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import PromptFile, load_prompts
-from engine.rewards import Reward, started_reward
+from engine.rewards import Reward, RewardSpec, started_reward
 from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.seeds import derive_seed
 from engine.storage import SUMMARY, RunDirectory, check_run_directory, read_jsonl
@@ -57,6 +65,8 @@ from search.synthesize import (
 from search.templates import load_templates
 
 CELLS = "cells"
+EVAL_SCORES = "eval_scores.jsonl"
+"""A cell's evaluation scores, one line per prompt: {"prompt_id", "scores": {id: score}}."""
 
 
 class SweepMethod(Settings):
@@ -82,6 +92,10 @@ class SweepConfig(SearchRunConfig):
         default_factory=lambda: [1, 2, 4, 8], min_length=1
     )
     """Generations per prompt of each cell (every call of a policy model counts)."""
+    eval_reward: RewardSpec | None = None
+    """A reward that evaluates the answers `reward` selects, as inference-scaling papers
+    select with one model and evaluate with another; any reward `reward` accepts. None:
+    the selection reward evaluates too (every curve is then an oracle best-of-N)."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Sweep seeds; every cell's search seed derives from one of them and its budget."""
     concurrency: int = Field(32, ge=1)
@@ -104,6 +118,10 @@ class SweepConfig(SearchRunConfig):
                         f"methods[{index}] ({method.name}): no model named {model!r}; "
                         f"configured: {models}"
                     )
+            try:
+                method.strategy.check_pool(models) if models else None
+            except ValueError as exc:
+                raise ValueError(f"methods[{index}] ({method.name}): {exc}") from None
             if method.reuse_prefix and not method.strategy.prefix_reusable:
                 reusable = " or ".join(k for k, (s, _) in STRATEGIES.items() if s.prefix_reusable)
                 raise ValueError(
@@ -120,6 +138,14 @@ class SweepConfig(SearchRunConfig):
         if twice:
             raise ValueError(f"{info.field_name} must be distinct; repeated: {twice}")
         return values
+
+    def evaluator(self) -> RewardSpec:
+        """The reward that evaluates: `eval_reward`, else the selection reward."""
+        return self.eval_reward or self.reward
+
+    def evaluator_name(self) -> str | None:
+        """The separate evaluation reward's kind, None when the selection reward evaluates."""
+        return None if self.eval_reward is None else self.eval_reward.kind
 
     def method(self, name: str) -> SweepMethod:
         return next(m for m in self.methods if m.name == name)
@@ -146,7 +172,9 @@ class SweepConfig(SearchRunConfig):
 
     def cell_config(self, cell: Cell) -> SynthesizeConfig:
         """The synthesize config of a cell's own run directory."""
-        data = self.model_dump(mode="json", exclude={"methods", "budgets", "seeds", "top_k"})
+        data = self.model_dump(
+            mode="json", exclude={"methods", "budgets", "seeds", "top_k", "eval_reward"}
+        )
         data.update(
             strategy=self.method(cell.method).strategy.model_dump(mode="json"),
             budget={"generations": cell.budget},
@@ -182,8 +210,79 @@ def cell_path(path: Path, cell: Cell) -> Path:
 
 
 def searches_done(config: SweepConfig, path: Path) -> bool:
-    """Is every cell's search complete on disk (its summary written)?"""
-    return all((cell_path(path, c) / SUMMARY).exists() for c in config.searches())
+    """Is every cell's search complete on disk (its summary written), and evaluated when
+    the sweep has an `eval_reward`?"""
+    return all((cell_path(path, c) / SUMMARY).exists() for c in config.searches()) and not any(
+        unevaluated(config, cell_path(path, c)) for c in config.searches()
+    )
+
+
+def unevaluated(config: SweepConfig, folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """A cell's scored samples by prompt, of the prompts the evaluation reward has not
+    scored yet (none without an `eval_reward`)."""
+    if config.eval_reward is None:
+        return {}
+    done = {r["prompt_id"] for r in read_jsonl(folder / EVAL_SCORES)}
+    todo: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for sample in read_jsonl(folder / SAMPLES):
+        if sample["prompt_id"] not in done and sample["reward"] is not None:
+            todo[sample["prompt_id"]].append(sample)
+    return dict(todo)
+
+
+def evaluation_scores(folder: Path) -> dict[str, dict[int, float]]:
+    """A cell's evaluation scores: prompt id -> sample id -> score."""
+    return {
+        r["prompt_id"]: {int(i): float(v) for i, v in r["scores"].items()}
+        for r in read_jsonl(folder / EVAL_SCORES)
+    }
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and flush it to disk; a torn last line (a kill mid-write) is
+    cut first, so the new line never joins it."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+    with path.open("ab") as handle:
+        handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+async def evaluate_cells(
+    config: SweepConfig, path: Path, prompts: PromptFile, pool: ModelPool, console: Console
+) -> int | None:
+    """Score every searched prompt's scored samples with the evaluation reward (started
+    once for the whole sweep), one line per prompt; the stand-in scores it gave
+    (Reward.missing_scores), or None without an `eval_reward`."""
+    if config.eval_reward is None:
+        return None
+    by_id = {p.id: p for p in prompts.prompts}
+    todo = {c: unevaluated(config, cell_path(path, c)) for c in config.searches()}
+    async with started_reward(config.eval_reward, pool) as evaluator:
+        gate = asyncio.Semaphore(config.concurrency)
+
+        async def one(folder: Path, prompt_id: str, samples: list[dict[str, Any]]) -> None:
+            async with gate:
+                scores = await evaluator.score(by_id[prompt_id], [s["text"] for s in samples])
+            record = {
+                "prompt_id": prompt_id,
+                "scores": {str(s["id"]): v for s, v in zip(samples, scores, strict=True)},
+            }
+            _append_line(folder / EVAL_SCORES, record)
+
+        left = sum(len(t) for t in todo.values())
+        if left:
+            console.print(f"evaluating {left} searches with {config.eval_reward.kind}")
+        await run_all(
+            one(cell_path(path, cell), prompt_id, samples)
+            for cell, cells_todo in todo.items()
+            for prompt_id, samples in cells_todo.items()
+        )
+        return evaluator.missing_scores()
 
 
 async def sweep(
@@ -233,13 +332,18 @@ async def _run(
                 f"{sum(len(j.todo) for j in open_jobs.values())} searches to go"
             )
         stats, search_s = await _search_cells(config, open_jobs, len(jobs), console, pool)
+        missing = reward.missing_scores()
+    eval_missing = await evaluate_cells(config, path, prompts, pool, console)
     session = {
         "search_wall_s": round(search_s, 2),
         "completion_tokens": stats.completion_tokens,
         "completion_tokens_per_s": round(stats.completion_tokens / search_s, 1)
         if search_s
         else None,
+        "missing_scores": missing,
     }
+    if eval_missing is not None:
+        session["eval_missing_scores"] = eval_missing
     return write_outputs(config, path, sweep_dir, prompts, session)
 
 
@@ -316,8 +420,10 @@ async def _search_cells(
 
 
 def load_units(config: SweepConfig, path: Path) -> pd.DataFrame:
-    """One row per (method, budget, seed, prompt) from the cells on disk."""
-    verifiable = isinstance(config.reward, VerifiableRewardSpec)
+    """One row per (method, budget, seed, prompt) from the cells on disk; with an
+    `eval_reward`, quality is its score of what the selection reward picked."""
+    verifiable = isinstance(config.evaluator(), VerifiableRewardSpec)
+    evaluated = config.eval_reward is not None
     rows = []
     cache: dict[Cell, tuple[list[dict[str, Any]], dict[str, float]]] = {}
     for cell in config.cells():
@@ -325,11 +431,18 @@ def load_units(config: SweepConfig, path: Path) -> pd.DataFrame:
         if source not in cache:
             folder = cell_path(path, source)
             summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
-            cache[source] = (list(read_jsonl(folder / SAMPLES)), flops_per_token(summary))
+            samples = list(read_jsonl(folder / SAMPLES))
+            if evaluated:
+                scores = evaluation_scores(folder)
+                for sample in samples:
+                    sample["eval_reward"] = scores.get(sample["prompt_id"], {}).get(sample["id"])
+            cache[source] = (samples, flops_per_token(summary))
         samples, rates = cache[source]
         first = cell.budget if source != cell else None
         strategy = config.method(cell.method).strategy.kind
-        for row in sweep_report.prompt_rows(samples, rates, config.top_k, verifiable, first):
+        for row in sweep_report.prompt_rows(
+            samples, rates, config.top_k, verifiable, first, evaluated
+        ):
             rows.append(
                 {
                     "method": cell.method,
@@ -380,7 +493,9 @@ def write_outputs(
     """Tables, plots and report from the cells on disk; summary.json last."""
     units = load_units(config, path)
     labels = sweep_report.quality_labels(
-        config.top_k, isinstance(config.reward, VerifiableRewardSpec)
+        config.top_k,
+        isinstance(config.evaluator(), VerifiableRewardSpec),
+        config.evaluator_name(),
     )
     table = sweep_report.cell_table(units)
     curve = sweep_report.curves(units, list(labels))
@@ -406,6 +521,9 @@ def write_outputs(
         "methods": [m.name for m in config.methods],
         "budgets": sorted(config.budgets),
         "seeds": config.seeds,
+        "selection_reward": config.reward.kind,
+        "evaluation_reward": config.evaluator().kind,
+        "evaluated_separately": config.eval_reward is not None,
         "best_per_budget": {
             q: [_lead_document(lead) for lead in rows] for q, rows in found.items()
         },
@@ -425,7 +543,13 @@ def _facts(config: SweepConfig, prompts: PromptFile, session: dict[str, Any] | N
         f"{len(prompts.prompts)} prompts ({config.prompts}) x {len(config.seeds)} seed(s) "
         f"{config.seeds}; budgets {sorted(config.budgets)} generations per prompt",
         "methods: " + "; ".join(describe_method(m) for m in config.methods),
-        f"reward: {config.reward.kind}; sampling: temperature {config.sampling.temperature}, "
+        f"selection reward: {config.reward.kind}; evaluation reward: "
+        + (
+            f"{config.eval_reward.kind} (separate: quality is its score of the selected answers)"
+            if config.eval_reward is not None
+            else f"{config.reward.kind} (the same: the best reward is an oracle best-of-N)"
+        )
+        + f"; sampling: temperature {config.sampling.temperature}, "
         f"max_tokens {config.sampling.max_tokens}",
     ]
     if session is not None:
@@ -445,6 +569,7 @@ def _lead_document(lead: sweep_report.Lead) -> dict[str, Any]:
         "mean": lead.leader_mean,
         "runner_up": lead.runner_up,
         "lead": lead.lead,
+        "prompts": lead.prompts,
         "p_value": lead.p_value,
         "significant": lead.significant,
     }

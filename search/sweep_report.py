@@ -1,16 +1,23 @@
 """What a sweep reports: tidy tables, confidence intervals, significance, plots, Markdown.
 
 Small pure functions over pandas tables; only the `write_*` functions touch the disk.
-The unit of every statistic is one (prompt, seed) search of a method at a budget:
+A unit is one (prompt, seed) search of a method at a budget:
 
 - compute measures, per prompt: generations, tokens (prompt + completion, per model and
   in all) and estimated FLOPs (2 x parameters x tokens, per model and in all);
-- quality measures, per prompt: the best reward, the mean of the top-k rewards, and, for
-  the verifiable reward, whether the best response meets all of the prompt's constraints.
+- quality measures, per prompt: the evaluation reward of the answer the selection reward
+  picks (its best sample), the mean evaluation reward of the selection's top k, and, for
+  a verifiable evaluation reward, whether the picked answer meets all of the prompt's
+  constraints. The evaluation reward is the selection reward unless the sweep sets
+  `eval_reward`; then `selected_reward` keeps the selection reward of the picked answer.
 
-Means carry 95% Student-t intervals over the (prompt, seed) units (engine.intervals).
-At each budget, the best method's lead over the runner-up is tested with a paired t-test
-over the units both share (the same prompts and seeds), see `paired_p_value`.
+Statistics are clustered by prompt: the seeds of one prompt are not independent, so each
+prompt's units are averaged over its seeds first and the prompts are the sample. Means
+carry 95% Student-t intervals over prompts (engine.intervals). At each budget, the best
+method's lead over the runner-up is tested over the prompts both have (on the seeds both
+have): a paired t-test (`paired_p_value`), or for the all-met share the exact sign test
+over the prompts where the methods differ (`share_p_value`; McNemar's exact test with
+one seed).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from engine.intervals import mean_ci
+from engine.intervals import mean_ci, sign_test_p_value
 
 KEYS = ["method", "budget", "seed"]
 """A cell: one method at one budget with one seed."""
@@ -41,10 +48,17 @@ ALPHA = 0.05
 ALL_MET = "all_met"
 
 
-def quality_labels(top_k: int, verifiable: bool) -> dict[str, str]:
-    """Quality measures (y axes): column -> label. `all_met` only for a verifiable reward,
-    whose score is the share of constraints met (1.0: all of them)."""
-    labels = {"best_reward": "best reward", "topk_reward": f"mean top-{top_k} reward"}
+def quality_labels(top_k: int, verifiable: bool, evaluator: str | None = None) -> dict[str, str]:
+    """Quality measures (y axes): column -> label. `all_met` only for a verifiable
+    evaluation reward, whose score is the share of constraints met (1.0: all of them).
+    `evaluator` names a separate evaluation reward (None: the selection reward evaluates)."""
+    if evaluator is None:
+        labels = {"best_reward": "best reward", "topk_reward": f"mean top-{top_k} reward"}
+    else:
+        labels = {
+            "best_reward": f"{evaluator} reward of the selected answer",
+            "topk_reward": f"mean {evaluator} reward of the selection's top {top_k}",
+        }
     if verifiable:
         labels[ALL_MET] = "share of prompts with all constraints met"
     return labels
@@ -56,12 +70,16 @@ def prompt_rows(
     top_k: int,
     verifiable: bool,
     first: int | None = None,
+    evaluated: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per prompt of a search run's samples: compute spent and quality reached.
 
     Every generation of a search is a sample (feedback included), so the samples are the
     whole spend. `flops_per_token` is 2 x parameters of each model (0 when unknown).
     `first` keeps only each prompt's first `first` samples (a prefix of the search).
+    The selection reward (`reward`) ranks the scored samples, ties to the earlier one;
+    quality is their `eval_reward` when `evaluated`, else their `reward`, and
+    `verifiable` says the evaluating reward is the verifiable one.
     """
     by_prompt: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for sample in samples:
@@ -86,16 +104,29 @@ def prompt_rows(
             row[f"tokens_{model}"] = tokens
             row[f"flops_{model}"] = tokens * flops_per_token[model]
             row["flops"] += row[f"flops_{model}"]
-        rewards = sorted(
-            (s["reward"] for s in rows_of_prompt if s["reward"] is not None), reverse=True
+        ranked = sorted(
+            (s for s in rows_of_prompt if s["reward"] is not None),
+            key=lambda s: (-s["reward"], s["id"]),
         )
-        row["best_reward"] = rewards[0] if rewards else None
-        row["topk_reward"] = statistics.fmean(rewards[:top_k]) if rewards else None
+        quality = [_evaluation(s) if evaluated else s["reward"] for s in ranked]
+        row["best_reward"] = quality[0] if quality else None
+        row["topk_reward"] = statistics.fmean(quality[:top_k]) if quality else None
+        if evaluated:
+            row["selected_reward"] = ranked[0]["reward"] if ranked else None
         if verifiable:
             # The verifiable reward is met / total: exactly 1.0 when all are met.
-            row[ALL_MET] = None if not rewards else float(rewards[0] == 1.0)
+            row[ALL_MET] = None if not quality else float(quality[0] == 1.0)
         rows.append(row)
     return rows
+
+
+def _evaluation(sample: Mapping[str, Any]) -> float:
+    value = sample.get("eval_reward")
+    if value is None:
+        raise ValueError(
+            f"sample {sample['id']} of prompt {sample['prompt_id']!r} has no evaluation score"
+        )
+    return float(value)
 
 
 def cell_table(units: pd.DataFrame) -> pd.DataFrame:
@@ -109,16 +140,28 @@ def cell_table(units: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def prompt_means(units: pd.DataFrame, quality: str) -> pd.Series:
+    """Each prompt's `quality` averaged over its seeds (the cluster means), by prompt_id;
+    units without a value are left out, and so is a prompt without any."""
+    return units.dropna(subset=[quality]).groupby("prompt_id", sort=True)[quality].mean()
+
+
 def curves(units: pd.DataFrame, qualities: Sequence[str]) -> pd.DataFrame:
-    """One row per method x budget: mean compute per prompt, and each quality's mean with
-    its 95% interval over the (prompt, seed) units (`<q>`, `<q>_low`, `<q>_high`)."""
+    """One row per method x budget: mean compute per prompt, and each quality's mean over
+    prompts (seeds averaged per prompt first) with its 95% Student-t interval over
+    prompts (`<q>`, `<q>_low`, `<q>_high`)."""
     rows = []
     for (method, budget), group in units.groupby(["method", "budget"], sort=True, observed=True):
-        row: dict[str, Any] = {"method": method, "budget": budget, "units": len(group)}
+        row: dict[str, Any] = {
+            "method": method,
+            "budget": budget,
+            "units": len(group),
+            "prompts": group["prompt_id"].nunique(),
+        }
         for measure in COMPUTE:
             row[measure] = float(group[measure].mean())
         for quality in qualities:
-            values = group[quality].dropna()
+            values = prompt_means(group, quality)
             mean, low, high = mean_ci(values) if len(values) else (np.nan,) * 3
             row.update({quality: mean, f"{quality}_low": low, f"{quality}_high": high})
         rows.append(row)
@@ -146,6 +189,33 @@ def paired_p_value(leader: Sequence[float], other: Sequence[float]) -> float | N
     return float(stats.ttest_rel(a, b).pvalue)
 
 
+def share_p_value(leader: Sequence[float], other: Sequence[float]) -> float:
+    """Two-sided p-value of a difference in a share of binary outcomes (all constraints
+    met), paired by prompt: each value is a prompt's share over its seeds; the exact
+    sign test over the prompts where the two differ (engine.intervals.sign_test_p_value).
+    With one seed the values are 0 or 1 and this is McNemar's exact test."""
+    a, b = np.asarray(leader, dtype=float), np.asarray(other, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in size: {a.size} and {b.size}")
+    return sign_test_p_value(int((a > b).sum()), int((a < b).sum()))
+
+
+def paired_prompt_means(
+    group: pd.DataFrame, quality: str, first: str, second: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """`quality` of methods `first` and `second` per prompt, each averaged over the seeds
+    both have a value for, over the prompts both have: the paired test's sample."""
+    wide = group.pivot_table(
+        index=["prompt_id", "seed"],
+        columns="method",
+        values=quality,
+        aggfunc="first",
+        observed=True,
+    )[[first, second]].dropna()
+    per_prompt = wide.groupby(level="prompt_id", sort=True).mean()
+    return per_prompt[first].to_numpy(), per_prompt[second].to_numpy()
+
+
 @dataclass(frozen=True)
 class Lead:
     """The best method at one budget by one quality measure, and its lead."""
@@ -156,8 +226,8 @@ class Lead:
     leader_mean: float
     runner_up: str | None
     runner_up_mean: float | None
-    units: int
-    """(prompt, seed) units both methods share (the test's sample size)."""
+    prompts: int
+    """Prompts both methods have (the test's sample size; seeds averaged per prompt)."""
     p_value: float | None
 
     @property
@@ -170,11 +240,20 @@ class Lead:
 
 
 def leads(units: pd.DataFrame, quality: str) -> list[Lead]:
-    """At each budget, the method with the highest mean `quality` and its paired test
-    against the runner-up. A tie in the mean goes to the method listed first."""
+    """At each budget, the method with the highest mean `quality` over prompts (seeds
+    averaged per prompt) and its paired test against the runner-up over prompts: the
+    sign test for the all-met share, else the t-test. A tie in the mean goes to the
+    method listed first."""
     found = []
     for budget, group in units.groupby("budget", sort=True):
-        means = group.groupby("method", sort=True, observed=True)[quality].mean().dropna()
+        means = (
+            group.dropna(subset=[quality])
+            .groupby(["method", "prompt_id"], sort=True, observed=True)[quality]
+            .mean()
+            .groupby(level="method", sort=True, observed=True)
+            .mean()
+            .dropna()
+        )
         if means.empty:
             continue
         order = sorted(means.index, key=lambda m: -means[m])  # stable: ties keep table order
@@ -185,14 +264,9 @@ def leads(units: pd.DataFrame, quality: str) -> list[Lead]:
             )
             continue
         runner_up = order[1]
-        wide = group.pivot_table(
-            index=["prompt_id", "seed"],
-            columns="method",
-            values=quality,
-            aggfunc="first",
-            observed=True,
-        )[[leader, runner_up]].dropna()
-        p = paired_p_value(wide[leader].to_numpy(), wide[runner_up].to_numpy())
+        first, second = paired_prompt_means(group, quality, leader, runner_up)
+        test = share_p_value if quality == ALL_MET else paired_p_value
+        p = test(first, second)
         found.append(
             Lead(
                 quality,
@@ -201,7 +275,7 @@ def leads(units: pd.DataFrame, quality: str) -> list[Lead]:
                 float(means[leader]),
                 runner_up,
                 float(means[runner_up]),
-                len(wide),
+                len(first),
                 p,
             )
         )
@@ -316,9 +390,9 @@ def markdown_report(
     lines += [
         "## Quality against compute",
         "",
-        "Per-prompt means over every (prompt, seed) unit; quality with its 95% Student-t "
-        "interval. Units of one prompt under different seeds are not independent, so the "
-        "intervals are somewhat narrow when seeds are many and prompts few.",
+        "Per-prompt means: each prompt's value averaged over its seeds, then the mean over "
+        "prompts, quality with its 95% Student-t interval over prompts (a prompt's seeds "
+        "are not independent, so the prompts are the sample).",
         "",
         "| method | budget | tokens/prompt | FLOPs/prompt | " + " | ".join(labels.values()) + " |",
         "| --- | ---: | ---: | ---: | " + " | ".join("---" for _ in labels) + " |",
@@ -333,9 +407,11 @@ def markdown_report(
         "",
         "## Best method at each budget",
         "",
-        f"The lead is the leader's mean minus the runner-up's; p is a two-sided paired "
-        f"t-test over the (prompt, seed) units both share (a sign test when every "
-        f"difference is the same); significant: p < {ALPHA}.",
+        f"The lead is the leader's mean minus the runner-up's. p is two-sided, over the "
+        f"prompts both have, each method's seeds averaged per prompt (on the seeds both "
+        f"have): a paired t-test (a sign test when every difference is the same), and for "
+        f"the all-met share the exact sign test over the prompts where the two differ "
+        f"(McNemar's exact test with one seed); significant: p < {ALPHA}.",
     ]
     for quality, rows in found.items():
         lines += [

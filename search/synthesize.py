@@ -98,6 +98,10 @@ def check_models(config: SynthesizeConfig) -> None:
     for model in config.strategy.models_used(names):
         if model not in names:
             raise ConfigError(f"strategy: no model named {model!r}; configured: {names}")
+    try:
+        config.strategy.check_pool(names)
+    except ValueError as exc:
+        raise ConfigError(f"strategy: {exc}") from None
 
 
 async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> None:
@@ -254,13 +258,17 @@ class RunJob:
         self.stats.add(result)
         return result
 
-    def finish(self, pool: ModelPool) -> dict[str, Any]:
-        """Write summary.json (last: it marks the run directory complete); return it."""
+    def finish(self, pool: ModelPool, missing_scores: int | None = None) -> dict[str, Any]:
+        """Write summary.json (last: it marks the run directory complete); return it.
+        `missing_scores`: this session's stand-in scores (Reward.missing_scores), when the
+        job had the reward to itself."""
         wall = time.perf_counter() - self.stats.started
         summary = summarize(
             self.run, self.config, pool.parameters, wall, self.stats.completion_tokens
         )
         summary["this_session"]["events"] = pool.events_since(self.events_at_start)
+        if missing_scores is not None:
+            summary["this_session"]["missing_scores"] = missing_scores
         self.run.write_summary(summary)
         return summary
 
@@ -312,4 +320,4 @@ async def _run(
                 bar.update(task, advance=1, line=job.stats.line())
 
             await run_all(one(prompt) for prompt in job.todo)
-    return job.finish(pool)
+    return job.finish(pool, reward.missing_scores())

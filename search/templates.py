@@ -2,7 +2,9 @@
 
 Each template is a text file formatted with `str.format`; the fields a template may use:
 - refine: {question}, {answer}
-- aggregate: {question}, {references}
+- aggregate: {question}, {references} (MoA's aggregator as a user turn)
+- aggregate_system: {references} (MoA's aggregator as a system message; the question
+  follows as the user turn)
 - feedback: {question}, {answer}, {preference}
 - corrector: {question}, {answer}, {preference}, {feedback}
 """
@@ -18,6 +20,7 @@ from engine.config import ConfigError
 FIELDS: dict[str, set[str]] = {
     "refine": {"question", "answer"},
     "aggregate": {"question", "references"},
+    "aggregate_system": {"references"},
     "feedback": {"question", "answer", "preference"},
     "corrector": {"question", "answer", "preference", "feedback"},
 }

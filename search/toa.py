@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import networkx as nx
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from engine.types import Message, Prompt
 from search.base import ROOT, Candidate, ManyModels, Search, SearchContext, SearchResult
@@ -59,8 +59,10 @@ class TOASettings(ManyModels):
     tau: float = Field(0.1, gt=0)
     """Temperature of the reward normalization r~ = sigmoid(r / tau)."""
     width: int | None = Field(None, ge=1)
-    """Responses a layer needs before its model nodes may be descended through; None
-    takes floor(budget / 3), budget in plays (a width of 0 then acts as 1)."""
+    """Responses a layer needs before its model nodes may be descended through; at least
+    the number of models K (the authors' code asserts width >= K). None takes
+    max(K, floor(budget / 3)), budget in plays (the authors' budget / 3, raised to K at
+    budgets below 3K, where their assertion would fail)."""
     topk_child: int = Field(1, ge=1)
     """Selection descends only into the best `topk_child` responses of a model node."""
     plays_in_flight: int = Field(1, ge=1)
@@ -82,6 +84,20 @@ class TOASettings(ManyModels):
             raise ValueError("models must not be empty")
         return models
 
+    @model_validator(mode="after")
+    def _width_covers_the_models(self) -> TOASettings:
+        if self.models is not None:
+            self.check_pool(self.models)
+        return self
+
+    def check_pool(self, pool_models: list[str]) -> None:
+        models = self.models_used(pool_models)
+        if self.width is not None and self.width < len(models):
+            raise ValueError(
+                f"toa width {self.width} is below the number of models ({len(models)}); "
+                "TOA needs width >= K (as the authors' code asserts)"
+            )
+
     def sequential_rounds(self, budget: int, pool_models: list[str]) -> float:
         return budget / self.plays_in_flight  # plays, a few at a time
 
@@ -95,6 +111,13 @@ def ucb(mean: float | None, visits: int, plays: int, alpha: float) -> float:
     if mean is None:
         return math.inf
     return mean + alpha * math.sqrt(2 * math.log(max(plays, 1)) / visits)
+
+
+def tree_width(width: int | None, plays: int, models: int) -> int:
+    """The width of a search: the configured one, else the authors' plays / 3 (their
+    width = K x samples per model / 3), raised to K where it is smaller (they assert
+    width >= K)."""
+    return max(models, plays // 3) if width is None else width
 
 
 def normalize(reward: float, tau: float) -> float:
@@ -307,7 +330,8 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: TOASettings) -> Sear
     models = settings.models_used(ctx.pool.names)
     remaining = search.budget.remaining_generations()
     plays = settings.n if remaining is None else remaining
-    width = plays // 3 if settings.width is None else settings.width
+    settings.check_pool(ctx.pool.names)  # a library caller skips the config's check
+    width = tree_width(settings.width, plays, len(models))
     tree = _Tree(prompt.prompt, models, width, settings.alpha, settings.topk_child)
 
     async def expand(index: int, path: list[_Node]) -> tuple[Candidate, float]:

@@ -16,7 +16,8 @@ numpy Generator, so run r of a batch equals a single-run policy with the same se
 Choices shared by the policies (each policy's module says its own):
 - Batches. A round gives B queries to one pair; every count is in queries.
 - Deterministic policies break ties to the lowest index (every `best()` to the lowest
-  arm); randomized ones break them with the run's generator.
+  arm); randomized ones, and Co-UCB's choice of a pair, break them with the run's
+  generator.
 """
 
 from __future__ import annotations

@@ -7,10 +7,13 @@ mu_i <- (n_i mu_i + wins_i) / (n_i + B), n_i += B, the same for j, n_ij += B. Ti
 count in B and win nothing. The collaborative update (step 4, both models learn from the
 preferred answer) adapts the models, not the bandit: it is the caller's.
 
-Choices the source leaves open: T is the number of queries before the round; ties among
-pairs go to the first in the order (0,1), (0,2), ..., (K-2,K-1); `best()` is
-argmax_i mu_i + sqrt(2 ln T / n_i) with a bonus of 1 for an arm never played (as a pair
-never played scores); mu starts at 0.
+As the authors' code (oceanypt/Multi-source-TTA): ties among the best-scoring pairs are
+broken uniformly at random (the authors shuffle the pairs; here the run's generator
+draws, so a seeded policy stays reproducible and its state restores exactly); `best()`
+is argmax_i mu_i + sqrt(2 ln T' / n_i) with T' = sum_i n_i = 2 x the queries (every
+query plays two models), a bonus of 1 for an arm never played (as a pair never played
+scores), ties to the lowest arm. Choices the source leaves open: T of the pair score is
+the number of queries before the round; mu starts at 0.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bandits.formulas import co_ucb_pair_scores, pairs, running_mean, ucb
+from bandits.formulas import co_ucb_pair_scores, pairs, random_argmax, running_mean, ucb
 from bandits.policies.base import OutcomeArrays, Policy, StateArray
 from engine.config import Settings
 
@@ -57,9 +60,10 @@ class CoUCB(Policy):
         self._incidence[np.arange(len(self._first)), self._second] = 1
 
     def select_runs(self) -> tuple[np.ndarray, np.ndarray]:
-        # Step 1: argmax picks the first pair in `pairs` order among ties.
+        # Step 1: the best-scoring pair; ties at random, as the authors' shuffle.
         scores = co_ucb_pair_scores(self.mu, self.n_pair, self.n_pair.sum(axis=-1))
-        chosen = scores.argmax(axis=-1)
+        allowed = np.ones(scores.shape, dtype=bool)
+        chosen = random_argmax(scores, allowed, self._uniforms(scores.shape[-1]))
         return self._first[chosen], self._second[chosen]
 
     def _check(self, outcomes: OutcomeArrays) -> None:
@@ -78,5 +82,6 @@ class CoUCB(Policy):
         self.n_pair[run, self._pair_index[i, j]] += batch
 
     def best_runs(self) -> np.ndarray:
-        total = self.n_pair.sum(axis=-1, keepdims=True)
-        return ucb(self.mu, self.n_pair @ self._incidence, total, 1.0).argmax(axis=-1)
+        # T' counts model plays, 2 per query (the authors' code), not queries.
+        n = self.n_pair @ self._incidence
+        return ucb(self.mu, n, n.sum(axis=-1, keepdims=True), 1.0).argmax(axis=-1)

@@ -1,8 +1,10 @@
 """Single-arm UCB1 (Auer et al. 2002) on absolute rewards: mu_k + sqrt(2 ln T / n_k).
 
 Choices the source leaves open: T is the number of queries before the round. The index
-is +inf for an arm never played, so each model is tried once first (rewards are meant to
-lie in [0, 1]; the bonus assumes that range); ties go to the lowest arm. `best()` is the
+is +inf for an arm never played, so each model is tried once first, as in Auer et al.'s
+UCB1 (the Co-UCB authors' UCB1 baseline gives it mean + 1 instead, under which a model
+whose rivals' indexes stay above 1 is never tried; docs/BANDITS.md). Rewards are meant
+to lie in [0, 1]; the bonus assumes that range. Ties go to the lowest arm. `best()` is the
 same index. It learns from every reward it is given (pooled when first == second).
 """
 

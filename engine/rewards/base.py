@@ -48,6 +48,12 @@ class Reward(ABC):
         """What distinguishes this scorer's results from another's (part of cache keys)."""
         return self.name
 
+    def missing_scores(self) -> int:
+        """Responses scored so far whose score stands in for one the scorer could not
+        give (a judge that named no digit); runs report it, so a stand-in is never
+        silent. 0 for scorers that always give one."""
+        return 0
+
     async def start(self) -> None:
         """Acquire resources (load models). Idempotent."""
 

@@ -61,6 +61,9 @@ class WeightedReward(Reward):
     def identity(self) -> str:
         return "weighted:" + ",".join(f"{w}*{r.identity()}" for w, r in self.components)
 
+    def missing_scores(self) -> int:
+        return sum(r.missing_scores() for _, r in self.components)
+
     async def start(self) -> None:
         await asyncio.gather(*(r.start() for _, r in self.components))
 

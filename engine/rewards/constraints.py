@@ -21,8 +21,11 @@ Text rules shared by several kinds (documented once here):
 * Phrases (``starts_with``, ``ends_with``) compare case-insensitively, after stripping
   surrounding whitespace and collapsing runs of whitespace to one space.
 * As in IFEval, constraints that only forbid something (``max_words``,
-  ``forbidden_words``, ``no_commas``, ``all_lowercase``, ...) are met by an empty
-  response; the constraints that ask for something are not.
+  ``forbidden_words``, ``no_commas``, ...) are met by an empty response; the
+  constraints that ask for something are not.
+* Unlike IFEval, ``all_lowercase`` and ``all_uppercase`` need at least one cased letter:
+  a response without any ("1.\n2.\n3.", or an empty one) fails them, because a search
+  that optimizes this reward would otherwise find such answers. See :func:`has_cased_letter`.
 
 Constraints are frozen pydantic models discriminated by ``kind``; records store them as
 plain dicts (``{"kind": "max_words", "n": 50}``) and :func:`parse_constraints` turns a
@@ -348,25 +351,33 @@ class CapitalWordFrequency(_Base):
 # --------------------------------------------------------------------------- case and punctuation
 
 
+def has_cased_letter(text: str) -> bool:
+    """Whether `text` holds a letter that has a case (not digits, punctuation, or the
+    letters of scripts without case)."""
+    return any(ch.lower() != ch.upper() for ch in text)
+
+
 class AllLowercase(_Base):
-    """No capital letters anywhere."""
+    """No capital letters anywhere, and at least one cased letter (ours; IFEval passes a
+    response without letters)."""
 
     kind: Literal["all_lowercase"] = "all_lowercase"
 
     def check(self, response: str) -> bool:
-        return response == response.lower()
+        return response == response.lower() and has_cased_letter(response)
 
     def describe(self) -> str:
         return "Write your entire response in lowercase letters, with no capital letters at all."
 
 
 class AllUppercase(_Base):
-    """No lowercase letters anywhere."""
+    """No lowercase letters anywhere, and at least one cased letter (ours; IFEval passes
+    a response without letters)."""
 
     kind: Literal["all_uppercase"] = "all_uppercase"
 
     def check(self, response: str) -> bool:
-        return response == response.upper()
+        return response == response.upper() and has_cased_letter(response)
 
     def describe(self) -> str:
         return "Write your entire response in capital letters, with no lowercase letters at all."

@@ -3,10 +3,17 @@
 The score is not the sampled digit but `sum_d p(d) * d` over the digit tokens among the
 first generated token's top log-probabilities, renormalized over those digits, divided by
 9 so that it lies in [0, 1].
+
+When no digit is among the top log-probabilities there is no score (the authors' code
+gets NaN). Never silently: by default (`on_missing: lowest`) the answer gets the lowest
+score, 0, so it loses every comparison, the judge counts it (`missing_scores()`, which
+run summaries report as `missing_scores`) and logs a warning the first time; with
+`on_missing: error` the run stops with a RewardError naming the prompt.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Literal
@@ -25,6 +32,7 @@ DEFAULT_TEMPLATE = (
     "Answer:\n{answer}\n\n"
     "Rating (0-9):"
 )
+log = logging.getLogger(__name__)
 REFERENCE_BLOCK = "A reference answer, for comparison:\n{reference}\n\n"
 
 
@@ -41,6 +49,10 @@ class JudgeRewardSpec(BaseRewardSpec):
     {question}, {answer} and {reference}."""
     top_logprobs: int = Field(20, ge=1, le=20)
     """Top log-probabilities of the first token searched for digits."""
+    on_missing: Literal["lowest", "error"] = "lowest"
+    """When no digit is among them: `lowest` scores 0 (the bottom of the scale), counted
+    in the run summary's `missing_scores` and warned about once, so a long run goes on;
+    `error` stops the run."""
 
     def build(self, pool: ModelPool) -> Reward:
         if self.model not in pool.names:
@@ -51,7 +63,9 @@ class JudgeRewardSpec(BaseRewardSpec):
                 template = Path(self.template).read_text(encoding="utf-8")
             except OSError as exc:
                 raise RewardError(f"reward.template: cannot read {self.template}: {exc}") from None
-        return JudgeReward(pool, self.model, self.use_reference, template, self.top_logprobs)
+        return JudgeReward(
+            pool, self.model, self.use_reference, template, self.top_logprobs, self.on_missing
+        )
 
 
 def expected_digit(top_logprobs: dict[str, float]) -> float | None:
@@ -83,6 +97,7 @@ class JudgeReward(Reward):
         use_reference: bool = True,
         template: str | None = None,
         top_logprobs: int = 20,
+        on_missing: Literal["lowest", "error"] = "lowest",
     ) -> None:
         super().__init__()
         self.pool = pool
@@ -90,7 +105,11 @@ class JudgeReward(Reward):
         self.use_reference = use_reference
         self.template = DEFAULT_TEMPLATE if template is None else template
         self.sampling = SamplingSettings(temperature=0.0, max_tokens=1, logprobs=top_logprobs)
+        self.on_missing = on_missing
         self.no_digit = 0  # answers whose first token had no digit among its top tokens
+
+    def missing_scores(self) -> int:
+        return self.no_digit
 
     def identity(self) -> str:
         return f"judge:{self.model}:{self.use_reference}:{self.template}"
@@ -120,6 +139,19 @@ class JudgeReward(Reward):
             first = generation.top_logprobs[0] if generation.top_logprobs else {}
             value = expected_digit(first)
             if value is None:
+                if self.on_missing == "error":
+                    raise RewardError(
+                        f"judge {self.model!r}: no digit among the first token's top "
+                        f"log-probabilities for an answer to prompt {prompt.id!r} (it began "
+                        f"{generation.text!r:.40}); set on_missing: lowest to score it 0"
+                    )
+                if not self.no_digit:
+                    log.warning(
+                        "judge %r named no digit for an answer to prompt %r: scored 0 and "
+                        "counted in the summary's missing_scores",
+                        self.model,
+                        prompt.id,
+                    )
                 self.no_digit += 1
                 value = 0.0
             scores.append(value / 9.0)

@@ -77,12 +77,18 @@ def test_co_ucb_pair_scores_by_hand() -> None:
     np.testing.assert_allclose(scores, [0.5 + 0.6581922, 0.625 + 1.0, 0.375 + 0.6581922])
 
 
-def test_co_ucb_selects_the_best_scoring_pair_and_ties_go_to_the_first() -> None:
-    policy = make_policy(CoUCBSettings(), 3, seed=0)
-    assert policy.select() == (0, 1)  # every pair scores 0 + 1: the first pair
-    policy.mu[0] = [0.75, 0.25, 0.5]
-    policy.n_pair[0] = [16, 0, 16]
-    assert policy.select() == (0, 2)  # 1.625 beats 1.158 and 1.033
+def test_co_ucb_selects_the_best_scoring_pair_and_breaks_ties_at_random() -> None:
+    # Every pair scores 0 + 1 at first: the authors shuffle the tied pairs, so over seeds
+    # every pair comes first (lowest-index tie-breaking would always give (0, 1)), and
+    # one seed always gives the same pair.
+    firsts = {make_policy(CoUCBSettings(), 3, seed=s).select() for s in range(40)}
+    assert firsts == {(0, 1), (0, 2), (1, 2)}
+    assert len({make_policy(CoUCBSettings(), 3, seed=7).select() for _ in range(5)}) == 1
+    for seed in range(10):
+        policy = make_policy(CoUCBSettings(), 3, seed=seed)
+        policy.mu[0] = [0.75, 0.25, 0.5]
+        policy.n_pair[0] = [16, 0, 16]
+        assert policy.select() == (0, 2)  # 1.625 beats 1.158 and 1.033: no tie
 
 
 def test_running_mean() -> None:
@@ -101,9 +107,21 @@ def test_co_ucb_batch_update_by_hand() -> None:
     policy.update(RoundOutcome(1, 0, first_wins=4, second_wins=10, ties=2))
     np.testing.assert_allclose(policy.mu[0], [22 / 32, 7 / 32, 0.0])
     assert policy.n_pair[0].tolist() == [32, 0, 0]
-    # best(): T = 32; arm 2 never played gets mu + 1 = 1; arm 0: 0.6875 + sqrt(2 ln 32 / 32).
-    assert policy.best() == 0  # 0.6875 + 0.5887 = 1.276 > 1 > 0.2188 + 0.5887
+    # best(): T' = 64 model plays; arm 2 never played gets mu + 1 = 1; arm 0:
+    # 0.6875 + sqrt(2 ln 64 / 32).
+    assert policy.best() == 0  # 0.6875 + 0.5099 = 1.197 > 1 > 0.2188 + 0.5099
     assert policy.rounds == 2
+
+
+def test_co_ucb_best_uses_t_twice_the_queries() -> None:
+    # The authors' best() counts model plays, 2 per query: T' = n_0 + n_1 + n_2 = 40.
+    policy = make_policy(CoUCBSettings(), 3, seed=0)
+    policy.update(RoundOutcome(0, 1, first_wins=10, second_wins=6))
+    policy.update(RoundOutcome(1, 2, ties=4))
+    np.testing.assert_allclose(policy.mu[0], [0.625, 0.3, 0.0])
+    # T' = 40: arm 0 0.625 + sqrt(2 ln 40 / 16) = 1.3041 < arm 2 0 + sqrt(2 ln 40 / 4)
+    # = 1.3581. With T = 20 queries arm 0 would win (1.2369 > 1.2239).
+    assert policy.best() == 2
 
 
 def test_co_ucb_mean_update_counts_all_of_a_models_queries() -> None:

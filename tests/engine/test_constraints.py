@@ -16,6 +16,7 @@ from engine.rewards.constraints import (
     MaxWords,
     NoCommas,
     fraction_met,
+    has_cased_letter,
     instructions,
     paragraphs,
     parse_constraints,
@@ -109,6 +110,11 @@ CASES: list[tuple[dict[str, Any], str, bool]] = [
     # all_uppercase
     ({"kind": "all_uppercase"}, "ALL LOUD HERE, 42 TIMES!", True),
     ({"kind": "all_uppercase"}, "ALL LOUD hERE", False),
+    # no cased letter at all: fails both (IFEval would pass it; a search would find it)
+    ({"kind": "all_lowercase"}, "1.\n2.\n3.", False),
+    ({"kind": "all_uppercase"}, "1.\n2.\n3.", False),
+    ({"kind": "all_lowercase"}, "四十二", False),
+    ({"kind": "all_lowercase"}, "42 é", True),
     # no_commas
     ({"kind": "no_commas"}, "No commas here.", True),
     ({"kind": "no_commas"}, "Yes, a comma.", False),
@@ -320,14 +326,13 @@ def test_fraction_met() -> None:
     assert fraction_met([], "") == 1.0
 
 
-# Kinds that only forbid something; as in IFEval, an empty response meets them.
+# Kinds that only forbid something; as in IFEval, an empty response meets them. Not
+# all_lowercase / all_uppercase: they need a cased letter (ours, unlike IFEval).
 VACUOUS_ON_EMPTY = {
     "max_words",
     "max_sentences",
     "forbidden_words",
     "no_commas",
-    "all_lowercase",
-    "all_uppercase",
 }
 
 
@@ -372,13 +377,15 @@ def test_paragraphs() -> None:
 
 
 @given(st.text())
-def test_lowercased_text_passes_all_lowercase(text: str) -> None:
-    assert AllLowercase().check(text.lower())
+def test_lowercased_text_passes_all_lowercase_iff_it_has_a_cased_letter(text: str) -> None:
+    lowered = text.lower()
+    assert AllLowercase().check(lowered) is has_cased_letter(lowered)
 
 
 @given(st.text())
-def test_uppercased_text_passes_all_uppercase(text: str) -> None:
-    assert AllUppercase().check(text.upper())
+def test_uppercased_text_passes_all_uppercase_iff_it_has_a_cased_letter(text: str) -> None:
+    raised = text.upper()
+    assert AllUppercase().check(raised) is has_cased_letter(raised)
 
 
 @given(st.text())

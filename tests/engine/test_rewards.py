@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from engine.rewards.combine import CallableReward, WeightedReward
 from engine.rewards.embedding import EmbeddingReward
 from engine.rewards.judge import JudgeReward, expected_digit
 from engine.rewards.verifiable import VerifiableReward
-from engine.types import Prompt
+from engine.types import Generation, GenerationRequest, Prompt
 from tests.conftest import CHAT_MODEL
 
 PROMPT = Prompt(
@@ -173,3 +175,46 @@ async def test_embedding_similarity_with_minilm() -> None:
     assert 0.0 <= far < close < same
     no_ref = PROMPT.model_copy(update={"reference": None})
     assert await reward.score(no_ref, ["anything"]) == [0.25]
+
+
+class DigitPool:
+    """A stand-in pool whose judge model answers with fixed first-token log-probs."""
+
+    def __init__(self, tops: list[dict[str, float]]) -> None:
+        self.names = ["j"]
+        self.tops = tops
+
+    async def generate(self, model: str, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return [
+            Generation(
+                text="x",
+                model=model,
+                prompt_tokens=1,
+                completion_tokens=1,
+                finish_reason="length",
+                seed=0,
+                latency_s=0.0,
+                top_logprobs=(top,),
+            )
+            for top in self.tops[: len(requests)]
+        ]
+
+
+async def test_judge_without_a_digit_scores_lowest_and_counts_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = DigitPool([{"9": 0.0}, {"Hello": 0.0}, {"x": -1.0}])
+    judge = JudgeReward(pool, "j")  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="engine.rewards.judge"):
+        scores = await judge.score(PROMPT, ["a", "b", "c"])
+    assert scores == [1.0, 0.0, 0.0]
+    assert judge.missing_scores() == 2  # visible, never silent
+    assert sum("named no digit" in r.getMessage() for r in caplog.records) == 1  # warned once
+    weighted = WeightedReward([(0.5, judge), (0.5, JudgeReward(pool, "j"))])  # type: ignore[arg-type]
+    assert weighted.missing_scores() == 2
+
+
+async def test_judge_without_a_digit_can_stop_the_run() -> None:
+    judge = JudgeReward(DigitPool([{"Hello": 0.0}]), "j", on_missing="error")  # type: ignore[arg-type]
+    with pytest.raises(RewardError, match=r"judge 'j': no digit .* prompt 'p'"):
+        await judge.score(Prompt(id="p", prompt="Q?"), ["a"])

@@ -115,8 +115,9 @@ async def test_feedback_and_refinements_follow_the_best_first_sample() -> None:
     assert (feedback.depth, feedback.step) == (2, 1)
     assert set(result.tree.predecessors(feedback.id)) == {best.id}
     feedback_message = last_message(requests[8])
+    # The authors' reflective input: x' (instruction + preference), not the instruction.
     assert feedback_message == ctx.templates["feedback"].format(
-        question=PROMPT.prompt, answer=best.text, preference=DEFAULT_PREFERENCE
+        question=augmented, answer=best.text, preference=DEFAULT_PREFERENCE
     )
 
     # Refinements: children of y* and the feedback, given the corrector prompt.
@@ -130,7 +131,7 @@ async def test_feedback_and_refinements_follow_the_best_first_sample() -> None:
         assert DEFAULT_PREFERENCE in message
         assert best.text in message
         assert message == ctx.templates["corrector"].format(
-            question=PROMPT.prompt,
+            question=augmented,
             answer=best.text,
             preference=DEFAULT_PREFERENCE,
             feedback=feedback.text,
@@ -140,10 +141,24 @@ async def test_feedback_and_refinements_follow_the_best_first_sample() -> None:
     assert set(result.tree.successors(ROOT)) == {c.id for c in first}
 
 
-async def test_rewards_are_of_the_original_prompt() -> None:
-    prompt = Prompt(id="q2", prompt="Write a haiku.", preference="I like rhymes.")
+async def test_a_per_example_preference_is_scored_with_the_instruction() -> None:
+    # The authors' reward scores x' when the example has its own preference.
+    prompt = Prompt(id="q2", prompt="Write a haiku.", preference="I like rhymes.", reference="ref")
     ctx = context(BudgetConfig(generations=5))
-    await run(prompt, ctx, PRSSettings())
+    result = await run(prompt, ctx, PRSSettings())
+    scored = prompt.model_copy(update={"prompt": "Write a haiku.\n\nI like rhymes."})
+    assert ctx.reward.prompts and all(p == scored for p in ctx.reward.prompts)  # type: ignore[attr-defined]
+    assert result.prompt == prompt  # the records keep the original prompt
+    # score_preference: false scores the instruction alone.
+    ctx = context(BudgetConfig(generations=5))
+    await run(prompt, ctx, PRSSettings(score_preference=False))
+    assert ctx.reward.prompts and all(p == prompt for p in ctx.reward.prompts)  # type: ignore[attr-defined]
+
+
+async def test_with_the_default_preference_rewards_are_of_the_original_prompt() -> None:
+    prompt = Prompt(id="q2", prompt="Write a haiku.")
+    ctx = context(BudgetConfig(generations=5))
+    await run(prompt, ctx, PRSSettings(preference="I like rhymes."))
     assert ctx.reward.prompts and all(p == prompt for p in ctx.reward.prompts)  # type: ignore[attr-defined]
 
 

@@ -23,12 +23,13 @@ PROMPT = Prompt(id="q1", prompt="Say something.")
 
 
 class RecordingPool(ToyPool):
-    """The toy pool, also keeping every request's last message (by seed) and the most
-    calls it had in flight at once."""
+    """The toy pool, also keeping every request's last message and whole conversation
+    (by seed) and the most calls it had in flight at once."""
 
-    def __init__(self, names: Sequence[str]) -> None:
-        super().__init__(names)
+    def __init__(self, names: Sequence[str], system_prompts: dict[str, str] | None = None) -> None:
+        super().__init__(names, system_prompts=system_prompts)
         self.messages: dict[int, str] = {}
+        self.conversations: dict[int, tuple[tuple[str, str], ...]] = {}
         self.in_flight = 0
         self.most_in_flight = 0
 
@@ -39,6 +40,7 @@ class RecordingPool(ToyPool):
             await asyncio.sleep(0)  # let concurrent calls of a layer overlap
             for r in requests:
                 self.messages[r.seed] = r.messages[-1].content
+                self.conversations[r.seed] = tuple((m.role, m.content) for m in r.messages)
             return await super().generate(model, requests)
         finally:
             self.in_flight -= 1
@@ -168,9 +170,27 @@ async def test_moa_second_block_aggregates_its_own_first_layer() -> None:
     assert [c.model for c in result.candidates[9:]] == ["a", "b"]
 
 
-async def test_moa_default_blocks_have_three_layers() -> None:
-    ctx = context(BudgetConfig(generations=9))
+async def test_moa_default_blocks_have_four_layers_as_the_authors_scripts() -> None:
+    assert MoASettings().layers_per_block == 4
+    ctx = context(BudgetConfig(generations=11))
     result = await run_moa(PROMPT, ctx, MoASettings())
+    assert [c.action for c in result.candidates] == (
+        ["generate"] * 2 + ["aggregate"] * 6 + ["generate"] * 2 + ["aggregate"]
+    )
+    assert [c.parents for c in result.candidates] == [
+        *[()] * 2,
+        *[(0, 1)] * 2,
+        *[(2, 3)] * 2,
+        *[(4, 5)] * 2,
+        *[()] * 2,
+        (8, 9),
+    ]
+    assert [c.depth for c in result.candidates] == [1, 1, 2, 2, 3, 3, 4, 4, 1, 1, 2]
+
+
+async def test_moa_blocks_of_three_layers() -> None:
+    ctx = context(BudgetConfig(generations=9))
+    result = await run_moa(PROMPT, ctx, MoASettings(layers_per_block=3))
     assert [c.action for c in result.candidates] == (
         ["generate"] * 2 + ["aggregate"] * 4 + ["generate"] * 2 + ["aggregate"]
     )
@@ -188,9 +208,27 @@ async def test_moa_default_blocks_have_three_layers() -> None:
     assert [c.depth for c in result.candidates] == [1, 1, 2, 2, 3, 3, 1, 1, 2]
 
 
-async def test_moa_aggregate_message_lists_every_previous_answer() -> None:
-    ctx = context(BudgetConfig(generations=8), names=("a", "b", "c"))
+async def test_moa_aggregator_is_a_system_message_and_the_question_the_user_turn() -> None:
+    # The authors' form; model c has a system prompt of its own, so it gets the user form.
+    pool = RecordingPool(("a", "b", "c"), system_prompts={"c": "Be brief."})
+    ctx = SearchContext(pool, ToyReward(), SamplingSettings(), BudgetConfig(generations=6))  # type: ignore[arg-type]
     result = await run_moa(PROMPT, ctx, MoASettings(layers_per_block=2))
+    references = "\n\n".join(f"{i}. {result.candidates[i - 1].text}" for i in (1, 2, 3))
+    system = ctx.templates["aggregate_system"].format(references=references)
+    user_form = ctx.templates["aggregate"].format(question=PROMPT.prompt, references=references)
+    aggregated = {c.model: pool.conversations[c.seed] for c in result.candidates[3:]}
+    assert aggregated["a"] == (("system", system), ("user", PROMPT.prompt))
+    assert aggregated["b"] == (("system", system), ("user", PROMPT.prompt))
+    assert aggregated["c"] == (("user", user_form),)
+    assert all(
+        pool.conversations[c.seed] == (("user", PROMPT.prompt),) for c in result.candidates[:3]
+    )
+
+
+async def test_moa_aggregate_message_lists_every_previous_answer() -> None:
+    # aggregator_role user: question and references in one user turn, for every model.
+    ctx = context(BudgetConfig(generations=8), names=("a", "b", "c"))
+    result = await run_moa(PROMPT, ctx, MoASettings(layers_per_block=2, aggregator_role="user"))
     messages = pool_of(ctx).messages
     for c in result.candidates:
         sent = messages[c.seed]

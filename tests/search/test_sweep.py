@@ -14,7 +14,7 @@ from engine.config import ConfigError, load_config
 from engine.pool import ModelPool
 from engine.seeds import derive_seed
 from engine.storage import PROGRESS, SUMMARY, RunDirectoryError, read_jsonl
-from search.sweep import CELLS, Cell, SweepConfig, cell_seed, sweep
+from search.sweep import CELLS, EVAL_SCORES, Cell, SweepConfig, cell_seed, sweep
 from search.synthesize import SAMPLES
 from tests.search.toy import ToyPool
 from tests.test_cli import assert_clean_failure, run, write_config
@@ -297,3 +297,84 @@ def test_cli_sweep_with_a_bad_prompts_file_fails_cleanly(tmp_path: Path) -> None
 def test_cli_sweep_resume_needs_a_name(tmp_path: Path) -> None:
     config = write_config(tmp_path, GOOD_SWEEP)
     assert_clean_failure(run("sweep", config, "--resume"), "--resume needs --name")
+
+
+def test_a_toa_method_with_a_width_below_k_is_refused() -> None:
+    from pydantic import ValidationError
+
+    methods = [{"name": "toa", "strategy": {"kind": "toa", "width": 1}}]
+    with pytest.raises(ValidationError, match=r"methods\[0\] \(toa\): toa width 1 is below"):
+        toy_config(methods=methods)
+
+
+async def toy_eval(prompt: str, responses: list[str], reference: str | None) -> list[float]:
+    """An evaluation reward that disagrees with `toy_reward`: (seed mod 7) / 7."""
+    return [int(r.split("|")[1]) % 7 / 7 for r in responses]
+
+
+EVAL = {"kind": "callable", "path": "tests.search.test_sweep:toy_eval"}
+
+
+async def test_an_eval_reward_scores_what_the_selection_picked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.sweep as sweep_module
+
+    started: list[str] = []
+    real = sweep_module.started_reward
+
+    def counting(spec: Any, pool: Any) -> Any:
+        started.append(spec.path)
+        return real(spec, pool)
+
+    monkeypatch.setattr(sweep_module, "started_reward", counting)
+    path = tmp_path / "s"
+    config = toy_config(eval_reward=EVAL)
+    summary = await sweep(config, path, pool=ToyPool())  # type: ignore[arg-type]
+    # Each reward started once for the whole sweep.
+    assert started.count(EVAL["path"]) == 1 and len(started) == 2
+    assert summary["evaluation_reward"] == "callable" and summary["evaluated_separately"]
+    units = pd.read_parquet(path / "units.parquet")
+    for cell in config.cells():
+        folder = path / CELLS / cell.name
+        lines = list(read_jsonl(folder / EVAL_SCORES))
+        assert sorted(line["prompt_id"] for line in lines) == sorted(units["prompt_id"].unique())
+        samples = list(read_jsonl(folder / SAMPLES))
+        for line in lines:
+            mine = [s for s in samples if s["prompt_id"] == line["prompt_id"]]
+            # Every scored sample has its evaluation beside its selection reward.
+            assert set(line["scores"]) == {str(s["id"]) for s in mine}
+            picked = max(mine, key=lambda s: (s["reward"], -s["id"]))
+            row = units[
+                (units["method"] == cell.method)
+                & (units["budget"] == cell.budget)
+                & (units["seed"] == cell.seed)
+                & (units["prompt_id"] == line["prompt_id"])
+            ].iloc[0]
+            seed = int(picked["text"].split("|")[1])
+            assert row["best_reward"] == pytest.approx(seed % 7 / 7)
+            assert row["selected_reward"] == pytest.approx(seed % 100 / 100)
+    report = (path / "report.md").read_text(encoding="utf-8")
+    assert "evaluation reward: callable (separate" in report
+    assert "callable reward of the selected answer" in report
+
+
+async def test_an_interrupted_evaluation_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    config = toy_config(eval_reward=EVAL)
+    await sweep(config, path, pool=ToyPool())  # type: ignore[arg-type]
+    units = pd.read_parquet(path / "units.parquet")
+    cell = path / CELLS / config.cells()[-1].name
+    lines = (cell / EVAL_SCORES).read_text(encoding="utf-8").splitlines(keepends=True)
+    (cell / EVAL_SCORES).write_text(lines[0] + lines[1][:7], encoding="utf-8")  # torn
+    pool = ToyPool()
+    await sweep(config, path, resume=True, pool=pool)  # type: ignore[arg-type]
+    assert pool.calls == []  # no search again, only the evaluation
+    assert len(list(read_jsonl(cell / EVAL_SCORES))) == 3
+    pd.testing.assert_frame_equal(pd.read_parquet(path / "units.parquet"), units)
+
+
+def test_without_an_eval_reward_the_selection_reward_evaluates() -> None:
+    config = toy_config()
+    assert config.evaluator() == config.reward and config.evaluator_name() is None
+    assert "eval_reward" not in config.cell_config(config.cells()[0]).model_dump()

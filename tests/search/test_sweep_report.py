@@ -17,13 +17,17 @@ from search.sweep_report import (
     leads,
     markdown_report,
     paired_p_value,
+    paired_prompt_means,
+    prompt_means,
     prompt_rows,
     quality_labels,
+    share_p_value,
     write_plots,
     write_table,
 )
 
-# Two methods, two budgets, two seeds, three prompts: 6 (prompt, seed) units per cell.
+# Two methods, two budgets, two seeds, three prompts: 6 (prompt, seed) units per cell;
+# unit i is prompt p{i // 2}, seed i % 2.
 BEST = {
     ("a", 1): [0.2, 0.5, 0.9, 0.4, 0.7, 0.3],
     ("b", 1): [0.1, 0.5, 0.6, 0.4, 0.2, 0.3],
@@ -54,16 +58,39 @@ def units() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_curve_intervals_are_scipy_t_intervals() -> None:
+# The seeds of each prompt averaged, by hand: (0.2 + 0.5) / 2, (0.9 + 0.4) / 2, ...
+PROMPT_MEANS = {
+    ("a", 1): [0.35, 0.65, 0.5],
+    ("b", 1): [0.3, 0.5, 0.25],
+    ("a", 2): [0.65, 0.9, 0.7],
+    ("b", 2): [0.55, 0.8, 0.6],
+}
+
+
+def test_prompt_means_average_each_prompts_seeds() -> None:
+    data = units()
+    for (method, budget), expected in PROMPT_MEANS.items():
+        cell = data[(data["method"] == method) & (data["budget"] == budget)]
+        got = prompt_means(cell, "best_reward")
+        assert list(got.index) == ["p0", "p1", "p2"]
+        np.testing.assert_allclose(got.to_numpy(), expected)
+    # A unit without a value is left out of its prompt's mean.
+    cell = data[(data["method"] == "a") & (data["budget"] == 1)].copy()
+    cell.loc[cell.index[0], "best_reward"] = np.nan
+    np.testing.assert_allclose(prompt_means(cell, "best_reward").to_numpy(), [0.5, 0.65, 0.5])
+
+
+def test_curve_intervals_are_t_intervals_over_prompts() -> None:
     curve = curves(units(), ["best_reward", "topk_reward"])
-    assert len(curve) == 4 and set(curve["units"]) == {6}
+    assert len(curve) == 4 and set(curve["units"]) == {6} and set(curve["prompts"]) == {3}
     for _, row in curve.iterrows():
-        data = np.array(BEST[(row["method"], row["budget"])])
-        low, high = stats.t.interval(0.95, len(data) - 1, loc=data.mean(), scale=stats.sem(data))
+        # n = 3 prompts, not 6 (prompt, seed) units: a prompt's seeds are not independent.
+        data = np.array(PROMPT_MEANS[(row["method"], row["budget"])])
+        low, high = stats.t.interval(0.95, 2, loc=data.mean(), scale=stats.sem(data))
         assert row["best_reward"] == pytest.approx(data.mean())
         assert (row["best_reward_low"], row["best_reward_high"]) == pytest.approx((low, high))
         half = data / 2
-        low, high = stats.t.interval(0.95, 5, loc=half.mean(), scale=stats.sem(half))
+        low, high = stats.t.interval(0.95, 2, loc=half.mean(), scale=stats.sem(half))
         assert (row["topk_reward_low"], row["topk_reward_high"]) == pytest.approx((low, high))
     first = curve[(curve["method"] == "a") & (curve["budget"] == 1)].iloc[0]
     assert first["tokens"] == pytest.approx(102.5) and first["generations"] == 1
@@ -92,19 +119,31 @@ def test_leads_name_the_best_method_and_test_it_against_the_runner_up() -> None:
         (2, "a", "b"),
     ]
     one, two = found
-    assert one.lead == pytest.approx(np.mean(BEST[("a", 1)]) - np.mean(BEST[("b", 1)]))
-    assert one.p_value == pytest.approx(stats.ttest_rel(BEST[("a", 1)], BEST[("b", 1)]).pvalue)
-    assert one.units == 6 and not one.significant  # p = 0.10
-    assert two.p_value == pytest.approx(0.03125) and two.significant
+    assert one.lead == pytest.approx(0.5 - 0.35)
+    # Paired over the 3 prompts: differences 0.05, 0.15, 0.25 (t = 2.598, 2 df).
+    assert one.p_value == pytest.approx(
+        stats.ttest_rel(PROMPT_MEANS[("a", 1)], PROMPT_MEANS[("b", 1)]).pvalue
+    )
+    assert one.p_value == pytest.approx(0.1216, abs=1e-4)
+    assert one.prompts == 3 and not one.significant
+    # Every prompt favours a by 0.1: the sign test over 3 prompts, 2 x 0.5^3 (over the 6
+    # units it would be 0.03125, significant).
+    assert two.p_value == pytest.approx(0.25) and not two.significant
 
 
-def test_leads_pair_only_shared_units_and_handle_a_lone_method() -> None:
+def test_leads_pair_only_shared_prompts_and_handle_a_lone_method() -> None:
     data = units()
     data = data[~((data["method"] == "b") & (data["prompt_id"] == "p0"))]
     (lead, _) = leads(data, "best_reward")
-    assert lead.units == 4
-    kept = [0.9, 0.4, 0.7, 0.3], [0.6, 0.4, 0.2, 0.3]
+    assert lead.prompts == 2
+    kept = [0.65, 0.5], [0.5, 0.25]
     assert lead.p_value == pytest.approx(stats.ttest_rel(*kept).pvalue)
+    # Seeds are paired too: b lacks seed 1 of p1, so a's p1 is its seed 0 alone.
+    data = units()
+    data = data[~((data["method"] == "b") & (data["prompt_id"] == "p1") & (data["seed"] == 1))]
+    first, second = paired_prompt_means(data[data["budget"] == 1], "best_reward", "a", "b")
+    np.testing.assert_allclose(first, [0.35, 0.9, 0.5])
+    np.testing.assert_allclose(second, [0.3, 0.6, 0.25])
     alone = leads(units().query("method == 'a'"), "best_reward")
     assert alone[0].runner_up is None and alone[0].p_value is None and not alone[0].significant
 
@@ -116,6 +155,29 @@ def test_a_tie_is_not_a_significant_lead() -> None:
     ].to_numpy()
     for lead in leads(data, "best_reward"):
         assert lead.lead == 0 and lead.p_value == 1.0 and not lead.significant
+
+
+def test_share_p_value_is_an_exact_sign_test_over_prompts() -> None:
+    # One seed: McNemar's exact test. 5 prompts met by the first only, 0 by the second
+    # only (the concordant ones do not count): 2 x 0.5^5.
+    assert share_p_value([1, 1, 1, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0, 1]) == pytest.approx(0.0625)
+    # Seed-averaged shares: one prompt each way, one tie -> Bin(2, 1/2), p = 1.
+    assert share_p_value([0.5, 1.0, 0.0], [0.0, 1.0, 0.5]) == pytest.approx(1.0)
+    assert share_p_value([1.0, 0.0], [1.0, 0.0]) == 1.0  # no discordant prompt
+    with pytest.raises(ValueError, match="differ in size"):
+        share_p_value([1.0], [1.0, 0.0])
+
+
+def test_the_all_met_lead_is_tested_by_the_sign_test() -> None:
+    data = units()
+    # a meets all constraints on every unit of budget 1, b on every unit but p0's.
+    one = data["budget"] == 1
+    data.loc[one, ALL_MET] = 1.0
+    data.loc[one & (data["method"] == "b") & (data["prompt_id"] == "p0"), ALL_MET] = 0.0
+    lead = leads(data, ALL_MET)[0]
+    assert (lead.leader, lead.runner_up) == ("a", "b")
+    # One discordant prompt of three: Bin(1, 1/2), p = 1 (a t-test would be undefined).
+    assert lead.p_value == pytest.approx(1.0) and lead.prompts == 3
 
 
 def sample(prompt: str, i: int, model: str, reward: float | None, tokens: int = 10) -> dict:
@@ -151,9 +213,34 @@ def test_prompt_rows_measure_compute_per_model_and_quality() -> None:
     assert p2["generations"] == 2 and p2["topk_reward"] == 0.75 and ALL_MET not in p2
 
 
+def test_prompt_rows_evaluate_what_the_selection_reward_picked() -> None:
+    rows = [
+        {**sample("p", 0, "x", 0.5), "eval_reward": 0.9},
+        {**sample("p", 1, "x", 1.0), "eval_reward": 0.2},
+        {**sample("p", 2, "x", None), "eval_reward": None},  # feedback: not evaluated
+        {**sample("p", 3, "x", 0.25), "eval_reward": 1.0},
+        {**sample("p", 4, "x", 0.75), "eval_reward": 0.4},
+        {**sample("q", 0, "x", 0.5), "eval_reward": 0.1},
+        {**sample("q", 1, "x", 0.5), "eval_reward": 1.0},
+    ]
+    p, q = prompt_rows(rows, {"x": 0.0}, top_k=2, verifiable=True, evaluated=True)
+    # Selected: sample 1 (selection reward 1.0), whose evaluation is 0.2, not the best 1.0.
+    assert p["best_reward"] == 0.2 and p["selected_reward"] == 1.0
+    assert p["topk_reward"] == pytest.approx((0.2 + 0.4) / 2)  # the selection's top 2
+    assert p[ALL_MET] == 0.0  # the selected answer's evaluation is below 1
+    assert q["best_reward"] == 0.1 and q[ALL_MET] == 0.0  # a tie goes to the earlier sample
+    with pytest.raises(ValueError, match="sample 1 of prompt 'p' has no evaluation score"):
+        prompt_rows([sample("p", 1, "x", 1.0)], {}, top_k=2, verifiable=False, evaluated=True)
+
+
 def test_quality_labels() -> None:
     assert list(quality_labels(4, verifiable=True)) == ["best_reward", "topk_reward", ALL_MET]
     assert quality_labels(3, verifiable=False)["topk_reward"] == "mean top-3 reward"
+    judged = quality_labels(3, verifiable=False, evaluator="judge")
+    assert judged == {
+        "best_reward": "judge reward of the selected answer",
+        "topk_reward": "mean judge reward of the selection's top 3",
+    }
 
 
 def test_table_plots_and_report_from_synthetic_rows(tmp_path: Path) -> None:
@@ -180,6 +267,6 @@ def test_table_plots_and_report_from_synthetic_rows(tmp_path: Path) -> None:
     found = {q: leads(data, q) for q in labels}
     report = markdown_report("Sweep t", ["3 prompts"], curve, found, labels, ["plots/x.png"])
     assert report.startswith("# Sweep t\n\n- 3 prompts")
-    assert "| 2 | **a** (0.750) | b (0.650) | +0.100 | 0.0312 | yes |" in report
+    assert "| 2 | **a** (0.750) | b (0.650) | +0.100 | 0.25 | no |" in report
     assert "0.500 [" in report and "![x](plots/x.png)" in report
     assert sweep_report.ALPHA == 0.05

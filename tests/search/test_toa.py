@@ -18,7 +18,15 @@ from engine.config import BudgetConfig
 from engine.seeds import derive_seed
 from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
 from search.base import ROOT, Candidate, SearchContext, SearchResult
-from search.toa import TOASettings, _Tree, is_fully_expanded, normalize, run, ucb
+from search.toa import (
+    TOASettings,
+    _Tree,
+    is_fully_expanded,
+    normalize,
+    run,
+    tree_width,
+    ucb,
+)
 from tests.search.toy import ToyPool, ToyReward
 
 PROMPT = Prompt(id="q1", prompt="Say something.")
@@ -548,3 +556,42 @@ async def test_the_exported_tree_alternates_model_and_response_nodes(in_flight: 
     json.dumps(result.tree_document())
     best = result.best()
     assert best is not None and best.reward == max(c.reward or 0.0 for c in result.candidates)
+
+
+# --- width >= K, as the authors' code asserts ------------------------------------------------
+
+
+def test_a_width_below_the_number_of_models_is_refused() -> None:
+    with pytest.raises(ValidationError, match="width 2 is below the number of models"):
+        TOASettings(models=["a", "b", "c"], width=2)
+    TOASettings(models=["a", "b", "c"], width=3)  # = K is fine
+    # All pool models (models None): checked against the pool's names.
+    with pytest.raises(ValueError, match="width 2 is below the number of models \\(3\\)"):
+        TOASettings(width=2).check_pool(["a", "b", "c"])
+    TOASettings(width=2).check_pool(["a", "b"])
+
+
+def test_a_synthesize_config_with_a_width_below_k_is_a_config_error() -> None:
+    from engine.config import ConfigError
+    from search.synthesize import SynthesizeConfig, check_models
+
+    config = SynthesizeConfig.model_validate(
+        {
+            "models": [{"name": n, "model": f"/no/{n}"} for n in "abc"],
+            "strategy": {"kind": "toa", "width": 2},
+        }
+    )
+    with pytest.raises(ConfigError, match="strategy: toa width 2 is below"):
+        check_models(config)
+
+
+async def test_run_refuses_a_width_below_k() -> None:
+    with pytest.raises(ValueError, match="below the number of models"):
+        await toa(6, names=("a", "b", "c"), width=2)
+
+
+def test_the_default_width_is_plays_over_3_and_at_least_k() -> None:
+    assert tree_width(None, 30, 4) == 10  # the authors' K x samples / 3
+    assert tree_width(None, 8, 4) == 4  # 8 // 3 = 2 < K: raised to K
+    assert tree_width(None, 12, 4) == 4
+    assert tree_width(5, 30, 4) == 5  # a configured width is kept

@@ -6,17 +6,28 @@ what, and its reward is a fixed function of the text, so every number is predict
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 
 from engine.rewards.base import Reward
 from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
 
 
 class ToyPool:
-    def __init__(self, names: Sequence[str] = ("a", "b"), parameters: float = 1e6) -> None:
+    def __init__(
+        self,
+        names: Sequence[str] = ("a", "b"),
+        parameters: float = 1e6,
+        system_prompts: Mapping[str, str] | None = None,
+    ) -> None:
         self.names = list(names)
         self.calls: list[tuple[str, int]] = []  # (model, batch size)
         self._parameters = parameters
+        self._system_prompts = dict(system_prompts or {})
+
+    def spec(self, model: str) -> SimpleNamespace:
+        """What strategies read of a model's config: its own system prompt, if any."""
+        return SimpleNamespace(system_prompt=self._system_prompts.get(model))
 
     def sampling(self, model: str, base: SamplingSettings | None = None) -> SamplingSettings:
         return base or SamplingSettings()
