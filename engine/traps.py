@@ -72,9 +72,9 @@ def unconstrained_prompts(spec: BaseModel, prompts: Sequence[Prompt], field: str
         else f"{bare} of the {len(prompts)} prompts have no constraints"
     )
     return [
-        f"{field}: 'verifiable' scores a prompt's constraints, and {which}: every sample of "
-        "such a prompt scores 1.0, so none is preferred and it makes no pair (add "
-        "constraints, or choose another reward: judge, embedding, classifier)"
+        f"{field}: 'verifiable' scores constraints, and {which}: their samples all score "
+        "1.0, so none is preferred and no pair is made; add constraints or choose another "
+        "reward (judge, embedding, classifier)"
     ]
 
 

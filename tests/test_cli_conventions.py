@@ -329,7 +329,7 @@ def test_traps_are_warned_before_the_engines_start(
     )
     result = cli.invoke(app, ["synthesize", str(config), "--output-dir", str(tmp_path / "r")])
     flat = " ".join(result.output.split())
-    assert "'verifiable' scores a prompt's constraints, and none of the 1 prompts" in flat
+    assert "'verifiable' scores constraints, and none of the 1 prompts" in flat
     assert flat.index("WARNING") < flat.index("engines would start here")
     judged = config.read_text(encoding="utf-8") + "reward: {kind: judge, model: other}\n"
     config.write_text(judged, encoding="utf-8")

@@ -40,7 +40,7 @@ def test_verifiable_on_prompts_without_constraints_is_warned() -> None:
     config = synthesize()  # the default reward: verifiable
     (message,) = unconstrained_prompts(config.reward, BARE, "reward")
     assert "none of the 2 prompts has constraints" in message
-    assert "scores 1.0" in message and "no pair" in message
+    assert "score 1.0" in message and "no pair" in message
     (some,) = unconstrained_prompts(config.reward, BARE + CONSTRAINED, "reward")
     assert "2 of the 3 prompts have no constraints" in some
 
