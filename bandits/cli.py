@@ -12,8 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bandits.select import HumanPreference, SelectConfig, run_select
-from engine.cli import OutputDir, Resume, RunName, fail, guarded, run_directory
+from bandits.select.config import STDIN, CandidateSpec, RewardPreference
+from engine.cli import OutputDir, Overrides, Resume, RunName, guarded, run_target
 from engine.config import load_config
+from engine.prompts import load_prompts
+from engine.terminal import STDERR
+from engine.traps import check_judge_templates, judges_generating, unconstrained_prompts, warn
 
 
 def register(app: typer.Typer, config_kinds: dict[str, type[BaseModel]]) -> None:
@@ -27,7 +31,8 @@ def select_command(
     ],
     name: RunName = None,
     output_dir: OutputDir = None,
-    resume: Resume = False,
+    resume: Resume = None,
+    overrides: Overrides = None,
     rounds: Annotated[int | None, typer.Option(help="Play at most this many rounds.")] = None,
     interactive: Annotated[
         bool,
@@ -40,21 +45,38 @@ def select_command(
     A reward model, or you with --interactive, prefers one answer per query.
     The state is saved after every round: --resume continues a stopped run.
     """
-    if resume and name is None:
-        fail("--resume needs --name of the run to continue")
 
     def body() -> dict[str, Any]:
-        settings = load_config(config, SelectConfig)
+        settings = load_config(config, SelectConfig, overrides or ())
         if rounds is not None:
             settings = settings.model_copy(update={"rounds": rounds})
         if interactive:
             settings = settings.model_copy(update={"feedback": HumanPreference()})
-        run_path = run_directory(config, output_dir or settings.output_dir, name)
-        summary = asyncio.run(run_select(settings, run_path, resume=resume))
+        run_path, resuming = run_target(config, output_dir, settings.output_dir, name, resume)
+        warn(select_traps(settings))
+        summary = asyncio.run(run_select(settings, run_path, resume=resuming, console=STDERR))
         summary["run_dir"] = str(run_path)
         return summary
 
     print_summary(guarded(body))
+
+
+def select_traps(config: SelectConfig) -> list[str]:
+    """Warnings about a select config that runs but does not do what was meant (a judge
+    template that cannot work is a ConfigError), made before any engine starts."""
+    if not isinstance(config.feedback, RewardPreference):
+        return []
+    reward, field = config.feedback.reward, "feedback.reward"
+    check_judge_templates(reward, field)
+    messages = []
+    if config.prompts != STDIN:
+        prompts = load_prompts(config.prompts, config.limit).prompts
+        messages += unconstrained_prompts(reward, prompts, field)
+    implicit = [CandidateSpec(name=n, model=n) for n in config.model_names()]
+    if config.candidates == implicit:  # left out: every pool model is a candidate
+        models = [c.model for c in config.candidates]
+        messages += judges_generating(reward, field, models, "candidates")
+    return messages
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -8,28 +8,53 @@ the `multisample.commands` entry-point group, so the engine never imports them.
 from __future__ import annotations
 
 import json
-import logging
-import sys
+import os
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from engine.backends.base import BackendError
-from engine.config import ConfigError, PoolConfig, load_config
+from engine.config import ConfigError, PoolConfig, read_config, validate_config
 from engine.rewards.base import RewardError
-from engine.storage import RunDirectoryError
+from engine.storage import CONFIG, RunDirectoryError
+from engine.terminal import LEVELS, STDERR, configure_logging, log_level
+
+
+class _Command(TyperGroup):
+    """The root command. `--resume` takes the run directory (`--resume RUN_DIR`), and
+    alone (last, or before another option) it still means "the run --name": given no
+    value there, it is handed the empty string, which the run commands read that way."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, bare_resume_as_empty(args))
+
+
+def bare_resume_as_empty(args: list[str]) -> list[str]:
+    """`--resume` followed by nothing or by another option becomes `--resume=`."""
+    rewritten = []
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return rewritten + args[index:]
+        follows = args[index + 1] if index + 1 < len(args) else None
+        bare = arg == "--resume" and (follows is None or follows.startswith("-"))
+        rewritten.append("--resume=" if bare else arg)
+    return rewritten
+
 
 app = typer.Typer(
     name="multisample",
-    help="Test-time compute and multi-agent sampling over a pool of models.",
+    cls=_Command,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -38,7 +63,7 @@ config_app = typer.Typer(help="Inspect and check configuration files.", no_args_
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 
-stderr = Console(stderr=True)
+stderr = STDERR
 CONFIG_KINDS: dict[str, type[BaseModel]] = {"pool": PoolConfig}
 """Config models by name, for `config schema` and `config check`; plugins add theirs."""
 
@@ -68,21 +93,79 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 # The options every run command shares (synthesize, sweep, select).
 RunName = Annotated[
-    str | None, typer.Option("--name", help="Run name (default: config name + UTC time).")
+    str | None,
+    typer.Option(
+        "--name",
+        help="Run name: a folder name under the output directory, not a path "
+        "(default: config name + UTC time).",
+    ),
 ]
 OutputDir = Annotated[
     Path | None,
     typer.Option("--output-dir", help="Parent of the run directory (default: the config's)."),
 ]
 Resume = Annotated[
-    bool,
-    typer.Option("--resume", help="Continue the run --name where it stopped; nothing is redone."),
+    str | None,
+    typer.Option(
+        "--resume",
+        metavar="RUN_DIR",
+        help="Continue a stopped run where it stopped (nothing finished is redone): the "
+        "run directory the command printed, or alone with --name.",
+    ),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="PATH=VALUE",
+        help="Override a config value before it is checked, e.g. budget.generations=8 or "
+        "models.smollm2.max_model_len=4096 (a list entry by index or name); VALUE is "
+        "YAML. Repeatable.",
+    ),
 ]
 
 
+def check_run_name(name: str) -> None:
+    """A run name is a folder name: where it goes is --output-dir's business."""
+    separators = {"/", "\\", os.sep, os.altsep or "/"}
+    if not name or name in {".", ".."} or any(s in name for s in separators):
+        fail(
+            f"--name {name!r}: a run name is a folder name, not a path; "
+            "give the parent folder with --output-dir"
+        )
+
+
 def run_directory(config: Path, output_dir: str | Path, name: str | None) -> Path:
-    """Where a run of `config` goes: --name, or the config's name and the UTC time."""
+    """Where a new run of `config` goes: --name, or the config's name and the UTC time."""
+    if name is not None:
+        check_run_name(name)
     return Path(output_dir) / (name or f"{config.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+
+
+def run_target(
+    config: Path,
+    output_dir: Path | None,
+    default_output_dir: str | Path,
+    name: str | None,
+    resume: str | None,
+) -> tuple[Path, bool]:
+    """The run directory a command writes and whether it resumes it, from --output-dir,
+    --name and --resume (None: not given; "": given alone; else the run directory, or a
+    run's name under the output directory)."""
+    parent = Path(output_dir if output_dir is not None else default_output_dir)
+    if not resume:
+        if resume == "" and name is None:
+            fail("--resume needs --name of the run to continue, or its directory: --resume RUN_DIR")
+        return run_directory(config, parent, name), resume == ""
+    given = Path(resume)
+    path = given if given.is_dir() or len(given.parts) != 1 else parent / given
+    if not (path / CONFIG).is_file():
+        fail(f"--resume {resume}: not a run directory (no {path / CONFIG})")
+    if name is not None and name != path.name:
+        fail(f"--resume {resume} names another run than --name {name}; give one of them")
+    if output_dir is not None and output_dir.resolve() != path.resolve().parent:
+        fail(f"--resume {resume} is not under --output-dir {output_dir}; give one of them")
+    return path, True
 
 
 def guarded(function: Callable[[], T]) -> T:
@@ -92,7 +175,7 @@ def guarded(function: Callable[[], T]) -> T:
     except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail("interrupted; finished work is kept (use --resume to continue)", code=130)
+        fail("interrupted; finished work is kept (continue with --resume RUN_DIR)", code=130)
     except OSError as exc:
         fail(f"{getattr(exc, 'filename', None) or ''}: {exc.strerror or exc}".lstrip(": "))
 
@@ -153,13 +236,97 @@ def config_schema(
 @config_app.command("check")
 def config_check(
     path: Annotated[Path, typer.Argument(help="The YAML config file.")],
-    kind: Annotated[str, typer.Option(help="Which config kind the file is.")] = "synthesize",
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Which config kind the file is (default: guessed from its fields)."),
+    ] = None,
+    overrides: Overrides = None,
 ) -> None:
     """Validate a config file; print every problem with its line and field."""
-    if kind not in CONFIG_KINDS:
+    if kind is not None and kind not in CONFIG_KINDS:
         fail(f"unknown config kind {kind!r}; known: {', '.join(CONFIG_KINDS)}")
-    guarded(lambda: load_config(path, CONFIG_KINDS[kind]))
-    typer.echo(f"{path}: ok")
+    text, data, applied = guarded(lambda: read_config(path, overrides or ()))
+    guess = ""
+    if kind is None:
+        kind, evidence = guess_config_kind(data, CONFIG_KINDS)
+        shown = ", ".join(evidence[:3]) + (", ..." if len(evidence) > 3 else "")
+        because = f"its field(s) {shown}" if evidence else "no field of another kind"
+        guess = f" (checked as a {kind} config, guessed from {because}; --kind to choose)"
+    try:
+        validate_config(path, CONFIG_KINDS[kind], text, data, applied)
+    except ConfigError as exc:
+        fail(f"{exc}{guess}")
+    typer.echo(f"{path}: ok{guess}")
+
+
+def guess_config_kind(
+    data: dict[str, Any], kinds: dict[str, type[BaseModel]], default: str = "synthesize"
+) -> tuple[str, list[str]]:
+    """The config kind whose own fields (those no other kind has) the data uses most, and
+    those fields; `default` (or the first kind) with none when no kind's own field is there."""
+    fields = {kind: set(model.model_fields) for kind, model in kinds.items()}
+    best, evidence = (default if default in kinds else next(iter(kinds))), []
+    for kind, own in fields.items():
+        others = set().union(*(f for k, f in fields.items() if k != kind))
+        used = [key for key in data if key in own - others]
+        if len(used) > len(evidence):
+            best, evidence = kind, used
+    return best, evidence
+
+
+def print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"multisample {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed package's version, or the checkout's pyproject.toml's when run from
+    a source tree that is not installed."""
+    try:
+        return version("multisample")
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+@app.callback()
+def global_options(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="More log detail: -v shows progress notes and the engines' (Ray, vLLM) "
+            "messages, -vv debug records.",
+        ),
+    ] = 0,
+    level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help=f"Log level ({', '.join(LEVELS)}); overrides -v. Default: WARNING.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Test-time compute and multi-agent sampling over a pool of models.
+
+    Logs go to standard error, above the progress bar; these options precede the command.
+    """
+    if level is not None and level.upper() not in LEVELS:
+        fail(f"--log-level {level}: not a level; one of {', '.join(LEVELS)}")
+    configure_logging(log_level(verbose, level), STDERR)
 
 
 def _load_plugins() -> None:
@@ -168,8 +335,5 @@ def _load_plugins() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
     _load_plugins()
     app()

@@ -14,12 +14,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from engine.cli import OutputDir, Resume, RunName, fail, guarded, run_directory
+from engine.cli import OutputDir, Overrides, Resume, RunName, fail, guarded, run_target
 from engine.config import load_config
+from engine.prompts import load_prompts
 from engine.storage import SUMMARY, read_jsonl
+from engine.terminal import STDERR
+from engine.traps import warn
 from search.base import ROOT
 from search.sweep import SweepConfig, sweep
 from search.synthesize import SAMPLES, SynthesizeConfig, synthesize, tree_path
+from search.traps import search_traps
 
 
 def register(app: typer.Typer, config_kinds: dict[str, type[BaseModel]]) -> None:
@@ -35,19 +39,20 @@ def synthesize_command(
     config: Annotated[Path, typer.Argument(help="YAML config (see `multisample config schema`).")],
     name: RunName = None,
     output_dir: OutputDir = None,
-    resume: Resume = False,
+    resume: Resume = None,
+    overrides: Overrides = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
 ) -> None:
     """Run a search strategy over a prompts file; write samples, DPO pairs and trees."""
-    if resume and name is None:
-        fail("--resume needs --name of the run to continue")
 
     def body() -> dict[str, Any]:
-        settings = load_config(config, SynthesizeConfig)
+        settings = load_config(config, SynthesizeConfig, overrides or ())
         if limit is not None:
             settings = settings.model_copy(update={"limit": limit})
-        run_path = run_directory(config, output_dir or settings.output_dir, name)
-        summary = asyncio.run(synthesize(settings, run_path, resume=resume))
+        run_path, resuming = run_target(config, output_dir, settings.output_dir, name, resume)
+        prompts = load_prompts(settings.prompts, settings.limit).prompts
+        warn(search_traps(settings, [("strategy", settings.strategy)], prompts))
+        summary = asyncio.run(synthesize(settings, run_path, resume=resuming, console=STDERR))
         summary["run_dir"] = str(run_path)
         return summary
 
@@ -59,16 +64,19 @@ def sweep_command(
     config: Annotated[Path, typer.Argument(help="YAML sweep config (`config schema sweep`).")],
     name: RunName = None,
     output_dir: OutputDir = None,
-    resume: Resume = False,
+    resume: Resume = None,
+    overrides: Overrides = None,
 ) -> None:
     """Methods x budgets x seeds over one prompts file: quality against compute."""
-    if resume and name is None:
-        fail("--resume needs --name of the sweep to continue")
 
     def body() -> dict[str, Any]:
-        settings = load_config(config, SweepConfig)
-        path = run_directory(config, output_dir or settings.output_dir, name)
-        summary = asyncio.run(sweep(settings, path, resume=resume))
+        settings = load_config(config, SweepConfig, overrides or ())
+        path, resuming = run_target(config, output_dir, settings.output_dir, name, resume)
+        prompts = load_prompts(settings.prompts, settings.limit).prompts
+        methods = enumerate(settings.methods)
+        strategies = [(f"methods[{i}].strategy", method.strategy) for i, method in methods]
+        warn(search_traps(settings, strategies, prompts))
+        summary = asyncio.run(sweep(settings, path, resume=resuming, console=STDERR))
         summary["sweep_dir"] = str(path)
         return summary
 
@@ -180,7 +188,7 @@ def train_command(
 
     def body() -> dict[str, Any]:
         try:
-            return train_run(run, options, Console(stderr=True))
+            return train_run(run, options, STDERR)
         except TrainInputError as exc:
             fail(str(exc))
         except KeyboardInterrupt:

@@ -38,6 +38,9 @@ MAX_RETRY_AFTER_S = 60.0
 """Longest wait a server's Retry-After header may impose on one attempt."""
 _BODY_EXCERPT_CHARS = 200
 """How much of a non-JSON error body goes into an error message."""
+HTTPX_MAX_CONNECTIONS = 100
+HTTPX_KEEPALIVE_CONNECTIONS = 20
+"""httpx's default connection limits, kept as floors."""
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Client-error statuses worth another attempt (as OpenAI's own client retries them:
 request timeout, conflict, rate limit); every 5xx is retried too."""
@@ -103,7 +106,9 @@ class OpenAIBackend:
             self._api_key = key
             headers["Authorization"] = f"Bearer {key}"
         self._semaphore = asyncio.Semaphore(self.spec.max_concurrency)
-        self._client = httpx.AsyncClient(timeout=self.spec.timeout_s, headers=headers)
+        self._client = httpx.AsyncClient(
+            timeout=self.spec.timeout_s, headers=headers, limits=connection_limits(self.spec)
+        )
 
     async def close(self) -> None:
         """Close the HTTP client. Idempotent."""
@@ -368,6 +373,16 @@ class OpenAIBackend:
                 return "connection refused"
             cause = cause.__cause__ or cause.__context__
         return f"cannot connect: {self._one_line(str(exc)) or type(exc).__name__}"
+
+
+def connection_limits(spec: OpenAIModelSpec) -> httpx.Limits:
+    """httpx's pool holds 100 connections and keeps 20 alive by default: a
+    `max_concurrency` above them would silently wait for a connection, or reconnect for
+    every request. One connection per request in flight, each kept for the next."""
+    return httpx.Limits(
+        max_connections=max(HTTPX_MAX_CONNECTIONS, spec.max_concurrency),
+        max_keepalive_connections=max(HTTPX_KEEPALIVE_CONNECTIONS, spec.max_concurrency),
+    )
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import string
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,8 @@ DEFAULT_TEMPLATE = (
 )
 log = logging.getLogger(__name__)
 REFERENCE_BLOCK = "A reference answer, for comparison:\n{reference}\n\n"
+TEMPLATE_FIELDS = frozenset({"question", "answer", "reference", "reference_block"})
+"""The fields a judge template may use; {answer} it must."""
 
 
 class JudgeRewardSpec(BaseRewardSpec):
@@ -45,8 +48,9 @@ class JudgeRewardSpec(BaseRewardSpec):
     use_reference: bool = True
     """Show the prompt's reference answer to the judge when the prompt has one."""
     template: str | None = None
-    """Path of a prompt template file overriding the built-in one; it may use
-    {question}, {answer} and {reference}."""
+    """Path of a prompt template file overriding the built-in one; it must use {answer}
+    and may use {question}, {reference} and {reference_block} (the reference with a
+    heading, or nothing); checked before any engine starts."""
     top_logprobs: int = Field(20, ge=1, le=20)
     """Top log-probabilities of the first token searched for digits."""
     on_missing: Literal["lowest", "error"] = "lowest"
@@ -60,12 +64,38 @@ class JudgeRewardSpec(BaseRewardSpec):
         template = None
         if self.template is not None:
             try:
-                template = Path(self.template).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise RewardError(f"reward.template: cannot read {self.template}: {exc}") from None
+                template = read_template(self.template)
+            except RewardError as exc:
+                raise RewardError(f"reward.template: {exc}") from None
         return JudgeReward(
             pool, self.model, self.use_reference, template, self.top_logprobs, self.on_missing
         )
+
+
+def read_template(path: str) -> str:
+    """A judge template file's text; RewardError when it cannot be read, does not show
+    the judge the {answer}, or uses a field other than TEMPLATE_FIELDS (which would
+    fail only at the first score, with the engines already up)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RewardError(f"cannot read {path}: {exc}") from None
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        braces = "write {{ and }} for literal braces"
+        raise RewardError(f"{path}: not a template ({exc}; {braces})") from None
+    # '{answer.upper}' and '{answer[0]}' name the field 'answer'; '{}' names none (positional).
+    used = {name.split(".")[0].split("[")[0] for _, name, _, _ in parsed if name is not None}
+    unknown = sorted(used - TEMPLATE_FIELDS)
+    if unknown:
+        raise RewardError(
+            f"{path}: unknown field(s) {', '.join('{' + f + '}' for f in unknown)}; "
+            f"allowed: {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}"
+        )
+    if "answer" not in used:
+        raise RewardError(f"{path}: the template never shows the judge the {{answer}}")
+    return text
 
 
 def expected_digit(top_logprobs: dict[str, float]) -> float | None:

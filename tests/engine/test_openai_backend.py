@@ -457,3 +457,17 @@ async def test_missing_api_key_env(
     message = str(info.value)
     assert "'keyed'" in message and "MULTISAMPLE_TEST_MISSING_KEY" in message
     assert "not set" in message
+
+
+@pytest.mark.parametrize(("concurrency", "connections", "kept"), [(4, 100, 20), (300, 300, 300)])
+async def test_connection_limits_follow_max_concurrency(
+    make_backend: Callable[..., OpenAIBackend], concurrency: int, connections: int, kept: int
+) -> None:
+    """httpx's defaults (100 connections, 20 kept alive) would silently cap a higher
+    max_concurrency: the client's own pool must allow one connection per request."""
+    backend = make_backend(max_concurrency=concurrency)
+    await backend.start()
+    assert backend._client is not None
+    pool = backend._client._transport._pool  # type: ignore[attr-defined]
+    assert pool._max_connections == connections
+    assert pool._max_keepalive_connections == kept
