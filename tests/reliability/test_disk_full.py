@@ -5,9 +5,9 @@ for JSONL records, `write_atomic` for whole files); `FullDisk` replaces them wit
 that behave as a disk with N bytes free: a write that does not fit writes what fits (a
 torn line, as a real full disk leaves) and fails with ENOSPC. Space freed (a prompt's
 journal deleted once it is committed) is not given back: the points where the disk
-fills are fractions of what an uninterrupted run writes, journal included. The command must stop with
-one clear line and exit status 2, leave the directory resumable, and once space returns,
-`--resume` must end with exactly the records of an uninterrupted run."""
+fills are fractions of what an uninterrupted run writes, journal included. The command
+must stop with one clear line and exit status 2, leave the directory resumable, and once
+space returns, `--resume` must end with exactly the records of an uninterrupted run."""
 
 from __future__ import annotations
 
