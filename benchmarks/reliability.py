@@ -6,8 +6,11 @@ tests of tests/engine/test_openai_backend.py) as they run now: each test writes 
 injected and what it found into a ledger (MULTISAMPLE_RELIABILITY_LEDGER), and this
 script adds those entries up. Nothing is estimated or copied from an earlier run.
 
-  faults      SIGKILLs of the whole process, killed actor and engine processes, HTTP
-              faults of a flaky endpoint, full and unwritable disks
+  faults      SIGKILLs of the whole process (between searches and mid-search), killed
+              actor and engine processes, HTTP faults of a flaky endpoint, full and
+              unwritable disks
+  generations of the runs killed mid-search: made in all (killed session and resume)
+              against an uninterrupted run, and lost in flight at the kill
   records     expected (from an uninterrupted run), lost and duplicated (must be 0), and
               differing in what must be equal (0)
   bad input   malformed prompts files and configs tried, by kind, and how each was handled
@@ -76,6 +79,9 @@ def aggregate(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "orphans_killed",
         "processes_left_after_exit",
         "same_text_as_reference",
+        "generations_uninterrupted",
+        "generations_made",
+        "generations_lost_in_flight",
     )
     for entry in entries:
         name = entry["scenario"]

@@ -104,12 +104,34 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def _append_bytes(path: Path, data: bytes) -> None:
-    """Append `data` to a file and flush it to disk (the one low-level append)."""
+def _append_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Append `data` to a file and flush it to the OS, and with `sync` to the disk (the
+    one low-level append). Flushed data survives the process being killed; only a
+    synced write survives the machine going down."""
     with path.open("ab") as handle:
         handle.write(data)
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
+
+
+def append_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """`_append_bytes`, with a failed write a RunDirectoryError naming the file and the
+    reason."""
+    if not data:
+        return
+    try:
+        _append_bytes(path, data, sync=sync)
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
+
+
+def replace_file(path: Path, text: str) -> None:
+    """`write_atomic`, with a failed write a RunDirectoryError naming the file."""
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
 
 
 def config_text(config: BaseModel, exclude: set[str] | None = None) -> str:
@@ -260,14 +282,7 @@ class RunDirectory:
 
     def append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
         """Append records to a JSONL file in one write, flushed to disk."""
-        data = "".join(dumps_line(r) for r in records).encode("utf-8")
-        if not data:
-            return
-        path = self.path / name
-        try:
-            _append_bytes(path, data)
-        except OSError as exc:
-            raise _write_failed(path, exc) from None
+        append_bytes(self.path / name, "".join(dumps_line(r) for r in records).encode("utf-8"))
 
     def commit_prompt(
         self,
@@ -281,11 +296,7 @@ class RunDirectory:
         to JSON documents written atomically (e.g. the prompt's tree).
         """
         for relative, document in (files or {}).items():
-            path = self.path / relative
-            try:
-                write_atomic(path, dumps_line(document))
-            except OSError as exc:
-                raise _write_failed(path, exc) from None
+            replace_file(self.path / relative, dumps_line(document))
         for name, rows in records.items():
             self.append(name, rows)
         self.append(PROGRESS, [{"prompt_id": prompt_id}])
@@ -295,11 +306,7 @@ class RunDirectory:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write summary.json, which marks the run complete, and let go of the directory."""
-        path = self.path / SUMMARY
-        try:
-            write_atomic(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-        except OSError as exc:
-            raise _write_failed(path, exc) from None
+        replace_file(self.path / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         _release(self.path)
 
     def _repair(self) -> None:

@@ -8,7 +8,7 @@ any number of prompts' searches run at once over one pool.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -16,6 +16,7 @@ import networkx as nx
 
 from engine.budget import Budget
 from engine.config import BudgetConfig, Settings
+from engine.journal import Journal, PromptJournal, request_key, reward_key
 from engine.pool import ModelPool
 from engine.rewards.base import Reward
 from engine.seeds import derive_seed
@@ -110,6 +111,9 @@ class SearchContext:
     seed: int = 0
     templates: dict[str, str] = field(default_factory=load_templates)
     """Prompt templates by name (see search.templates)."""
+    journal: Journal | None = None
+    """Where each search records its generations and rewards as they are made, and
+    from which a resumed search replays them (engine/journal.py); None records nothing."""
 
 
 @dataclass
@@ -137,6 +141,19 @@ class SearchResult:
 
 
 @dataclass
+class _Call:
+    """One `Search.sample` call between its preparation and its generations."""
+
+    model: str
+    ids: list[int]
+    requests: dict[int, GenerationRequest]
+    keys: dict[int, str] = field(default_factory=dict)
+    """Each request's journal key (with a journal)."""
+    recorded: dict[int, Generation] = field(default_factory=dict)
+    """The generations the journal answers, by id."""
+
+
+@dataclass
 class Search:
     """The state of one prompt's search: budget, candidates and tree."""
 
@@ -151,13 +168,16 @@ class Search:
         self.budget = Budget(self.ctx.budget, self.ctx.pool.parameters)
         self.tree.add_node(ROOT, kind="prompt", text=self.prompt.prompt)
         self._next_id = 0
+        self._journal: PromptJournal | None = (
+            None if self.ctx.journal is None else self.ctx.journal.prompt(self.prompt.id)
+        )
 
     def _new_ids(self, n: int) -> list[int]:
         ids = list(range(self._next_id, self._next_id + n))
         self._next_id += n
         return ids
 
-    async def sample(
+    def sample(
         self,
         model: str,
         messages: Sequence[Message],
@@ -169,22 +189,37 @@ class Search:
         step: int = 0,
         score: bool = True,
         sampling: SamplingSettings | None = None,
-    ) -> list[Candidate]:
+    ) -> Coroutine[Any, Any, list[Candidate]]:
         """Generate `n` responses of `model` to `messages`, charge them to the budget,
-        score them (unless `score` is False) and add them to the tree.
+        score them (unless `score` is False) and add them to the tree; await the result.
 
         Seeds derive from (run seed, prompt id, candidate id), so a search gives the same
-        samples however its calls interleave with other prompts'.
+        samples however its calls interleave with other prompts'. The candidate ids are
+        given (and the budget held) when `sample` is called, not when its result is first
+        awaited: they follow the order of the strategy's decisions even for calls it runs
+        as tasks, which start (or, when the search is cancelled, never start) in any order.
         """
-        ids, generations = await self._generate(model, messages, n, sampling)
-        rewards: list[float | None] = [None] * n
+        call = self._prepare(model, messages, n, sampling)
+        return self._sample(call, action, parents, depth, step, score)
+
+    async def _sample(
+        self,
+        call: _Call,
+        action: Action,
+        parents: tuple[int, ...],
+        depth: int,
+        step: int,
+        score: bool,
+    ) -> list[Candidate]:
+        generations = await self._generate(call)
+        rewards: list[float | None] = [None] * len(call.ids)
         if score:
-            rewards = list(await self.ctx.reward.score(self.prompt, [g.text for g in generations]))
-            self.budget.charge_rewards(n)
+            rewards = list(await self._rewards(call.ids, [g.text for g in generations]))
+            self.budget.charge_rewards(len(call.ids))
         made = [
             Candidate(
                 id=i,
-                model=model,
+                model=call.model,
                 action=action,
                 parents=parents,
                 depth=depth,
@@ -199,44 +234,96 @@ class Search:
                 adapter=generation.adapter,
                 adapter_version=generation.adapter_version,
             )
-            for i, generation, reward in zip(ids, generations, rewards, strict=True)
+            for i, generation, reward in zip(call.ids, generations, rewards, strict=True)
         ]
         for candidate in made:
             self._add_to_tree(candidate)
         self.candidates.extend(made)
         return made
 
-    async def _generate(
+    def _prepare(
         self,
         model: str,
         messages: Sequence[Message],
         n: int,
         sampling: SamplingSettings | None,
-    ) -> tuple[list[int], list[Generation]]:
-        """`n` generations charged to the budget, with the candidate ids they get. The
-        budget holds them while they run, so searches running at once cannot overspend."""
-        if not self.budget.can_generate(n):
+    ) -> _Call:
+        """The ids and requests of `n` generations, held against the budget (so that
+        searches running at once cannot overspend), and those the journal answers.
+
+        Only the generation limit is enforced here: a token limit is for the strategy to
+        check before each call, as here it would depend on timing (a call in flight that
+        finishes between the strategy's check and this one spends tokens).
+        """
+        remaining = self.budget.remaining_generations()
+        if remaining is not None and n > remaining:
             raise BudgetExceededError(
                 f"{self.strategy}: {n} more generation(s) would exceed the budget "
                 f"({self.budget.generations} spent of {self.ctx.budget.generations})"
             )
         ids = self._new_ids(n)
         settings = self.ctx.pool.sampling(model, sampling or self.ctx.sampling)
-        requests = [
-            GenerationRequest(
+        requests = {
+            i: GenerationRequest(
                 tuple(messages), settings, derive_seed(self.ctx.seed, self.prompt.id, i)
             )
             for i in ids
-        ]
+        }
+        call = _Call(model, ids, requests)
+        if self._journal is not None:
+            # Asked in id order: the journal sees the indices in the order they are given.
+            for i, request in requests.items():
+                call.keys[i] = request_key(model, request)
+                recorded = self._journal.generation(i, call.keys[i])
+                if recorded is not None:
+                    call.recorded[i] = recorded
         self.budget.reserve(n)
+        return call
+
+    async def _generate(self, call: _Call) -> list[Generation]:
+        """The call's generations, charged to the budget: the journal's where it recorded
+        them (a resumed search), the engines' for the rest, journaled at once. Either way
+        they are charged alike, so a resumed search spends exactly what the first run did.
+        """
+        todo = [i for i in call.ids if i not in call.recorded]
         try:
-            generations = await self.ctx.pool.generate(model, requests)
+            made = (
+                await self.ctx.pool.generate(call.model, [call.requests[i] for i in todo])
+                if todo
+                else []
+            )
         except BaseException:
-            self.budget.release(n)
+            self.budget.release(len(call.ids))
             raise
+        by_id = {**call.recorded, **dict(zip(todo, made, strict=True))}
+        generations = [by_id[i] for i in call.ids]
         for generation in generations:
             self.budget.charge(generation)
-        return ids, generations
+        if self._journal is not None:
+            self._journal.add_generations([(i, call.keys[i], by_id[i]) for i in todo])
+        return generations
+
+    async def _rewards(self, ids: list[int], texts: list[str]) -> list[float]:
+        """The rewards of the candidates `ids` (their `texts`): from the journal where it
+        recorded them for the same reward, prompt and text; the rest scored in one call
+        and journaled."""
+        if self._journal is None:
+            return list(await self.ctx.reward.score(self.prompt, texts))
+        identity = self.ctx.reward.identity()
+        keys = [reward_key(identity, self.prompt, text) for text in texts]
+        known = {
+            i: r
+            for i, key in zip(ids, keys, strict=True)
+            if (r := self._journal.reward(i, key)) is not None
+        }
+        todo = [
+            (i, text, key) for i, text, key in zip(ids, texts, keys, strict=True) if i not in known
+        ]
+        if todo:
+            scores = await self.ctx.reward.score(self.prompt, [text for _, text, _ in todo])
+            known.update((i, s) for (i, _, _), s in zip(todo, scores, strict=True))
+            self._journal.add_rewards([(i, key, known[i]) for i, _, key in todo])
+        return [known[i] for i in ids]
 
     def _add_to_tree(self, candidate: Candidate) -> None:
         """A node for `candidate`, with edges from its parents (from the root if none)."""
@@ -280,9 +367,20 @@ class Search:
             self.prompt,
             self.strategy,
             candidates,
-            self.tree if tree is None else tree,
+            self._tree_in_id_order(candidates) if tree is None else tree,
             self.budget.to_dict(),
         )
+
+    def _tree_in_id_order(self, candidates: list[Candidate]) -> nx.DiGraph:
+        """The candidate graph with nodes and edges in candidate order: calls sent
+        together finish in any order, and the tree's file must not depend on it."""
+        ordered = nx.DiGraph()
+        ordered.add_node(ROOT, **self.tree.nodes[ROOT])
+        for candidate in candidates:
+            ordered.add_node(candidate.id, **self.tree.nodes[candidate.id])
+            for parent in candidate.parents or (ROOT,):
+                ordered.add_edge(parent, candidate.id)
+        return ordered
 
 
 def split_evenly(total: int, parts: int) -> list[int]:

@@ -1,8 +1,10 @@
 """`multisample synthesize`: a strategy over a prompts file, into a run directory.
 
 Many prompts' searches run at once (bounded by `concurrency`), so every engine always
-has many requests in flight. Each finished prompt is committed to disk at once; a
-failure stops the run with everything finished so far kept, and `--resume` continues it.
+has many requests in flight. Every generation is journaled as it is made
+(engine/journal.py) and each finished prompt is committed to disk at once; a failure
+stops the run with everything finished so far kept, and `--resume` continues it,
+replaying the unfinished searches from the journal up to where they stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.console import Console
 
 from engine.budget import estimate_flops
 from engine.config import BudgetConfig, ConfigError, RunConfig
+from engine.journal import Journal
 from engine.pool import ModelPool, pool_for
 from engine.progress import progress_bar
 from engine.prompts import PromptFile, PromptsError, load_prompts
@@ -223,7 +226,10 @@ class RunJob:
         run = RunDirectory.open(run_path, config, resume)
         done = run.completed()
         todo = [p for p in prompts.prompts if p.id not in done]
-        ctx = SearchContext(pool, reward, config.sampling, config.budget, config.seed, templates)
+        journal = Journal.open(run.path, done)
+        ctx = SearchContext(
+            pool, reward, config.sampling, config.budget, config.seed, templates, journal
+        )
         first_pair = next(iter(read_jsonl(run.path / PAIRS)), None)
         text_pairs = first_pair is not None and not is_conversational(first_pair)
         if text_pairs:
@@ -255,6 +261,8 @@ class RunJob:
             },
             {tree_path(prompt.id): result.tree_document()},
         )
+        if self.ctx.journal is not None:
+            self.ctx.journal.complete(prompt.id)
         self.stats.add(result)
         return result
 
@@ -263,12 +271,20 @@ class RunJob:
         `missing_scores`: this session's stand-in scores (Reward.missing_scores), when the
         job had the reward to itself."""
         wall = time.perf_counter() - self.stats.started
-        summary = summarize(
-            self.run, self.config, pool.parameters, wall, self.stats.completion_tokens
+        journal = self.ctx.journal
+        # What the engines made this session; replayed generations were made before.
+        tokens = (
+            self.stats.completion_tokens if journal is None else journal.counts.completion_tokens
         )
-        summary["this_session"]["events"] = pool.events_since(self.events_at_start)
+        summary = summarize(self.run, self.config, pool.parameters, wall, tokens)
+        session = summary["this_session"]
+        if journal is not None:
+            session["generations"] = journal.counts.generations
+            session["generations_replayed"] = journal.counts.replayed
+            journal.remove()  # every prompt is committed
+        session["events"] = pool.events_since(self.events_at_start)
         if missing_scores is not None:
-            summary["this_session"]["missing_scores"] = missing_scores
+            session["missing_scores"] = missing_scores
         self.run.write_summary(summary)
         return summary
 

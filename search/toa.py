@@ -34,9 +34,9 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import networkx as nx
 from pydantic import Field, field_validator, model_validator
@@ -334,8 +334,10 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: TOASettings) -> Sear
     width = tree_width(settings.width, plays, len(models))
     tree = _Tree(prompt.prompt, models, width, settings.alpha, settings.topk_child)
 
-    async def expand(index: int, path: list[_Node]) -> tuple[Candidate, float]:
-        # Step 3: call the chosen model once and score the response (no rollout).
+    def expand(index: int, path: list[_Node]) -> Coroutine[Any, Any, list[Candidate]]:
+        # Step 3: call the chosen model once and score the response (no rollout). The
+        # call is made here, not in the task that awaits it, so the candidate ids follow
+        # the plays' order even if the search is cancelled before every task starts.
         node = path[-1]
         assert node.model is not None and node.parent is not None
         if node.action == "refine":
@@ -345,7 +347,7 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: TOASettings) -> Sear
             action, parents = "refine", (parent.id,)
         else:
             text, action, parents = prompt.prompt, "generate", ()
-        (candidate,) = await search.sample(
+        return search.sample(
             node.model,
             (Message("user", text),),
             action=action,
@@ -353,20 +355,25 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: TOASettings) -> Sear
             depth=(node.layer + 1) // 2,
             step=index,
         )
-        assert candidate.reward is not None
-        return candidate, normalize(candidate.reward, settings.tau)
 
     # Plays finish in the order they began, so the tree grows the same however long each
     # generation takes: a run is reproducible with any number of plays in flight.
-    in_flight: deque[tuple[list[_Node], asyncio.Task[tuple[Candidate, float]]]] = deque()
+    in_flight: deque[tuple[list[_Node], asyncio.Task[list[Candidate]]]] = deque()
     started = 0
+    finished_tokens = 0
+
+    def may_start() -> bool:
+        # Counts the tokens of finished plays only, not of plays in flight that happen to
+        # be back already: whether a play starts must not depend on how fast the others
+        # return (a resumed search gets its recorded ones back at once).
+        remaining = search.budget.remaining_generations()
+        if remaining is not None and remaining < 1:
+            return False
+        return ctx.budget.tokens is None or finished_tokens < ctx.budget.tokens
+
     try:
         while True:
-            while (
-                started < plays
-                and len(in_flight) < settings.plays_in_flight
-                and search.budget.can_generate()
-            ):
+            while started < plays and len(in_flight) < settings.plays_in_flight and may_start():
                 # Step 1: select (n counts the plays begun, this one included).
                 path = tree.select(started + 1)
                 tree.begin(path)
@@ -375,10 +382,12 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: TOASettings) -> Sear
             if not in_flight:
                 break
             path, task = in_flight[0]
-            candidate, normalized = await task
+            (candidate,) = await task
             in_flight.popleft()
+            finished_tokens += candidate.prompt_tokens + candidate.completion_tokens
+            assert candidate.reward is not None
             # Steps 3-4: attach the response and back up r~.
-            tree.finish(path, candidate, normalized)
+            tree.finish(path, candidate, normalize(candidate.reward, settings.tau))
     finally:
         for _, task in in_flight:
             task.cancel()

@@ -3,9 +3,11 @@
 The run directory's writes go through two functions of engine/storage.py (`_append_bytes`
 for JSONL records, `write_atomic` for whole files); `FullDisk` replaces them with ones
 that behave as a disk with N bytes free: a write that does not fit writes what fits (a
-torn line, as a real full disk leaves) and fails with ENOSPC. The command must stop with
-one clear line and exit status 2, leave the directory resumable, and once space returns,
-`--resume` must end with exactly the records of an uninterrupted run."""
+torn line, as a real full disk leaves) and fails with ENOSPC. Space freed (a prompt's
+journal deleted once it is committed) is not given back: the points where the disk
+fills are fractions of what an uninterrupted run writes, journal included. The command
+must stop with one clear line and exit status 2, leave the directory resumable, and once
+space returns, `--resume` must end with exactly the records of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -50,13 +52,14 @@ class FullDisk:
         self.free: int | None = None
         self.code = code
         self.failures = 0
+        self.written = 0
         append, atomic = engine.storage._append_bytes, engine.storage.write_atomic
 
-        def _append_bytes(path: Path, data: bytes) -> None:
+        def _append_bytes(path: Path, data: bytes, **options: bool) -> None:
             if self.free is not None and len(data) > self.free:
-                append(path, data[: self.free])  # what fits is written: a torn line
+                append(path, data[: self.free], **options)  # what fits: a torn line
                 self._fail(path)
-            append(path, data)
+            append(path, data, **options)
             self._spend(len(data))
 
         def write_atomic(path: Path, text: str) -> None:
@@ -70,6 +73,7 @@ class FullDisk:
         monkeypatch.setattr(engine.storage, "write_atomic", write_atomic)
 
     def _spend(self, size: int) -> None:
+        self.written += size
         if self.free is not None:
             self.free -= size
 
@@ -115,11 +119,12 @@ def test_full_disk_stops_clearly_and_resume_completes(
     settings = endpoint_settings(server, "served-disk", limit=PROMPTS, output_dir=str(tmp_path))
     config = write_config(tmp_path / "config.yaml", settings)
     reference = tmp_path / "reference"
+    disk = FullDisk(monkeypatch, code)
     asyncio.run(synthesize(SynthesizeConfig.model_validate(settings), reference))
-    whole = run_size(reference)
+    whole = disk.written  # what the run wrote: its files, and journal lines since deleted
+    assert whole > run_size(reference)
     summary_size = (reference / SUMMARY).stat().st_size
 
-    disk = FullDisk(monkeypatch, code)
     disk.free = {
         "at the start": 0,
         "a third of the way": whole // 3,

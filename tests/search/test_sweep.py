@@ -173,13 +173,15 @@ async def test_an_interrupted_sweep_resumes_without_redoing_or_duplicating(
 ) -> None:
     config = toy_config()
     clean = tmp_path / "clean"
-    await sweep(config, clean, pool=ToyPool())  # type: ignore[arg-type]
+    clean_pool = ToyPool()
+    await sweep(config, clean, pool=clean_pool)  # type: ignore[arg-type]
 
     broken = tmp_path / "broken"
+    broken_pool = ToyPool()
     FAIL_AFTER["calls"] = 20  # of 36 searches' 54 reward calls
     try:
         with pytest.raises(RuntimeError, match="injected reward failure"):
-            await sweep(config, broken, pool=ToyPool())  # type: ignore[arg-type]
+            await sweep(config, broken, pool=broken_pool)  # type: ignore[arg-type]
     finally:
         FAIL_AFTER["calls"] = None
     assert not (broken / SUMMARY).exists(), "an interrupted sweep must not look complete"
@@ -196,9 +198,13 @@ async def test_an_interrupted_sweep_resumes_without_redoing_or_duplicating(
     await sweep(config, broken, resume=True, pool=pool)  # type: ignore[arg-type]
 
     # Only the prompts not yet committed were searched again, each once.
-    assert sum(size for _, size in pool.calls) == sum(
+    redone = sum(
         (3 - done) * int(name.split("-b")[1].split("-")[0]) for name, done in done_before.items()
     )
+    # ...and their generations made before the failure came from the journal: no
+    # generation was made twice (the failure was a reward's, after its generations).
+    made = [sum(size for _, size in p.calls) for p in (clean_pool, broken_pool, pool)]
+    assert made[2] == made[0] - made[1] < redone
     for name, data in before.items():  # finished cells untouched
         assert (broken / CELLS / name / SAMPLES).read_bytes() == data
     # Same samples as the uninterrupted sweep, none twice, every prompt marked done once.
