@@ -9,10 +9,14 @@ same length, eager engines):
   (c) an r=16 all-linear random LoRA on that engine (vLLM multi-LoRA);
   (d) half the requests to the base, half to the adapter, in one batch on that engine;
   (e) the adapter merged into the base's weights (PEFT merge_and_unload), served by an
-      engine of its own: what an adapted model costs when it is not served as a LoRA.
+      engine of its own: what an adapted model costs when it is not served as a LoRA;
+  (f) the merged weights loaded in place into a running engine of the base
+      (`pool.load_weights`, how `select` serves a new version on the CPU), with the
+      seconds the load took.
 
 Two engines run at a time, each on a core of its own: the plain base (a) beside the LoRA
-engine for (b)-(d), then beside the merged copy for (e); measurements take turns, and
+engine for (b)-(d), then beside the merged copy for (e), then beside the reloaded engine
+for (f); measurements take turns, and
 each is compared with (a) of its own phase. Prints tokens/s and ratios to (a); the goal
 is an adapted model at >= 0.8x its base. The machines are shared and noisy:
 each figure is the best of `--repeats` runs, and only ratios measured in one run mean
@@ -128,11 +132,19 @@ async def measure(args: argparse.Namespace, adapter: Path, merged: Path) -> dict
             spec("merged", str(merged)),
             {"base": ["base"] * n, "merged": ["merged"] * n},
         ),
+        "reloaded_engine": (
+            spec("reloaded", BASE),
+            {"base": ["base"] * n, "merged_in_place": ["reloaded"] * n},
+        ),
     }
     found: dict[str, Any] = {}
     for phase, (other, plans) in phases.items():
         config = PoolConfig.model_validate({"models": [spec("base", BASE), other]})
         async with ModelPool(config) as pool:
+            if phase == "reloaded_engine":
+                started = time.perf_counter()
+                await pool.load_weights("reloaded", merged)
+                found["load_weights_seconds"] = round(time.perf_counter() - started, 2)
             found[phase] = await interleaved(pool, plans, tokens, repeats)
     return found
 
@@ -152,6 +164,7 @@ def main() -> None:
         adapter, merged = Path(scratch, "lora"), Path(scratch, "merged")
         build_adapter(base, adapter, merged)
         phases = asyncio.run(measure(args, adapter, merged))
+    load_seconds = phases.pop("load_weights_seconds")
     ratios = {
         phase: {k: round(v / rates["base"], 3) for k, v in rates.items()}
         for phase, rates in phases.items()
@@ -171,10 +184,12 @@ def main() -> None:
             phase: {k: round(v, 1) for k, v in rates.items()} for phase, rates in phases.items()
         },
         "ratio_to_base": ratios,
+        "load_weights_seconds": load_seconds,
     }
     for phase, rates in phases.items():
         for name, value in rates.items():
-            print(f"{phase:14s} {name:20s} {value:8.1f} tok/s  {ratios[phase][name]:.2f}x base")
+            print(f"{phase:15s} {name:20s} {value:8.1f} tok/s  {ratios[phase][name]:.2f}x base")
+    print(f"merged weights loaded in place in {load_seconds} s")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 

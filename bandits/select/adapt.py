@@ -156,7 +156,7 @@ class Adaptation:
     async def restore(self, state: SelectState) -> None:
         """Serve each candidate's committed version (a resumed run on fresh engines)."""
         for name, adapter in state.adapters.items():
-            await self.serve(name, adapter.version)
+            await self.load_version(name, adapter.version)
 
     async def update(self, state: SelectState, say: Callable[[str], None]) -> None:
         """Train and serve a new version of every adapted candidate with something new to
@@ -173,7 +173,7 @@ class Adaptation:
             version = state.version(name) + 1
             say(f"training {name} v{version} on {len(examples)} examples")
             record = await self.train(name, version, examples, after, state.round)
-            await self.serve(name, version, record)
+            await self.load_version(name, version, record)
             state.adapters[name] = AdapterVersion(version, state.round)
             self.run.commit_state(state)
 
@@ -236,7 +236,9 @@ class Adaptation:
         partial.rename(folder)
         return record
 
-    async def serve(self, name: str, version: int, record: dict[str, Any] | None = None) -> None:
+    async def load_version(
+        self, name: str, version: int, record: dict[str, Any] | None = None
+    ) -> None:
         """Serve version `version` of a candidate's LoRA from now on: merged into its
         model's weights, or as an adapter beside them. `record` (a new version's
         training.json) gets how long serving took."""
