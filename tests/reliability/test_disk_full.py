@@ -166,7 +166,9 @@ def test_full_disk_stops_clearly_and_resume_completes(
         records_differing=samples.differing + pairs.differing,
         torn_files_repaired=torn,
     )
-    assert disk.failures == 1
+    # Searches in flight journal their generations on their own: several may meet the full
+    # disk in the moment before the run stops (each fails alike; resume repairs them all).
+    assert 1 <= disk.failures <= PROMPTS
     assert samples.equal, samples
     assert pairs.equal, pairs
     assert len(read_strict(run / PROGRESS)) == PROMPTS
