@@ -25,7 +25,7 @@ sweep: models
 
 test: models
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not evidence"
 
 install: $(STAMP)
 
