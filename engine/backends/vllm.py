@@ -108,10 +108,15 @@ def build_engine(
 def vllm_engine_fields() -> dict[str, Any] | None:
     """vLLM's engine arguments (AsyncEngineArgs fields) and their annotations, or None
     where vLLM is not installed (a driver of a cluster whose nodes have it)."""
+    quiet = logging.getLogger("vllm")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # vLLM's import-time notices are not the user's business here
     try:
         from vllm.engine.arg_utils import AsyncEngineArgs
     except ImportError:
         return None
+    finally:
+        quiet.setLevel(level)
     return {f.name: f.type for f in dataclasses.fields(AsyncEngineArgs) if f.name[0] != "_"}
 
 
