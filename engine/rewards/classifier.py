@@ -8,21 +8,35 @@ output of the classification head, before any activation, is the reward.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 import ray
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engine.backends.base import render_base_prompt
 from engine.backends.vllm import actor_options, build_engine, call_actor, stop_actor
-from engine.config import RayActorSpec
+from engine.config import RayActorSpec, refuse_own_fields
 from engine.cpu_binding import cpu_cores_for
 from engine.rewards.base import BaseRewardSpec, Reward
 from engine.types import Message, Prompt
 
 if TYPE_CHECKING:
     from engine.pool import ModelPool
+
+
+CLASSIFIER_OWN_ARGS = {
+    "model": "model",
+    "tokenizer": "model",
+    "runner": "kind",
+    "dtype": "dtype",
+    "max_model_len": "max_model_len",
+    "trust_remote_code": "trust_remote_code",
+    "gpu_memory_utilization": "gpu_memory_utilization",
+    "enforce_eager": "enforce_eager",
+}
+"""vLLM engine arguments the classifier spec sets from its own fields."""
 
 
 class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
@@ -43,7 +57,14 @@ class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
     """CPUs the reward model's Ray actor reserves (and its weight in the split of the
     cores, as for models)."""
     num_gpus: float = Field(0.0, ge=0)
-    """GPUs the reward model's Ray actor reserves; 0 runs on the CPU."""
+    """GPUs the reward model's Ray actor reserves; 0 runs on the CPU. A fraction shares
+    a GPU with other engines, as for models."""
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """Share of the GPU's memory its engine may take (with policy models on the same
+    GPU, all of them together at most 1)."""
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """More of vLLM's engine arguments, as for models (checked before any engine
+    starts); the fields above are set there, not here."""
     kv_cache_gib: int = Field(1, ge=1)
     """KV-cache size on the CPU, in GiB; ignored on a GPU."""
     resources: dict[str, float] = Field(default_factory=dict)
@@ -53,9 +74,18 @@ class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
     enforce_eager: bool | None = None
     """As for vLLM models: None is eager on the CPU, compiled on GPUs."""
 
+    @field_validator("engine_args")
+    @classmethod
+    def _not_given_twice(cls, engine_args: dict[str, Any]) -> dict[str, Any]:
+        refuse_own_fields(engine_args, CLASSIFIER_OWN_ARGS)
+        return engine_args
+
     def build(self, pool: ModelPool) -> Reward:
+        from engine.pool import shares_a_gpu
+
         cores = cpu_cores_for(pool.config, self)
-        return ClassifierReward(self, pool.config.request_timeout_s, cores)
+        gate = pool.gpu_start_gate if shares_a_gpu(self) else None
+        return ClassifierReward(self, pool.config.request_timeout_s, cores, gate)
 
 
 class ClassifierActor:
@@ -71,10 +101,14 @@ class ClassifierActor:
                 self.spec.model,
                 self.spec.num_gpus,
                 self.spec.enforce_eager,
-                runner="pooling",
-                dtype=self.spec.dtype,
-                max_model_len=self.spec.max_model_len,
-                trust_remote_code=self.spec.trust_remote_code,
+                **{
+                    **self.spec.engine_args,
+                    "runner": "pooling",
+                    "dtype": self.spec.dtype,
+                    "max_model_len": self.spec.max_model_len,
+                    "trust_remote_code": self.spec.trust_remote_code,
+                    "gpu_memory_utilization": self.spec.gpu_memory_utilization,
+                },
             )
             self.tokenizer = self.engine.get_tokenizer()
             self.max_model_len = self.engine.model_config.max_model_len
@@ -122,13 +156,19 @@ class ClassifierReward(Reward):
     name = "classifier"
 
     def __init__(
-        self, spec: ClassifierRewardSpec, timeout_s: float = 600.0, cpu_cores: str | None = None
+        self,
+        spec: ClassifierRewardSpec,
+        timeout_s: float = 600.0,
+        cpu_cores: str | None = None,
+        start_gate: asyncio.Lock | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
         self.timeout_s = timeout_s
         self.cpu_cores = cpu_cores
         """The cores its engine computes on (engine.cpu_binding); None: vLLM's binding."""
+        self.start_gate = start_gate
+        """The pool's lock for engines sharing a GPU (they start one after another)."""
         self.actor: Any = None
 
     def identity(self) -> str:
@@ -137,8 +177,13 @@ class ClassifierReward(Reward):
     async def start(self) -> None:
         if self.actor is None:
             options = actor_options(self.spec, self.cpu_cores)
-            self.actor = ray.remote(ClassifierActor).options(**options).remote(self.spec)
-            await call_actor(self.identity(), self.actor.start.remote(), self.timeout_s, "start")
+            async with self.start_gate or contextlib.nullcontext():
+                if self.actor is not None:  # started by another caller while this one waited
+                    return
+                self.actor = ray.remote(ClassifierActor).options(**options).remote(self.spec)
+                await call_actor(
+                    self.identity(), self.actor.start.remote(), self.timeout_s, "start"
+                )
 
     async def _score(
         self, prompt: Prompt, responses: list[str], reference: str | None

@@ -297,7 +297,7 @@ def lora_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModelPoo
     assert isinstance(backend, VLLMBackend)
     made: list[LoRAFakeActor] = []
 
-    def new_actor() -> LoRAFakeActor:
+    def new_actor(replica: object = None) -> LoRAFakeActor:
         made.append(LoRAFakeActor(len(made)))
         return made[-1]
 

@@ -74,7 +74,7 @@ def backend(monkeypatch: pytest.MonkeyPatch) -> VLLMBackend:
     made: list[FakeActor] = []
     backend = VLLMBackend(spec, request_timeout_s=5, start_timeout_s=5, max_restarts=2)
 
-    def new_actor() -> FakeActor:
+    def new_actor(replica: object = None) -> FakeActor:
         made.append(FakeActor(len(made)))
         return made[-1]
 
