@@ -29,10 +29,11 @@ THREE_CLASSES = {
     "architectures": ["Qwen3ForSequenceClassification"],
     "id2label": {"0": "a", "1": "b", "2": "c"},
 }
-ARMORM = {  # a custom multi-objective head, served only with its own code
+ARMORM = {  # ArmoRM's shape: one label, but a custom gating head over 19 objectives
     "architectures": ["LlamaForRewardModelWithGating"],
-    "num_labels": 19,
-    "auto_map": {"AutoModelForSequenceClassification": "modeling.Gating"},
+    "id2label": {"0": "LABEL_0"},
+    "num_objectives": 19,
+    "auto_map": {"AutoModelForSequenceClassification": "modeling_custom.Gating"},
 }
 TOKEN_REWARD = {"architectures": ["InternLM2ForRewardModel"]}
 
