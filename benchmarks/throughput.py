@@ -11,6 +11,9 @@ Prints tokens/s of each and the ratios b/a (target >= 0.9) and c/a. The machines
 shared and noisy, so only ratios measured in one run mean anything.
 
     python benchmarks/throughput.py [--prompts 48] [--n 4] [--max-tokens 64]
+
+On a GPU, `--num-gpus 1` puts both engines on it (each with `--gpu-memory-utilization`
+of its memory, so that the second fits even if the first has not given its memory back).
 """
 
 from __future__ import annotations
@@ -27,20 +30,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def offline_ceiling(
-    folder: str, texts: list[str], n: int, max_tokens: int, eager: bool
+    folder: str,
+    texts: list[str],
+    n: int,
+    max_tokens: int,
+    eager: bool,
+    gpu_memory_utilization: float | None,
 ) -> tuple[int, float]:
-    """(generated tokens, seconds) of vLLM's offline LLM on every request at once."""
+    """(generated tokens, seconds) of vLLM's offline LLM on every request at once
+    (`gpu_memory_utilization` None: on the CPU)."""
     from vllm import LLM, SamplingParams
 
-    # The engine settings the pool uses on the CPU (see engine.backends.vllm.build_engine).
+    # The engine settings the pool uses (see engine.backends.vllm.build_engine).
+    if gpu_memory_utilization is None:
+        device: dict[str, object] = {
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": 4096,
+        }
+    else:
+        device = {"gpu_memory_utilization": gpu_memory_utilization}
     llm = LLM(
         model=folder,
         max_model_len=2048,
         enable_prefix_caching=True,
         enforce_eager=eager,
-        enable_chunked_prefill=False,
-        max_num_batched_tokens=4096,
         seed=0,
+        **device,
     )
     conversations = [[{"role": "user", "content": t}] for t in texts for _ in range(n)]
     params = [
@@ -58,7 +73,14 @@ def offline_ceiling(
 
 
 async def through_pool(
-    model_ref: str, texts: list[str], n: int, max_tokens: int, naive_requests: int, eager: bool
+    model_ref: str,
+    texts: list[str],
+    n: int,
+    max_tokens: int,
+    naive_requests: int,
+    eager: bool,
+    num_gpus: float = 0.0,
+    gpu_memory_utilization: float = 0.4,
 ) -> dict[str, tuple[int, float]]:
     from engine.config import BudgetConfig, PoolConfig
     from engine.pool import ModelPool
@@ -76,6 +98,8 @@ async def through_pool(
         "num_cpus": os.cpu_count() or 1,
         "kv_cache_gib": 2,
         "enforce_eager": eager,
+        "num_gpus": num_gpus,
+        "gpu_memory_utilization": gpu_memory_utilization,
     }
     config = PoolConfig.model_validate({"models": [spec]})
     sampling = SamplingSettings(temperature=0.8, max_tokens=max_tokens, ignore_eos=True)
@@ -113,6 +137,15 @@ def main() -> None:
     parser.add_argument(
         "--compiled", action="store_true", help="torch.compile both engines (default: eager)"
     )
+    parser.add_argument(
+        "--num-gpus", type=float, default=0.0, help="GPUs of each engine (0: the CPU)"
+    )
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.4,
+        help="share of the GPU's memory each engine takes (with --num-gpus)",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -129,9 +162,20 @@ def main() -> None:
     os.environ.setdefault(BIND_VARIABLE, ",".join(map(str, cores)))
 
     eager = not args.compiled
-    a_tokens, a_s = offline_ceiling(folder, texts, args.n, args.max_tokens, eager)
+    on_gpu = args.num_gpus > 0
+    utilization = args.gpu_memory_utilization if on_gpu else None
+    a_tokens, a_s = offline_ceiling(folder, texts, args.n, args.max_tokens, eager, utilization)
     pool = asyncio.run(
-        through_pool(args.model, texts, args.n, args.max_tokens, args.naive_requests, eager)
+        through_pool(
+            args.model,
+            texts,
+            args.n,
+            args.max_tokens,
+            args.naive_requests,
+            eager,
+            args.num_gpus,
+            args.gpu_memory_utilization,
+        )
     )
     (b_tokens, b_s), (c_tokens, c_s) = pool["pool"], pool["naive"]
 
@@ -140,6 +184,7 @@ def main() -> None:
         "requests": args.prompts * args.n,
         "max_tokens": args.max_tokens,
         "engines": "eager" if eager else "compiled",
+        "device": f"{args.num_gpus:g} GPU" if on_gpu else "cpu",
         "cores": os.environ[BIND_VARIABLE],
         "offline_tokens": a_tokens,
         "pool_tokens": b_tokens,

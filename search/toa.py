@@ -22,7 +22,12 @@ Choices the paper leaves open, as made here:
 - Ties (UCB, top-k of responses) go to the first child in creation order: under a
   response node the K refine nodes come before the K fresh ones, each in model order.
 - Rewards are compared as normalized r~ (as the authors' code does), so with a reward
-  scale far above `tau` the sigmoid saturates and distinct rewards can tie.
+  scale far above `tau` the sigmoid saturates and distinct rewards can tie. `normalize`
+  chooses another mapping (engine/rewards/normalization.py): a fixed scale, or z-score
+  or min-max over the prompt's responses attached so far. The per-prompt ones are
+  applied when statistics are read (UCB's means use the statistics of that moment; the
+  tree is written with the final ones); comparisons of r~ (full expansion, top-k) are
+  comparisons of rewards under them.
 - Fresh nodes copy the root children's real statistics (not plays in flight), and the
   width counts attached responses only (not those of plays in flight).
 - With `topk_child` > 1, the kept responses compete by UCB on their own backed-up
@@ -41,6 +46,8 @@ from typing import Any, Literal
 import networkx as nx
 from pydantic import Field, field_validator, model_validator
 
+from engine.rewards import normalization as norm
+from engine.rewards.normalization import IDENTITY, Affine, Normalization, RewardNormalization
 from engine.types import Message, Prompt
 from search.base import ROOT, Candidate, ManyModels, Search, SearchContext, SearchResult
 
@@ -57,7 +64,12 @@ class TOASettings(ManyModels):
     alpha: float = Field(0.01, ge=0)
     """UCB exploration weight: mean(r~) + alpha * sqrt(2 ln(n) / visits)."""
     tau: float = Field(0.1, gt=0)
-    """Temperature of the reward normalization r~ = sigmoid(r / tau)."""
+    """Temperature of the published normalization r~ = sigmoid(r / tau), used when
+    `normalize` is not set."""
+    normalize: Normalization | None = None
+    """How rewards become r~: None is the published sigmoid(r / tau); otherwise none,
+    {kind: sigmoid, tau}, {kind: scale, factor}, zscore or minmax (the last two over the
+    prompt's responses so far). docs/METHODS.md says when to choose which."""
     width: int | None = Field(None, ge=1)
     """Responses a layer needs before its model nodes may be descended through; at least
     the number of models K (the authors' code asserts width >= K). None takes
@@ -90,6 +102,19 @@ class TOASettings(ManyModels):
             self.check_pool(self.models)
         return self
 
+    @model_validator(mode="after")
+    def _one_normalization(self) -> TOASettings:
+        if self.normalize is not None and "tau" in self.model_fields_set:
+            raise ValueError(
+                "set tau or normalize, not both (tau is the default sigmoid's; write "
+                "normalize: {kind: sigmoid, tau: ...} instead)"
+            )
+        return self
+
+    def normalization(self) -> RewardNormalization:
+        """The normalization in force: `normalize`, or the published sigmoid(r / tau)."""
+        return self.normalize if self.normalize is not None else norm.Sigmoid(tau=self.tau)
+
     def check_pool(self, pool_models: list[str]) -> None:
         models = self.models_used(pool_models)
         if self.width is not None and self.width < len(models):
@@ -121,12 +146,8 @@ def tree_width(width: int | None, plays: int, models: int) -> int:
 
 
 def normalize(reward: float, tau: float) -> float:
-    """r~ = sigmoid(r / tau), without overflow for large |r / tau|."""
-    x = reward / tau
-    if x >= 0:
-        return 1 / (1 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1 + e)
+    """The published r~ = sigmoid(r / tau), without overflow for large |r / tau|."""
+    return norm.sigmoid(reward / tau)
 
 
 def is_fully_expanded(
@@ -164,10 +185,12 @@ class _Node:
     action: ModelAction | None = None
     candidate: Candidate | None = None
     normalized: float | None = None
-    """r~ of a response node."""
+    """r~ of a response node, before the per-prompt part of the normalization (which
+    keeps the order of the values)."""
     children: list[_Node] = field(default_factory=list)
     visits: int = 1
     reward_sum: float = 0.0
+    """Sum of the backed-up r~, before the per-prompt part of the normalization."""
     n_rewards: int = 0
     pending: int = 0
     """Plays in flight through this node: each counts a visit and a reward of 0."""
@@ -175,9 +198,10 @@ class _Node:
     """A fresh node's (visits, reward sum, rewards) copied from the root's child."""
     fresh_added: bool = False
 
-    def ucb(self, plays: int, alpha: float) -> float:
+    def ucb(self, plays: int, alpha: float, affine: Affine = IDENTITY) -> float:
+        """UCB with r~ under `affine`, the per-prompt part of the normalization now."""
         count = self.n_rewards + self.pending
-        mean = self.reward_sum / count if count else None
+        mean = affine.total(self.reward_sum, self.n_rewards) / count if count else None
         return ucb(mean, self.visits + self.pending, plays, alpha)
 
 
@@ -185,13 +209,23 @@ class _Tree:
     """The MCTS bookkeeping of one prompt's search (never shared between searches)."""
 
     def __init__(
-        self, prompt: str, models: list[str], width: int, alpha: float, topk_child: int
+        self,
+        prompt: str,
+        models: list[str],
+        width: int,
+        alpha: float,
+        topk_child: int,
+        normalization: RewardNormalization | None = None,
     ) -> None:
         self.models = models
         self.width = width
         self.alpha = alpha
         self.topk_child = topk_child
         self.prompt = prompt
+        self.normalization = normalization
+        """Its per-prompt part is applied here; `finish` is given the pointwise r~."""
+        self.values: list[float] = []
+        """The pointwise r~ of the attached responses, in the order they were attached."""
         self.root = _Node(ROOT, "prompt", 0)
         self.nodes: dict[str | int, _Node] = {ROOT: self.root}
         self.responses_per_layer: Counter[int] = Counter()
@@ -229,7 +263,13 @@ class _Tree:
             child_rewards=[c.normalized for c in node.children if c.normalized is not None],
         )
 
-    def _best_child(self, node: _Node, plays: int) -> _Node:
+    def affine(self) -> Affine:
+        """The per-prompt part of the normalization, from the responses attached so far."""
+        if self.normalization is None:
+            return IDENTITY
+        return self.normalization.affine(self.values)
+
+    def _best_child(self, node: _Node, plays: int, affine: Affine) -> _Node:
         children = node.children
         if node.kind == "model":
             # Keep the top `topk_child` responses by their own r~ (stable: ties -> first).
@@ -237,18 +277,19 @@ class _Tree:
             kept = set(ranked[: self.topk_child])
             children = [c for c in children if c in kept]
         # The highest UCB; ties -> first in order.
-        return max(children, key=lambda c: c.ucb(plays, self.alpha))
+        return max(children, key=lambda c: c.ucb(plays, self.alpha, affine))
 
     def select(self, plays: int) -> list[_Node]:
         """Step 1: the path from the root to the model node to expand; `plays` = n."""
         node = self.root
         path = [node]
+        affine = self.affine()
         while True:
             if node.kind == "response" and not node.fresh_added:
                 self._add_fresh(node)
             if not self.fully_expanded(node):
                 return path
-            node = self._best_child(node, plays)
+            node = self._best_child(node, plays, affine)
             path.append(node)
 
     def begin(self, path: list[_Node]) -> None:
@@ -257,8 +298,8 @@ class _Tree:
             node.pending += 1
 
     def finish(self, path: list[_Node], candidate: Candidate, normalized: float) -> _Node:
-        """Step 3 (attach the response holding r~) and step 4 (back up r~ to the root);
-        the virtual loss becomes the real visit and reward."""
+        """Step 3 (attach the response holding r~, before the per-prompt part) and step 4
+        (back up r~ to the root); the virtual loss becomes the real visit and reward."""
         model_node = path[-1]
         response = _Node(candidate.id, "response", model_node.layer + 1, model_node)
         response.model, response.candidate, response.normalized = (
@@ -268,6 +309,7 @@ class _Tree:
         )
         model_node.children.append(response)
         self.nodes[response.id] = response
+        self.values.append(normalized)
         self.responses_per_layer[response.layer] += 1
         for model in self.models:  # a response node comes with K refine children
             self._add_model(response, model, "refine")
@@ -280,25 +322,28 @@ class _Tree:
 
     def to_graph(self) -> nx.DiGraph:
         """The tree as a graph: the root, model nodes ("m:<parent>/<action>/<model>")
-        and response nodes (the candidate id), each with its statistics."""
+        and response nodes (the candidate id), each with its statistics, in r~ under the
+        prompt's final statistics (a per-prompt normalization)."""
         graph = nx.DiGraph()
+        affine = self.affine()
         for node in self.nodes.values():
+            reward_sum = affine.total(node.reward_sum, node.n_rewards)
             stats = {
                 "layer": node.layer,
                 "visits": node.visits,
                 "n_rewards": node.n_rewards,
-                "reward_sum": node.reward_sum,
-                "reward_mean": node.reward_sum / node.n_rewards if node.n_rewards else None,
+                "reward_sum": reward_sum,
+                "reward_mean": reward_sum / node.n_rewards if node.n_rewards else None,
             }
             if node.kind == "prompt":
                 graph.add_node(node.id, kind="prompt", text=self.prompt, **stats)
             elif node.kind == "model":
                 extra = {}
                 if node.copied is not None:
-                    visits, reward_sum, n_rewards = node.copied
+                    visits, copied_sum, n_rewards = node.copied
                     extra = {
                         "copied_visits": visits,
-                        "copied_reward_sum": reward_sum,
+                        "copied_reward_sum": affine.total(copied_sum, n_rewards),
                         "copied_n_rewards": n_rewards,
                     }
                 graph.add_node(
@@ -312,7 +357,7 @@ class _Tree:
                     model=node.model,
                     action=node.candidate.action,
                     reward=node.candidate.reward,
-                    normalized=node.normalized,
+                    normalized=None if node.normalized is None else affine(node.normalized),
                     depth=node.candidate.depth,
                     step=node.candidate.step,
                     **stats,
@@ -332,7 +377,8 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: TOASettings) -> Sear
     plays = settings.n if remaining is None else remaining
     settings.check_pool(ctx.pool.names)  # a library caller skips the config's check
     width = tree_width(settings.width, plays, len(models))
-    tree = _Tree(prompt.prompt, models, width, settings.alpha, settings.topk_child)
+    normalization = settings.normalization()
+    tree = _Tree(prompt.prompt, models, width, settings.alpha, settings.topk_child, normalization)
 
     def expand(index: int, path: list[_Node]) -> Coroutine[Any, Any, list[Candidate]]:
         # Step 3: call the chosen model once and score the response (no rollout). The
@@ -387,7 +433,7 @@ async def run(prompt: Prompt, ctx: SearchContext, settings: TOASettings) -> Sear
             finished_tokens += candidate.prompt_tokens + candidate.completion_tokens
             assert candidate.reward is not None
             # Steps 3-4: attach the response and back up r~.
-            tree.finish(path, candidate, normalize(candidate.reward, settings.tau))
+            tree.finish(path, candidate, normalization.pointwise(candidate.reward))
     finally:
         for _, task in in_flight:
             task.cancel()

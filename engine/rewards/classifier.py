@@ -1,8 +1,11 @@
 """A sequence-classification reward model served by vLLM's pooling runner.
 
-The production path on GPUs (e.g. a Skywork or ArmoRM-style reward model): the
-(prompt, response) conversation goes through the model's chat template, and the chosen
-output of the classification head, before any activation, is the reward.
+The production path on GPUs (e.g. Skywork-Reward-V2, a `*ForSequenceClassification` with a
+one-output head): the (prompt, response) conversation goes through the model's chat
+template, and the chosen output of the classification head, before any activation, is the
+reward. Reward models vLLM's classify task does not serve (ArmoRM's multi-objective head,
+token-level `*ForRewardModel`s) are refused when the config is read
+(engine/rewards/classifier_head.py); docs/METHODS.md shows the way through `callable`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 import ray
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.backends.base import render_base_prompt
 from engine.backends.vllm import actor_options, build_engine, call_actor, stop_actor
 from engine.config import RayActorSpec, refuse_own_fields
 from engine.cpu_binding import cpu_cores_for
 from engine.rewards.base import BaseRewardSpec, Reward
+from engine.rewards.classifier_head import check_classifier
 from engine.types import Message, Prompt
 
 if TYPE_CHECKING:
@@ -44,9 +49,11 @@ class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
 
     kind: Literal["classifier"]
     model: str
-    """Folder of a *ForSequenceClassification model (Hugging Face layout)."""
+    """Folder of a *ForSequenceClassification model (Hugging Face layout) whose head
+    gives one score."""
     label: int = Field(0, ge=0)
-    """Which output of the classification head is the reward."""
+    """Which output of the classification head is the reward. A head of several outputs
+    (config.json's id2label or num_labels) is refused unless this is set."""
     prompt_format: Literal["chat", "base"] = "chat"
     """How (prompt, response) is laid out for the classifier."""
     max_model_len: int | None = Field(2048, ge=16)
@@ -79,6 +86,19 @@ class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
     def _not_given_twice(cls, engine_args: dict[str, Any]) -> dict[str, Any]:
         refuse_own_fields(engine_args, CLASSIFIER_OWN_ARGS)
         return engine_args
+
+    @model_validator(mode="after")
+    def _single_score_head(self) -> ClassifierRewardSpec:
+        # Read from the folder (or the hub cache) now, so `config check` and every run
+        # refuse the wrong kind of model before an engine spends minutes loading it.
+        problem = check_classifier(self.model, self.label, "label" in self.model_fields_set)
+        if problem is not None:
+            raise PydanticCustomError(
+                "classifier_head",
+                "model {model}: {problem}",
+                {"model": self.model, "problem": problem},
+            )
+        return self
 
     def build(self, pool: ModelPool) -> Reward:
         from engine.pool import shares_a_gpu

@@ -38,6 +38,9 @@ CASES: list[tuple[str, dict[str, Any], BudgetConfig]] = [
     ("moa", {}, TOKENS),
     ("prs", {}, TOKENS),
     ("toa", {"plays_in_flight": 2}, TOKENS),
+    # Per-prompt normalization: decisions read the statistics of the rewards so far.
+    ("toa", {"normalize": "zscore", "plays_in_flight": 2}, GENERATIONS),
+    ("toa", {"normalize": "minmax"}, TOKENS),
 ]
 
 

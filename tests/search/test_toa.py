@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine.config import BudgetConfig
+from engine.rewards.normalization import Affine, Scale, Sigmoid, ZScore
 from engine.seeds import derive_seed
 from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
 from search.base import ROOT, Candidate, SearchContext, SearchResult
@@ -595,3 +596,108 @@ def test_the_default_width_is_plays_over_3_and_at_least_k() -> None:
     assert tree_width(None, 8, 4) == 4  # 8 // 3 = 2 < K: raised to K
     assert tree_width(None, 12, 4) == 4
     assert tree_width(5, 30, 4) == 5  # a configured width is kept
+
+
+# --- Reward normalization (engine/rewards/normalization.py) ----------------------------------
+
+
+class AffineToyReward(ToyReward):
+    """The toy reward on a reward model's logit scale: 1000 r - 300 (every toy reward
+    but 0.30 is then at least +-10, so the published sigmoid(r / 0.1) saturates)."""
+
+    async def _score(
+        self, prompt: Prompt, responses: list[str], reference: str | None
+    ) -> list[float]:
+        return [1000 * r - 300 for r in await super()._score(prompt, responses, reference)]
+
+
+async def toa_scaled(generations: int, **settings) -> SearchResult:
+    ctx = SearchContext(
+        ToyPool(), AffineToyReward(), SamplingSettings(), BudgetConfig(generations=generations), 3
+    )  # type: ignore[arg-type]
+    return await run(PROMPT, ctx, TOASettings(**settings))
+
+
+def test_the_default_normalization_is_the_published_sigmoid() -> None:
+    assert TOASettings().normalization() == Sigmoid(tau=0.1)
+    assert TOASettings(tau=0.5).normalization() == Sigmoid(tau=0.5)
+    assert TOASettings(normalize="zscore").normalization() == ZScore()
+    assert TOASettings(normalize={"kind": "scale", "factor": 0.2}).normalization() == Scale(
+        factor=0.2
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tau": 0.2, "normalize": "zscore"},  # two ways to say one thing
+        {"tau": 0.2, "normalize": {"kind": "sigmoid", "tau": 0.3}},
+        {"normalize": "scale"},  # no factor
+        {"normalize": "softmax"},
+    ],
+)
+def test_normalize_settings_are_checked(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TOASettings(**bad)  # type: ignore[arg-type]
+
+
+async def test_an_explicit_sigmoid_is_the_default_search() -> None:
+    default = await toa(16)
+    explicit = await toa(16, normalize={"kind": "sigmoid", "tau": 0.1})
+    assert plays(explicit) == plays(default)
+    assert nx.node_link_data(explicit.tree, edges="edges") == nx.node_link_data(
+        default.tree, edges="edges"
+    )
+
+
+def test_ucb_uses_the_prompts_z_scores_so_far() -> None:
+    # Rewards 3 and -1: mean 1, standard deviation 2, so the root children's means are +1
+    # and -1 standard deviations; after a third response of 7 (mean 3, standard
+    # deviation sqrt(32 / 3)), a's mean is that of z(3) = 0 and z(7).
+    tree = _Tree(
+        PROMPT.prompt, ["a", "b"], width=2, alpha=0.01, topk_child=1, normalization=ZScore()
+    )
+    root = tree.root
+    first, second = root.children
+
+    def play(path: list, i: int, value: float, action: str = "generate", parents=()):
+        tree.begin(path)
+        return tree.finish(path, candidate(i, str(path[-1].model), action, parents), value)
+
+    r0 = play([root, first], 0, 3.0)
+    play([root, second], 1, -1.0)
+    assert tree.affine() == Affine(1.0, 2.0)
+    affine = tree.affine()
+    assert {c.id: c.ucb(3, tree.alpha, affine) for c in root.children} == {
+        first.id: 1.0 + bonus(3, 2),
+        second.id: -1.0 + bonus(3, 2),
+    }
+    play([root, first, r0, r0.children[0]], 2, 7.0, "refine", (0,))
+    spread = math.sqrt(32 / 3)
+    affine = tree.affine()
+    assert first.ucb(4, tree.alpha, affine) == pytest.approx((0 + 4 / spread) / 2 + bonus(4, 3))
+    assert second.ucb(4, tree.alpha, affine) == pytest.approx(-4 / spread + bonus(4, 2))
+
+
+async def test_per_prompt_normalization_is_blind_to_the_reward_models_scale() -> None:
+    # z-score and min-max of 1000 r - 300 are those of r: the same plays either way.
+    for kind in ("zscore", "minmax"):
+        assert plays(await toa_scaled(16, normalize=kind)) == plays(await toa(16, normalize=kind))
+    # The published sigmoid saturates on that scale: r~ is 0 or 1 (or 0.5 for 0.30).
+    saturated = await toa_scaled(16)
+    normalized = [saturated.tree.nodes[c.id]["normalized"] for c in saturated.candidates]
+    assert all(v == 0.5 or min(v, 1 - v) < 1e-40 for v in normalized), normalized
+    assert plays(saturated) != plays(await toa(16))
+
+
+async def test_the_tree_is_written_with_the_prompts_final_statistics() -> None:
+    result = await toa(12, normalize="zscore")
+    rewards = [c.reward or 0.0 for c in result.candidates]
+    mean = sum(rewards) / len(rewards)
+    spread = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+    for c in result.candidates:
+        node = result.tree.nodes[c.id]
+        assert node["reward"] == c.reward
+        assert node["normalized"] == pytest.approx(((c.reward or 0.0) - mean) / spread)
+    # The root backed up every response once: z-scores sum to 0.
+    assert stats(result, ROOT)[1:] == (pytest.approx(0.0, abs=1e-12), 12)
