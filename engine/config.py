@@ -263,6 +263,14 @@ class PromptsSpec(Settings):
     {id: qid, prompt: question, reference: answer}. `messages` (a list of {role, content}
     turns) stands instead of `prompt` for multi-turn conversations."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _has_a_path(cls, data: Any) -> Any:
+        # Without a path, the mapping is not a prompts spec at all: one line saying so.
+        if isinstance(data, dict) and "path" not in data:
+            raise ValueError("expected a file path, or {path, columns}: no path given")
+        return data
+
     @model_validator(mode="after")
     def _one_column_each(self) -> PromptsSpec:
         if "prompt" in self.columns and "messages" in self.columns:
