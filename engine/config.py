@@ -312,13 +312,65 @@ class PoolConfig(Settings):
         raise KeyError(f"no model named {name!r}; configured: {self.model_names()}")
 
 
+PromptField = Literal["id", "prompt", "messages", "reference", "constraints", "preference"]
+"""What a prompts file's column may be mapped to (engine/prompts.py reads them)."""
+
+
+class PromptsSpec(Settings):
+    """A prompts file read through a column mapping: any file Hugging Face `datasets`
+    reads, its columns named as you like, the columns no field maps to kept as metadata."""
+
+    path: str
+    """A .jsonl, .json, .parquet, .arrow or .csv file, or a folder written by
+    `Dataset.save_to_disk`."""
+    columns: dict[PromptField, str] = Field(default_factory=dict)
+    """The column holding each field, where it is not named as the field, e.g.
+    {id: qid, prompt: question, reference: answer}. `messages` (a list of {role, content}
+    turns) stands instead of `prompt` for multi-turn conversations."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_a_path(cls, data: Any) -> Any:
+        # Without a path, the mapping is not a prompts spec at all: one line saying so.
+        if isinstance(data, dict) and "path" not in data:
+            raise ValueError("expected a file path, or {path, columns}: no path given")
+        return data
+
+    @model_validator(mode="after")
+    def _one_column_each(self) -> PromptsSpec:
+        if "prompt" in self.columns and "messages" in self.columns:
+            raise ValueError("map a column to prompt or to messages, not both")
+        seen: dict[str, str] = {}
+        for field, column in self.columns.items():
+            if column in seen:
+                raise ValueError(f"column {column!r} is mapped to both {seen[column]} and {field}")
+            seen[column] = field
+        return self
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def _prompts_kind(value: Any) -> str:
+    return "spec" if isinstance(value, dict | PromptsSpec) else "path"
+
+
+PromptsSource = Annotated[
+    Annotated[str, Tag("path")] | Annotated[PromptsSpec, Tag("spec")],
+    Discriminator(_prompts_kind),
+]
+"""A prompts file's path, or its path and column mapping (one error, of the form used)."""
+
+
 class RunConfig(PoolConfig):
     """What every command's config has: the pool, the prompts, the default sampling and
     where run directories go (synthesize, sweep and select build on it)."""
 
-    prompts: str = EMBEDDED_TASKS
-    """A JSONL prompts file, or 'embedded:tasks' for the shipped IFEval-style task set
-    (select also takes '-': one query per line of standard input)."""
+    prompts: PromptsSource = EMBEDDED_TASKS
+    """A JSONL prompts file (one {id, prompt, ...} object per line), a .parquet, .arrow,
+    .csv or .json file with those column names, 'embedded:tasks' for the shipped
+    IFEval-style task set, or {path, columns} to map other column names (select also
+    takes '-': one query per line of standard input)."""
     limit: int | None = Field(None, ge=1)
     """Use only the first `limit` prompts of the file."""
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)

@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 Role = Literal["system", "user", "assistant"]
 
@@ -79,7 +85,8 @@ class Generation:
 
 
 class Prompt(BaseModel):
-    """One input record of a prompts file (JSONL, one object per line)."""
+    """One input record of a prompts file (JSONL, one object per line, or a row of any
+    file `datasets` reads, through a column mapping: engine/prompts.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -93,3 +100,24 @@ class Prompt(BaseModel):
     """Verifiable constraints, each {"kind": ..., **parameters} (see engine.rewards.constraints)."""
     preference: str | None = None
     """An optional per-prompt user preference in words (PRS uses it)."""
+    history: tuple[Message, ...] = ()
+    """Earlier turns of a multi-turn conversation, sent before every call made for this
+    prompt (an optional system turn first, then user and assistant turns); `prompt` is
+    the last user turn. Empty for a single-turn prompt."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Columns of the prompts file that no field maps to, kept as read; carried into
+    the run's samples and pairs."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A single-turn prompt without metadata dumps as it did before these fields existed,
+        # so its journal keys (engine/journal.py) and records stay the same.
+        data = handler(self)
+        for name in ("history", "metadata"):
+            if not data.get(name):
+                data.pop(name, None)
+        return data
+
+    def conversation(self) -> tuple[Message, ...]:
+        """The turns a model is sent for this prompt (before its own system prompt)."""
+        return (*self.history, Message("user", self.prompt))

@@ -263,10 +263,10 @@ class Search:
             )
         ids = self._new_ids(n)
         settings = self.ctx.pool.sampling(model, sampling or self.ctx.sampling)
+        # A multi-turn prompt's earlier turns come before every call made for it.
+        turns = (*self.prompt.history, *messages)
         requests = {
-            i: GenerationRequest(
-                tuple(messages), settings, derive_seed(self.ctx.seed, self.prompt.id, i)
-            )
+            i: GenerationRequest(turns, settings, derive_seed(self.ctx.seed, self.prompt.id, i))
             for i in ids
         }
         call = _Call(model, ids, requests)

@@ -33,6 +33,7 @@ def register(app: typer.Typer, config_kinds: dict[str, type[BaseModel]]) -> None
     app.command("sweep")(sweep_command)
     app.command("show")(show_command)
     app.command("train")(train_command)
+    app.command("export")(export_command)
 
 
 def synthesize_command(
@@ -209,6 +210,57 @@ def train_command(
         if record["validation_loss"] is not None:
             line += f", validation loss {record['validation_loss']:.4f}"
         console.print(line)
+
+
+def export_command(
+    run: Annotated[Path, typer.Argument(help="A synthesize run directory (or a sweep cell).")],
+    sft: Annotated[
+        bool,
+        typer.Option(
+            "--sft",
+            help="Export the best sample of each prompt as a TRL conversation "
+            "(`messages`: system prompt, the prompt's turns, the answer).",
+        ),
+    ] = False,
+    pairs: Annotated[
+        bool, typer.Option("--pairs", help="Export the preference pairs, split the same way.")
+    ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="Hold out a share of the prompts: test=FRACTION (e.g. test=0.1). Split by "
+            "prompt id, seeded by --seed, as `train` splits. Default: all in train.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+) -> None:
+    """Write a run's data as training sets into RUN/export/, split by prompt.
+
+    --sft writes sft-train.jsonl (and sft-test.jsonl), --pairs writes
+    pairs-train.jsonl (and pairs-test.jsonl); neither flag: both. split.json
+    lists each split's prompt ids. The folder is replaced whole, and the run's
+    dataset card (README.md) then lists the files for `datasets.load_dataset`.
+    """
+    from search.export import ExportInputError, ExportOptions, export_run, parse_split
+
+    def body() -> dict[str, Any]:
+        try:
+            test = 0.0 if split is None else parse_split(split)
+            options = ExportOptions(
+                sft=sft or not pairs, pairs=pairs or not sft, test=test, seed=seed
+            )
+            return export_run(run, options)
+        except ExportInputError as exc:
+            fail(str(exc))
+
+    manifest = guarded(body)
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]export:[/] {run / 'export'}")
+    for name, rows in manifest["rows"].items():
+        console.print(f"{name}: {rows} rows")
+    console.print(
+        f"{len(manifest['train_prompts'])} train / {len(manifest['test_prompts'])} test prompts"
+    )
 
 
 def print_summary(summary: dict[str, Any]) -> None:

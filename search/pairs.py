@@ -3,9 +3,10 @@
 The pure part picks indices from a list of rewards; the record part writes TRL's
 conversational DPO format plus both samples' lineage and rewards: `prompt` is the
 conversation the model was sent for the original prompt (its system prompt first, when its
-spec has one; then the user turn), `chosen` and `rejected` one assistant turn each. Runs
-made before this wrote TRL's standard (text) format, a bare instruction and two strings;
-a resumed old run keeps writing that (`as_text_format`), so one file never mixes both.
+spec has one; then a multi-turn prompt's earlier turns; then the user turn), `chosen` and
+`rejected` one assistant turn each. Runs made before this wrote TRL's standard (text)
+format, a bare instruction and two strings; a resumed old run keeps writing that
+(`as_text_format`), so one file never mixes both.
 
 Methods (the "sweet spot" study: chosen = max; the rejected sample nearest mu - 2 sigma
 beats the minimum, more so as the number of samples grows):
@@ -92,10 +93,11 @@ def select_pairs(
     return pairs
 
 
-def conversation(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
-    """The messages a model is sent for `prompt`: its system prompt (if any), the user turn."""
+def conversation(prompt: Prompt, system_prompt: str | None) -> list[dict[str, str]]:
+    """The messages a model is sent for `prompt`: its system prompt (if any), then the
+    prompt's turns (a multi-turn prompt's earlier turns, then its user turn)."""
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*system, {"role": "user", "content": prompt}]
+    return [*system, *({"role": m.role, "content": m.content} for m in prompt.conversation())]
 
 
 def answer(text: str) -> list[dict[str, str]]:
@@ -109,7 +111,7 @@ def is_conversational(record: Mapping[str, Any]) -> bool:
 
 def as_text_format(record: dict[str, Any]) -> dict[str, Any]:
     """A conversational pair in the older text format: the bare instruction, two strings."""
-    (user,) = [m for m in record["prompt"] if m["role"] == "user"]
+    user = [m for m in record["prompt"] if m["role"] == "user"][-1]  # the prompt's own turn
     return {
         **record,
         "prompt": user["content"],
@@ -138,7 +140,7 @@ def pair_records(
         chosen, rejected = scored[i], scored[j]
         records.append(
             {
-                "prompt": conversation(prompt.prompt, system_prompts.get(chosen.model)),
+                "prompt": conversation(prompt, system_prompts.get(chosen.model)),
                 "chosen": answer(chosen.text),
                 "rejected": answer(rejected.text),
                 "prompt_id": prompt.id,

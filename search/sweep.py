@@ -59,6 +59,7 @@ from search.synthesize import (
     RunJob,
     SearchRunConfig,
     SynthesizeConfig,
+    check_system_turns,
     preflight,
     run_all,
 )
@@ -300,6 +301,7 @@ async def sweep(
     `pool`, when given, must be started and hold the config's models; it is left running.
     """
     prompts = load_prompts(config.prompts, config.limit)
+    check_system_turns(config, prompts, config.models_used())
     templates = load_templates(config.templates)
     console = console or Console(stderr=True)
     # Refused before any engine starts: a new sweep over an existing one, another config.

@@ -34,9 +34,10 @@ from engine.rewards import RewardSpec, started_reward
 from engine.rewards.base import Reward
 from engine.rewards.verifiable import VerifiableRewardSpec
 from engine.storage import RunDirectory, check_run_directory, read_jsonl
-from engine.types import Message, Prompt
+from engine.types import Prompt
 from search.base import SearchContext, SearchResult
 from search.best_of_n import BestOfNSettings
+from search.dataset_card import write_card
 from search.pairs import PairSettings, as_text_format, is_conversational, pair_records
 from search.registry import StrategySettings, run_strategy
 from search.templates import load_templates
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 SAMPLES = "samples.jsonl"
 PAIRS = "pairs.jsonl"
+PROMPTS = "prompts.jsonl"
+"""Each committed prompt as it was read (its turns, reference, constraints, metadata):
+what `multisample export` builds its conversations from."""
 
 
 class SearchRunConfig(RunConfig):
@@ -107,6 +111,20 @@ def check_models(config: SynthesizeConfig) -> None:
         raise ConfigError(f"strategy: {exc}") from None
 
 
+def check_system_turns(config: RunConfig, prompts: PromptFile, models: list[str]) -> None:
+    """A prompt with a system turn of its own cannot go to a model whose spec has a
+    system prompt: the conversation would hold two (checked before any engine starts)."""
+    own = next((p for p in prompts.prompts if p.history and p.history[0].role == "system"), None)
+    if own is None:
+        return
+    for name in models:
+        if config.model(name).system_prompt:
+            raise PromptsError(
+                f"{prompts.where(own.id)}: prompt {own.id!r} has a system turn of its own, and "
+                f"model {name!r} has a system_prompt: a conversation takes one; drop either"
+            )
+
+
 async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> None:
     """Every prompt must fit every model's context window, with room for a response."""
     for model in models:
@@ -114,7 +132,7 @@ async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> 
         if window is None:
             continue
         counts = await asyncio.gather(
-            *(pool.count_tokens(model, (Message("user", p.prompt),)) for p in prompts.prompts)
+            *(pool.count_tokens(model, p.conversation()) for p in prompts.prompts)
         )
         for prompt, count in zip(prompts.prompts, counts, strict=True):
             if count is not None and count >= window:
@@ -127,6 +145,20 @@ async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> 
 def system_prompts(config: RunConfig) -> dict[str, str | None]:
     """Each model name's system prompt (an adapter's is its base model's)."""
     return {name: config.model(name).system_prompt for name in config.model_names()}
+
+
+def with_metadata(prompt: Prompt, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`records` with the prompt's metadata (the prompts file's unmapped columns), if any."""
+    if not prompt.metadata:
+        return records
+    return [{**record, "metadata": prompt.metadata} for record in records]
+
+
+def prompt_record(prompt: Prompt) -> dict[str, Any]:
+    """A prompts.jsonl record: the prompt as read, its id as `prompt_id` (as every record
+    of a run directory names it)."""
+    record = prompt.model_dump(mode="json")
+    return {"prompt_id": record.pop("id"), **record}
 
 
 def tree_path(prompt_id: str) -> str:
@@ -256,8 +288,9 @@ class RunJob:
         self.run.commit_prompt(
             prompt.id,
             {
-                SAMPLES: result.sample_records(),
-                PAIRS: self.pairs(prompt, result),
+                SAMPLES: with_metadata(prompt, result.sample_records()),
+                PAIRS: with_metadata(prompt, self.pairs(prompt, result)),
+                PROMPTS: [prompt_record(prompt)],
             },
             {tree_path(prompt.id): result.tree_document()},
         )
@@ -285,6 +318,8 @@ class RunJob:
         session["events"] = pool.events_since(self.events_at_start)
         if missing_scores is not None:
             session["missing_scores"] = missing_scores
+        # The card before the summary: a complete run (summary.json) always has one.
+        write_card(self.run.path, self.config, summary)
         self.run.write_summary(summary)
         return summary
 
@@ -304,6 +339,7 @@ async def synthesize(
     """
     check_models(config)
     prompts = load_prompts(config.prompts, config.limit)
+    check_system_turns(config, prompts, config.strategy.models_used(config.model_names()))
     templates = load_templates(config.templates)
     check_run_directory(run_path, config, resume)  # before the engines' minute of starting
     console = console or Console(stderr=True)

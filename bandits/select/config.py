@@ -217,7 +217,13 @@ def check_inputs(config: SelectConfig) -> None:
                 "queries must come from a prompts file"
             )
     if config.prompts != STDIN:
-        load_prompts(config.prompts, config.limit)  # a bad file fails before engines start
+        prompts = load_prompts(config.prompts, config.limit)  # a bad file fails here
+        multi_turn = next((p for p in prompts.prompts if p.history), None)
+        if multi_turn is not None:  # select sends one user turn: earlier turns would be lost
+            raise ConfigError(
+                f"{prompts.where(multi_turn.id)}: select takes single-turn prompts; "
+                f"{multi_turn.id!r} has {len(multi_turn.history)} earlier turn(s)"
+            )
 
 
 def read_truth(path: str, candidates: list[str]) -> np.ndarray:

@@ -123,6 +123,7 @@ async def test_toy_sweep_writes_every_output(tmp_path: Path) -> None:
     for cell in toy_config().cells():
         folder = path / CELLS / cell.name
         assert (folder / SUMMARY).exists() and len(list(read_jsonl(folder / PROGRESS))) == 3
+        assert (folder / "README.md").read_text(encoding="utf-8").startswith("---\n")  # its card
     assert sum(size for _, size in pool.calls) == 3 * 2 * (1 + 2 + 4) * 2
 
     table = pd.read_parquet(path / "table.parquet")
