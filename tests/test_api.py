@@ -162,6 +162,35 @@ async def test_an_awaited_pool_serves_sync_runs(server: FakeOpenAIServer, tmp_pa
     assert result.summary["samples"] == 1 and not pool.started
 
 
+NOTEBOOK = """
+import atexit
+atexit.register(lambda: print("closed at exit:", not pool.started))  # runs after multisample's
+import asyncio, multisample
+
+async def notebook():  # each statement a cell of a notebook, whose loop is running
+    pool = multisample.Pool({"models": MODELS}).start_sync()
+    run = multisample.synthesize_sync(prompts=["hi", "ho"], pool=pool, budget={"generations": 2})
+    again = await multisample.synthesize(prompts=["hi", "ho"], pool=pool, budget={"generations": 2})
+    print(len(run.samples), len(again.samples), run.path != again.path)
+    return pool
+
+pool = asyncio.run(notebook())
+print("open at exit:", pool.started)
+"""
+
+
+def test_a_notebook_session_in_a_fresh_interpreter_exits_with_its_pool_closed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """Cells in a running loop, then the kernel exits without closing the pool: exit
+    closes it (the endpoint's HTTP client here; Ray's engines on vLLM) and returns."""
+    code = NOTEBOOK.replace("MODELS", repr(endpoint_models(server)))
+    result = run_script(code, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["4 4 True", "open at exit: True", "closed at exit: True"]
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
 def test_run_sync_refuses_the_library_loop_itself() -> None:
     async def nested() -> None:
         multisample.run_sync(asyncio.sleep(0))
