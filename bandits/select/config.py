@@ -84,7 +84,7 @@ class AdaptSettings(Settings):
     serve: Literal["auto", "merged", "lora"] = "auto"
     """How a new version is served without restarting the engine. merged: the LoRA merged
     into the base's weights, loaded in place; the model then runs at its base's speed
-    (on the CPU a LoRA request runs at ~0.3x), but its engine serves only the adapted
+    (on the CPU a LoRA request runs at ~0.25x), but its engine serves only the adapted
     model, so no other candidate or judge may use it. lora: vLLM multi-LoRA beside the
     base, under the name `<candidate>-adapted`. auto: merged on the CPU, lora on a GPU."""
     candidates: list[str] | None = None
