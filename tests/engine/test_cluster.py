@@ -132,3 +132,48 @@ def test_model_runs_on_the_node_it_is_pinned_to(two_node_cluster: str) -> None:
     assert result["nodes"] == 2
     assert result["second_node"] == [result["actor_node"]]
     assert result["completion_tokens"] > 0
+
+
+REPLICAS_DRIVER = """
+import asyncio, json, sys
+from engine.config import PoolConfig
+from engine.pool import ModelPool
+from engine.types import GenerationRequest, Message, SamplingSettings
+
+async def main():
+    config = PoolConfig.model_validate({
+        "ray_address": sys.argv[1],
+        "models": [{"name": "smollm2", "model": "embedded:smollm2-135m-instruct",
+                    "replicas": 2}],
+    })
+    async with ModelPool(config) as pool:
+        settings = SamplingSettings(max_tokens=8)
+        requests = [GenerationRequest((Message("user", f"Say {i}."),), settings, i)
+                    for i in range(8)]
+        generations = await pool.generate("smollm2", requests)
+        print("RESULT " + json.dumps({
+            "replica_nodes": [r.info["node_id"] for r in pool.backends["smollm2"].replicas],
+            "seeds": [g.seed for g in generations],
+        }))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_replicas_spread_over_the_nodes_and_answer_in_request_order(
+    two_node_cluster: str,
+) -> None:
+    """Two replicas of one model on a cluster of two one-CPU nodes: one on each node."""
+    done = subprocess.run(
+        [sys.executable, "-c", REPLICAS_DRIVER, two_node_cluster],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    result = json.loads(line.removeprefix("RESULT "))
+    assert len(set(result["replica_nodes"])) == 2
+    assert result["seeds"] == list(range(8))

@@ -79,7 +79,9 @@ def test_sigkill_mid_search_on_the_real_engine(tmp_path: Path, ledger: Any, kind
         process = start_cli(*args, *(["--resume"] if attempt else []), log=log)
         try:
             deadline = time.monotonic() + 900
-            while sum(on_disk(run)) < total * fraction:
+            # At most one prompt short of the end: an ensemble's generations land a model's
+            # share at a time, so 90% may come only with the end of the run.
+            while sum(on_disk(run)) < min(total * fraction, total - BUDGET):
                 assert process.poll() is None, log.read_text(encoding="utf-8")[-3000:]
                 assert time.monotonic() < deadline, "the run made no progress"
                 time.sleep(0.05)
