@@ -138,9 +138,8 @@ def _dts_reference(wins: np.ndarray, queries: int, alpha: float, rng: Any) -> tu
 
 def test_double_ts_selection_equals_the_algorithm_written_out() -> None:
     states = np.random.default_rng(11)
-    for case, wins in enumerate(_duel_states(states, 60)):
-        queries = int(wins.sum()) + int(states.integers(0, 5))
-        alpha = [0.51, 2.0][int(states.integers(0, 2))]
+    for case, (wins, queries) in enumerate(_duel_states(states, 120)):
+        alpha = 0.51 if case % 6 == 5 else [0.51, 2.0][int(states.integers(0, 2))]
         policy: Any = make_policy(DoubleTSSettings(alpha=alpha), 4, case)
         policy.wins[0], policy.queries[0] = wins, queries
         expected = _dts_reference(wins, queries, alpha, np.random.default_rng(case))
@@ -185,32 +184,132 @@ def _rucb_reference(
     return c, d, hypothesis
 
 
-def _duel_states(rng: np.random.Generator, cases: int) -> list[np.ndarray]:
-    """Win matrices of 4 arms: few queries, many, a strong Condorcet winner (arm 0; RUCB's
-    C is {0}), and a strong cycle (0 > 1 > 2 > 0, 0 > 3) that empties C at alpha 0.51."""
+def _duel_states(rng: np.random.Generator, cases: int) -> list[tuple[np.ndarray, int]]:
+    """(wins, queries) of 4 arms, in six families: few queries; many; a strong Condorcet
+    winner (RUCB's C is that arm alone); a strong cycle 0 > 1 > 2 > 0, 0 > 3 (C empty at
+    alpha 0.51); two strong arms level with each other (C holds both); and one pair with
+    4 comparisons at t = 7 or 8, where u = 1/2 lies between t and t + 1 at alpha 0.51."""
     states = []
     for case in range(cases):
-        n = int(rng.integers(20, 80))
-        wins = rng.integers(0, [2, 30, 3, 3][case % 4], size=(4, 4))
-        if case % 4 == 2:
-            wins[0, 1:] = n
-            wins[1:, 0] = 0
-        if case % 4 == 3:
+        family, n = case % 6, int(rng.integers(20, 80))
+        arms = [int(a) for a in rng.permutation(4)]
+        wins = rng.integers(0, [2, 30, 3, 3, 3, 1][family], size=(4, 4))
+        if family == 2:
+            winner = arms[0]
+            wins[winner, :], wins[:, winner] = n, 0
+        if family == 3:
             wins[:3, :3] = 0
             for i, j in ((0, 1), (1, 2), (2, 0), (0, 3)):
                 wins[i, j], wins[j, i] = n, 0
+        if family == 4:
+            for strong in arms[:2]:
+                for weak in arms[2:]:
+                    wins[strong, weak], wins[weak, strong] = n, 0
+        if family == 5:
+            wins[arms[0], arms[1]] = 4
         np.fill_diagonal(wins, 0)
-        states.append(wins)
+        extra = int(rng.integers(2, 4)) if family == 5 else int(rng.integers(0, 5))
+        states.append((wins, int(wins.sum()) + extra))
     return states
 
 
 def test_rucb_selection_equals_the_algorithm_written_out() -> None:
     states = np.random.default_rng(5)
-    for case, wins in enumerate(_duel_states(states, 60)):
-        queries = int(wins.sum()) + int(states.integers(0, 5))
-        alpha = [0.51, 2.0][int(states.integers(0, 2))]
+    for case, (wins, queries) in enumerate(_duel_states(states, 120)):
+        alpha = 0.51 if case % 6 == 5 else [0.51, 2.0][int(states.integers(0, 2))]
         hypothesis = int(states.integers(-1, 4))
         policy: Any = make_policy(RUCBSettings(alpha=alpha), 4, case)
         policy.wins[0], policy.queries[0], policy.hypothesis[0] = wins, queries, hypothesis
         c, d, kept = _rucb_reference(wins, queries, alpha, hypothesis, np.random.default_rng(case))
         assert (policy.select(), int(policy.hypothesis[0])) == ((c, d), kept), case
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda: POLICIES["co_ucb"](UCB1Settings(), 3, [0]),
+            TypeError,
+            r"^co_ucb needs CoUCBSettings, got ",
+        ),
+        (
+            lambda: POLICIES["co_ucb"](CoUCBSettings(), 3.0, [0]),
+            ValueError,
+            r"^arms must be an integer >= 2 \(got 3\.0\)$",
+        ),
+        (
+            lambda: POLICIES["co_ucb"](CoUCBSettings(), 3, []),
+            ValueError,
+            r"^a policy needs at least one seed \(one per run\)$",
+        ),
+    ],
+)
+def test_a_policy_refuses_bad_construction_by_name(make: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        (RoundOutcome(0, 3, first_wins=1), r"^feedback second arm \[3\] is out of range 0\.\.2$"),
+        (RoundOutcome(0, 1, first_wins=-1), r"^feedback first_wins must be >= 0 \(got \[-1\]\)$"),
+        (
+            RoundOutcome(0, 1, first_rewards=("a",)),
+            r"^feedback first_rewards must be numbers: could not convert",
+        ),  # type: ignore[arg-type]
+    ],
+)
+def test_impossible_feedback_is_refused_with_its_field(outcome: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_policy(RUCBSettings(), 3, 0).update(outcome)
+
+
+def test_a_round_of_the_wrong_number_of_runs_is_refused_with_the_shapes() -> None:
+    policy = POLICIES["rucb"](RUCBSettings(), 3, [0, 1])  # two runs, one round's arrays
+    one_run = OutcomeArrays.of(RoundOutcome(0, 1, first_wins=1))
+    with pytest.raises(ValueError, match=r"^first has shape \(1,\); expected \(2,\)$"):
+        policy.update_runs(one_run)
+
+
+def test_rucb_runs_are_independent_when_one_has_a_single_candidate() -> None:
+    # Run 1 has a Condorcet winner (arm 2, C = {2}); run 0 has played nothing (C = all).
+    policy: Any = POLICIES["rucb"](RUCBSettings(), 3, [4, 5])
+    policy.wins[1, 2, :2], policy.queries[1] = 60, 120
+    first, second = policy.select_runs()
+    assert (int(first[1]), int(second[1]), int(policy.hypothesis[1])) == (2, 2, 2)
+    alone: Any = make_policy(RUCBSettings(), 3, 4)
+    assert (int(first[0]), int(second[0])) == alone.select()
+
+
+def test_rucb_second_arm_is_never_c_when_c_ties_in_its_own_column() -> None:
+    # Arm 0 won the only 3 queries; alpha = 0.75 / ln 4 makes u_10 = sqrt(alpha ln 4 / 3)
+    # = 1/2 exactly at t = 4, so both arms are in C, and when c = 0 its column ties
+    # u_00 = u_10 = 1/2: d must be arm 1. When c = 1, d = 0 (u_01 = 1.5).
+    alpha = 0.75 / math.log(4)
+    seen = set()
+    for seed in range(20):
+        policy: Any = make_policy(RUCBSettings(alpha=alpha), 2, seed)
+        policy.wins[0, 0, 1], policy.queries[0] = 3, 3
+        seen.add(policy.select())
+    assert seen == {(0, 1), (1, 0)}
+
+
+def _dts_first_arms(queries: int, seeds: int = 60) -> set[int]:
+    """D-TS's first arms over `seeds` seeds: arm 0 won 4 of 4 queries against arm 1,
+    every other pair unplayed (u = 2), `queries` - 4 ties besides."""
+    firsts = set()
+    for seed in range(seeds):
+        policy: Any = make_policy(DoubleTSSettings(alpha=0.51), 3, seed)
+        policy.wins[0, 0, 1], policy.queries[0] = 4, queries
+        firsts.add(policy.select()[0])
+    return firsts
+
+
+def test_double_ts_candidates_use_t_one_more_than_the_queries() -> None:
+    # u_10 = sqrt(0.51 ln t / 4): 0.498 at t = 7 (6 queries), below 1/2, so arm 1's upper
+    # Copeland score is 1 < 2 and it is never the first arm; 0.515 at t = 8 (7 queries):
+    # arm 1 is a candidate and the posterior sample sometimes makes it first.
+    assert math.sqrt(0.51 * math.log(7) / 4) < 0.5 < math.sqrt(0.51 * math.log(8) / 4)
+    assert _dts_first_arms(6) == {0, 2}
+    assert _dts_first_arms(7) == {0, 1, 2}

@@ -56,3 +56,11 @@ def test_a_pair_under_the_margin_does_not_stop_the_methods_after_it() -> None:
     # (0.0) is 1.0 below: kept.
     settings = PairSettings(methods=["max_rank_k", "max_min"], rank_k=2, min_margin=0.1)
     assert select_pairs([1.0, 0.95, 0.0], settings) == [("max_min", 0, 2)]
+
+
+def test_rejected_index_draws_with_seed_0_by_default() -> None:
+    rewards = [0.05 * i for i in range(20)]
+    settings = PairSettings(methods=["min_of_k_random"], random_k=2)
+    seed_0, seed_1 = (rejected_index(rewards, "min_of_k_random", settings, s) for s in (0, 1))
+    assert seed_0 != seed_1  # the fixture tells the two seeds apart
+    assert rejected_index(rewards, "min_of_k_random", settings) == seed_0
