@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo sweep test install models lint format bench clean
+.PHONY: demo sweep test install models lint format bench mutation clean
 
 demo: models
 	$(BIN)/multisample synthesize configs/demo.yaml --name demo-$$(date -u +%Y%m%d-%H%M%S)
@@ -55,5 +55,23 @@ format: $(STAMP)
 bench: models
 	$(BIN)/python benchmarks/throughput.py
 
+# Mutation testing of the pure math (docs/TESTING.md); not part of `make test`. Every
+# mutant of the functions below runs against the fast tests that reach it (pyproject.toml,
+# [tool.mutmut]); one worker at low priority, a fresh run each time (about 30 minutes on
+# two cores). Fails when a mutant survives that docs/TESTING.md does not list as equivalent.
+MUTATION_SCOPE := 'bandits.*' 'engine.budget.*' 'engine.intervals.*' 'search.pairs.*' \
+	'search.toa.x_ucb*' 'search.toa.x_tree_width*' 'search.toa.x_normalize*' \
+	'search.toa.x_is_fully_expanded*' 'search.toa.xǁ_Nodeǁ*' 'search.toa.xǁTOASettingsǁ*' \
+	'search.toa.xǁ_Treeǁ__init__*' 'search.toa.xǁ_Treeǁ_add_*' 'search.toa.xǁ_Treeǁbegin*' \
+	'search.toa.xǁ_Treeǁfully_expanded*' 'search.toa.xǁ_Treeǁ_best_child*' \
+	'search.toa.xǁ_Treeǁselect*' 'search.toa.xǁ_Treeǁfinish*' \
+	'search.prs.x_layer_sizes*' 'search.prs.xǁPRSSettingsǁ*'
+
+mutation: $(STAMP)
+	rm -rf mutants
+	nice -n 10 $(BIN)/mutmut run --max-children 1 $(MUTATION_SCOPE) > mutants.log 2>&1 \
+		|| { tail -n 40 mutants.log; exit 1; }
+	$(BIN)/python tests/mutation_score.py $(MUTATION_SCOPE)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache mutants mutants.log
