@@ -173,7 +173,11 @@ class Adaptation:
             version = state.version(name) + 1
             say(f"training {name} v{version} on {len(examples)} examples")
             record = await self.train(name, version, examples, after, state.round)
-            await self.load_version(name, version, record)
+            started = time.perf_counter()
+            await self.load_version(name, version)
+            record["serve_seconds"] = round(time.perf_counter() - started, 2)
+            folder = version_folder(self.run.path, name, version)
+            (folder / TRAINING).write_text(json.dumps(record, indent=1) + "\n")
             state.adapters[name] = AdapterVersion(version, state.round)
             self.run.commit_state(state)
 
@@ -201,7 +205,8 @@ class Adaptation:
     async def train(
         self, name: str, version: int, examples: list[Example], after: int, through: int
     ) -> dict[str, Any]:
-        """Train version `version` into its folder (written whole, then renamed)."""
+        """Train version `version` into its folder (written whole, then renamed); return
+        its training.json record (`update` adds how long serving took and writes it)."""
         spec = self.spec(name)
         folder = version_folder(self.run.path, name, version)
         partial = folder.with_name(folder.name + ".partial")
@@ -232,19 +237,14 @@ class Adaptation:
             "train_seconds": result.train_seconds,
             "versions": result.versions,
         }
-        (partial / TRAINING).write_text(json.dumps(record, indent=1) + "\n")
         partial.rename(folder)
         return record
 
-    async def load_version(
-        self, name: str, version: int, record: dict[str, Any] | None = None
-    ) -> None:
+    async def load_version(self, name: str, version: int) -> None:
         """Serve version `version` of a candidate's LoRA from now on: merged into its
-        model's weights, or as an adapter beside them. `record` (a new version's
-        training.json) gets how long serving took."""
+        model's weights, or as an adapter beside them."""
         spec = self.spec(name)
         folder = version_folder(self.run.path, name, version)
-        started = time.perf_counter()
         if self.settings.serving(spec) == "lora":
             await self.pool.add_adapter(spec.name, adapter_name(name), folder, version)
             self.served[name] = adapter_name(name)
@@ -257,6 +257,3 @@ class Adaptation:
             shutil.rmtree(merged, ignore_errors=True)
             partial.rename(merged)
             await self.pool.load_weights(spec.name, merged)
-        if record is not None:
-            record["serve_seconds"] = round(time.perf_counter() - started, 2)
-            (folder / TRAINING).write_text(json.dumps(record, indent=1) + "\n")

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,10 +118,10 @@ def two_node_cluster() -> Iterator[str]:
                 node.kill()
 
 
-def test_model_runs_on_the_node_it_is_pinned_to(two_node_cluster: str) -> None:
-    # Placement waits for the second node to register, so no polling is needed.
+def run_driver(script: str, address: str) -> dict[str, Any]:
+    """Run a driver script against the cluster; return what it printed after RESULT."""
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, two_node_cluster],
+        [sys.executable, "-c", script, address],
         env=ENV,
         capture_output=True,
         text=True,
@@ -128,7 +129,12 @@ def test_model_runs_on_the_node_it_is_pinned_to(two_node_cluster: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    result = json.loads(line.removeprefix("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def test_model_runs_on_the_node_it_is_pinned_to(two_node_cluster: str) -> None:
+    # Placement waits for the second node to register, so no polling is needed.
+    result = run_driver(DRIVER, two_node_cluster)
     assert result["nodes"] == 2
     assert result["second_node"] == [result["actor_node"]]
     assert result["completion_tokens"] > 0
@@ -165,15 +171,6 @@ def test_replicas_spread_over_the_nodes_and_answer_in_request_order(
     two_node_cluster: str,
 ) -> None:
     """Two replicas of one model on a cluster of two one-CPU nodes: one on each node."""
-    done = subprocess.run(
-        [sys.executable, "-c", REPLICAS_DRIVER, two_node_cluster],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    result = json.loads(line.removeprefix("RESULT "))
+    result = run_driver(REPLICAS_DRIVER, two_node_cluster)
     assert len(set(result["replica_nodes"])) == 2
     assert result["seeds"] == list(range(8))
