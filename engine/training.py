@@ -35,9 +35,9 @@ PromptFormat = Literal["chat", "base"]
 
 @dataclass(frozen=True)
 class Example:
-    """One training example, independent of the target model: the user turns of the
-    prompt (no system turn: the target's own is added), the preferred answer and, for
-    DPO, the rejected one."""
+    """One training example, independent of the target model: the prompt's turns
+    (without the generating model's system prompt: the target's own is added), the
+    preferred answer and, for DPO, the rejected one."""
 
     prompt: tuple[Message, ...]
     chosen: str

@@ -35,7 +35,7 @@ from engine.storage import CONFIG, PROGRESS, read_jsonl
 from engine.training import Example, Hyperparameters, TrainingResult, train_adapter
 from engine.types import Message
 from search.pairs import PairMethod, is_conversational
-from search.synthesize import PAIRS, SynthesizeConfig
+from search.synthesize import PAIRS, SynthesizeConfig, system_prompts
 
 ADAPTERS = "adapters"
 TRAINING = "training.json"
@@ -98,18 +98,25 @@ def pick_model(config: SynthesizeConfig, name: str | None) -> VLLMModelSpec:
 
 def read_pairs(run: Path) -> tuple[list[Pair], str]:
     """The run's committed pairs and their format ('conversational' or 'text', the
-    format of runs made before pairs carried the conversation)."""
+    format of runs made before pairs carried the conversation).
+
+    A pair's prompt starts with the system prompt of the model that made the chosen
+    answer, when that model has one: it is dropped, as the target adds its own. A system
+    turn of the prompt's own (from the data) is kept."""
     path = run / PAIRS
     done = {r["prompt_id"] for r in read_jsonl(run / PROGRESS)}
+    generators = system_prompts(load_run(run))
     pairs, formats = [], set()
     for record in read_jsonl(path):
         if record.get("prompt_id") not in done:
             continue  # written by a prompt that was not committed (a crash mid-prompt)
         if is_conversational(record):
             formats.add("conversational")
-            prompt = tuple(
-                Message(m["role"], m["content"]) for m in record["prompt"] if m["role"] != "system"
-            )
+            turns = [Message(m["role"], m["content"]) for m in record["prompt"]]
+            own = generators.get(record.get("chosen_model", ""))
+            if own and turns[0] == Message("system", own):
+                turns = turns[1:]
+            prompt = tuple(turns)
             chosen, rejected = record["chosen"][-1]["content"], record["rejected"][-1]["content"]
         else:
             formats.add("text")
@@ -190,6 +197,13 @@ def plan(run: Path, options: TrainOptions) -> Plan:
     pairs, pair_format = read_pairs(run)
     if not pairs:
         raise TrainInputError(f"{run / PAIRS}: the run has no pairs to train on")
+    own = next((p for p in pairs if p.example.prompt[0].role == "system"), None)
+    if own is not None and spec.system_prompt:
+        raise TrainInputError(
+            f"{run / PAIRS}: prompt {own.prompt_id!r} has a system turn of its own, and "
+            f"model {spec.name!r} has a system_prompt: a conversation takes one; train a "
+            "model without one"
+        )
     if options.pair_methods:
         pairs = [p for p in pairs if p.method in options.pair_methods]
         if not pairs:

@@ -222,6 +222,20 @@ def test_examples_take_the_target_models_own_prompt(tmp_path: Path) -> None:
     )
 
 
+def test_a_system_turn_of_the_data_is_kept(tmp_path: Path) -> None:
+    """Only the generator's own system prompt is dropped; one the prompt brought is the
+    conversation's and reaches the target."""
+    data = conversational_pair("p0", "max_min")
+    data["prompt"][0]["content"] = "You are a pirate."
+    data["chosen_model"] = "smolbase"  # no system prompt of its own
+    mistaken = {**conversational_pair("p1", "max_min"), "chosen_model": "smolbase"}
+    run = write_run(tmp_path / "run", [data, mistaken])
+    prompts = {p.prompt_id: p.example.prompt for p in read_pairs(run)[0]}
+    assert prompts["p0"][0] == Message("system", "You are a pirate.")
+    # smolbase has no system prompt, so SYSTEM in p1 came from the data: kept too.
+    assert prompts["p1"][0] == Message("system", SYSTEM)
+
+
 def test_uncommitted_pairs_are_not_read(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", every_pair())
     (run / PROGRESS).write_text(dumps_line({"prompt_id": "p3"}))  # p3 alone finished
@@ -271,6 +285,13 @@ def test_no_pairs_after_the_method_filter(cli: CliRunner, tmp_path: Path) -> Non
     line = refused(cli, tmp_path, run, "--pairs-method", "max_rank_k")
     assert "--pairs-method: no pairs made by max_rank_k" in line
     assert "--pairs-method: unknown best" in refused(cli, tmp_path, run, "--pairs-method", "best")
+
+
+def test_two_system_turns(cli: CliRunner, tmp_path: Path) -> None:
+    pair = {**conversational_pair("p0", "max_min"), "chosen_model": "smolbase"}
+    run = write_run(tmp_path / "run", [pair])
+    line = refused(cli, tmp_path, run, "--model", "smol")
+    assert "prompt 'p0' has a system turn of its own, and model 'smol' has a system_prompt" in line
 
 
 def test_unknown_model(cli: CliRunner, tmp_path: Path) -> None:
