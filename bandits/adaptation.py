@@ -9,7 +9,10 @@ so each can be fine-tuned on its own; a candidate's system prompt is part of its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from engine.types import Message, message_dicts
 
 ADAPTATION = "adaptation"
 
@@ -25,20 +28,21 @@ def dpo_file(candidate: str) -> str:
 def adaptation_records(
     round_: int,
     query_id: str,
-    query: str,
+    conversation: Sequence[Message],
     candidates: tuple[str, str],
     system_prompts: tuple[str | None, str | None],
     answers: tuple[str, str],
     preferred: int,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Records by file for one strict preference (`preferred` is 0 or 1)."""
+    """Records by file for one strict preference (`preferred` is 0 or 1); `conversation`
+    is the query's turns, each candidate's system prompt goes first."""
     chosen, rejected = answers[preferred], answers[1 - preferred]
     meta = {"round": round_, "query_id": query_id, "source": candidates[preferred]}
     records: dict[str, list[dict[str, Any]]] = {}
     for name, system in zip(candidates, system_prompts, strict=True):
-        prompt = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": query}
-        ]
+        prompt = ([{"role": "system", "content": system}] if system else []) + message_dicts(
+            conversation
+        )
         records.setdefault(sft_file(name), []).append(
             {**meta, "messages": [*prompt, {"role": "assistant", "content": chosen}]}
         )

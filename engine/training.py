@@ -27,7 +27,7 @@ from rich.console import Console
 
 from engine.backends.base import render_base_prompt
 from engine.progress import progress_bar
-from engine.types import Message
+from engine.types import Message, message_dicts
 
 Method = Literal["dpo", "sft"]
 PromptFormat = Literal["chat", "base"]
@@ -87,7 +87,7 @@ def target_prompt(
     turns = (*([Message("system", system_prompt)] if system_prompt else []), *prompt)
     if prompt_format == "base":
         return render_base_prompt(turns)
-    return [{"role": m.role, "content": m.content} for m in turns]
+    return message_dicts(turns)
 
 
 def target_answer(text: str, prompt_format: PromptFormat) -> Any:

@@ -6,6 +6,7 @@ plain frozen dataclasses for what only lives in memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,11 @@ class Message:
 
     role: Role
     content: str
+
+
+def message_dicts(turns: Iterable[Message]) -> list[dict[str, str]]:
+    """Turns as chat-template / OpenAI / TRL message dicts."""
+    return [{"role": m.role, "content": m.content} for m in turns]
 
 
 class SamplingSettings(BaseModel):

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from engine.config import Settings
 from engine.seeds import derive_seed
-from engine.types import Prompt
+from engine.types import Prompt, message_dicts
 from search.base import Candidate
 
 PairMethod = Literal["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]
@@ -97,7 +97,7 @@ def conversation(prompt: Prompt, system_prompt: str | None) -> list[dict[str, st
     """The messages a model is sent for `prompt`: its system prompt (if any), then the
     prompt's turns (a multi-turn prompt's earlier turns, then its user turn)."""
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*system, *({"role": m.role, "content": m.content} for m in prompt.conversation())]
+    return [*system, *message_dicts(prompt.conversation())]
 
 
 def answer(text: str) -> list[dict[str, str]]:

@@ -114,7 +114,10 @@ def own_examples(run: Path, candidate: CandidateSpec, after: int, through: int) 
     (self-training)."""
     system = (Message("system", candidate.system_prompt),) if candidate.system_prompt else ()
     return [
-        Example((*system, Message("user", r["prompt"])), r["first_answer"])
+        Example(
+            (*system, *_turns(r.get("history", [])), Message("user", r["prompt"])),
+            r["first_answer"],
+        )
         for r in _rows(run / ANSWERS, after, through)
         if r["first"] == r["second"] == candidate.name
     ]

@@ -75,6 +75,8 @@ class HumanArbiter:
             swap = self.coin.random() < 0.5
             shown = (y, x) if swap else (x, y)
             self.console.rule(f"query {query.id}")
+            for turn in query.history:  # the conversation so far, then the query
+                self.console.print(f"[{turn.role}] {turn.content}", markup=False, style="dim")
             self.console.print(query.prompt, markup=False)
             panels = [
                 Panel(Text(text or "(empty)"), title=str(i + 1)) for i, text in enumerate(shown)

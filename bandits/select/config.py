@@ -218,12 +218,16 @@ def check_inputs(config: SelectConfig) -> None:
             )
     if config.prompts != STDIN:
         prompts = load_prompts(config.prompts, config.limit)  # a bad file fails here
-        multi_turn = next((p for p in prompts.prompts if p.history), None)
-        if multi_turn is not None:  # select sends one user turn: earlier turns would be lost
-            raise ConfigError(
-                f"{prompts.where(multi_turn.id)}: select takes single-turn prompts; "
-                f"{multi_turn.id!r} has {len(multi_turn.history)} earlier turn(s)"
-            )
+        own = next(
+            (p for p in prompts.prompts if p.history[:1] and p.history[0].role == "system"), None
+        )
+        for candidate in config.candidates if own is not None else []:
+            if candidate.system_prompt or config.model(candidate.model).system_prompt:
+                raise ConfigError(
+                    f"{prompts.where(own.id)}: prompt {own.id!r} has a system turn of its "
+                    f"own, and candidate {candidate.name!r} has a system_prompt: a "
+                    "conversation takes one; drop either"
+                )
 
 
 def read_truth(path: str, candidates: list[str]) -> np.ndarray:

@@ -248,7 +248,7 @@ async def candidate_answers(
         settings = settings.model_copy(update=spec.sampling.model_dump(exclude_unset=True))
     system = (Message("system", spec.system_prompt),) if spec.system_prompt else ()
     requests = [
-        GenerationRequest((*system, Message("user", q.prompt)), settings, seed)
+        GenerationRequest((*system, *q.conversation()), settings, seed)
         for q, seed in zip(queries, seeds, strict=True)
     ]
     return [g.text for g in await pool.generate(model, requests)]

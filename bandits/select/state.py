@@ -25,6 +25,7 @@ from bandits.select.arbiters import Verdict
 from bandits.simulator import strong_regret, weak_regret
 from engine.config import ConfigError
 from engine.storage import SUMMARY, RunDirectory, read_jsonl, write_atomic
+from engine.types import message_dicts
 
 STATE = "state.json"
 ROUNDS = "rounds.jsonl"
@@ -239,6 +240,11 @@ def round_records(
                 "round": number,
                 "query_id": verdict.query.id,
                 "prompt": verdict.query.prompt,
+                **(
+                    {"history": message_dicts(verdict.query.history)}
+                    if verdict.query.history
+                    else {}
+                ),
                 "first": a,
                 "second": b,
                 "first_answer": verdict.answers[0],
@@ -252,7 +258,7 @@ def round_records(
             extra = adaptation_records(
                 number,
                 verdict.query.id,
-                verdict.query.prompt,
+                verdict.query.conversation(),
                 names,
                 system_prompts,
                 verdict.answers,

@@ -28,7 +28,13 @@ import httpx
 
 from engine.backends.base import BackendError, render_base_prompt, stop_strings
 from engine.config import OpenAIModelSpec
-from engine.types import Generation, GenerationRequest, Message, SamplingSettings
+from engine.types import (
+    Generation,
+    GenerationRequest,
+    Message,
+    SamplingSettings,
+    message_dicts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +175,7 @@ class OpenAIBackend:
             # Not an OpenAI field; vLLM and SGLang servers accept it as an extra.
             payload["top_k"] = sampling.top_k
         if self.spec.prompt_format == "chat":
-            payload["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+            payload["messages"] = message_dicts(messages)
             if sampling.logprobs is not None:
                 payload["logprobs"] = True
                 payload["top_logprobs"] = sampling.logprobs

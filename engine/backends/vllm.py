@@ -52,7 +52,7 @@ from engine.adapters import ServedAdapter
 from engine.backends.base import BackendError, render_base_prompt, stop_strings
 from engine.config import ConfigError, VLLMModelSpec
 from engine.cpu_binding import BIND_VARIABLE
-from engine.types import Generation, GenerationRequest, Message
+from engine.types import Generation, GenerationRequest, Message, message_dicts
 
 if TYPE_CHECKING:
     from engine.rewards.classifier import ClassifierRewardSpec
@@ -310,7 +310,7 @@ class VLLMEngineActor:
             messages = [Message("system", self.spec.system_prompt), *messages]
         if self.spec.prompt_format == "chat":
             text = self.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in messages],
+                message_dicts(messages),
                 add_generation_prompt=True,
                 tokenize=False,
             )

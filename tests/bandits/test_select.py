@@ -21,7 +21,7 @@ from bandits.select.config import query_stream, read_truth
 from bandits.select.state import Round, SelectRun, SelectStateError
 from engine.config import ConfigError
 from engine.storage import read_jsonl
-from engine.types import Prompt
+from engine.types import Message, Prompt
 
 MODELS = [
     {"name": "chat", "model": "/models/a"},
@@ -166,7 +166,13 @@ def test_resume_drops_rounds_after_the_committed_one(tmp_path: Path) -> None:
 
 def test_adaptation_records_teach_both_candidates(tmp_path: Path) -> None:
     records = adaptation_records(
-        4, "q1", "Say hi.", ("a", "b"), ("Be brief.", None), ("hello", "hi"), preferred=1
+        4,
+        "q1",
+        (Message("user", "Say hi."),),
+        ("a", "b"),
+        ("Be brief.", None),
+        ("hello", "hi"),
+        preferred=1,
     )
     assert set(records) == {sft_file("a"), sft_file("b"), dpo_file("a"), dpo_file("b")}
     sft_a = records[sft_file("a")][0]
@@ -210,6 +216,16 @@ async def test_human_arbiter_maps_shown_order_back_to_the_pair() -> None:
     assert [v.preferred for v in verdicts] == [1, 1, None]
     assert "type 1, 2, t or q" in output.getvalue()
     assert "question 1" in output.getvalue()
+
+
+async def test_human_arbiter_shows_the_conversation_before_the_query() -> None:
+    output = io.StringIO()
+    judge = HumanArbiter(Console(file=output, width=100), lambda _: "1", seed=0)
+    earlier = (Message("user", "hi there"), Message("assistant", "hello you"))
+    await judge([Prompt(id="q", prompt="and now?", history=earlier)], ["a"], ["b"])
+    shown = output.getvalue()
+    assert shown.index("[user] hi there") < shown.index("[assistant] hello you")
+    assert shown.index("[assistant] hello you") < shown.index("and now?")
 
 
 async def test_human_arbiter_stops_at_end_of_input() -> None:

@@ -336,3 +336,69 @@ def test_adaptations_that_cannot_work_are_refused(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         adapt_config(tmp_path, **overrides)
+
+
+class RecordingPool(AdaptingPool):
+    """Also keeps every request's turns."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__(names)
+        self.sent: list[list[str]] = []
+
+    async def generate(self, model: str, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        self.sent += [[m.content for m in r.messages] for r in requests]
+        return await super().generate(model, requests)
+
+
+@pytest.mark.parametrize("policy", ["co_ucb", "ucb1"])
+async def test_a_multi_turn_query_reaches_the_models_and_their_lessons_whole(
+    tmp_path: Path, policy: str
+) -> None:
+    """The earlier turns of a conversation go to the candidates before the query, stay in
+    the answers file, and are in every example learnt from it (duels and self-training)."""
+    config = adapt_config(tmp_path, policy={"kind": policy}, rounds=2)
+    earlier = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    (tmp_path / "queries.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "prompt": f"question {i}", "history": earlier}) + "\n"
+            for i in range(QUERIES)
+        )
+    )
+    run = tmp_path / "run"
+    pool = RecordingPool(config.model_names())
+    await play(config, run, ToyTrainer(), pool)
+    assert pool.sent and all(turns[:2] == ["hi", "hello"] for turns in pool.sent)
+    answers = list(read_jsonl(run / ANSWERS))
+    assert all(a["history"] == earlier for a in answers)
+    lessons = [
+        lesson
+        for folder in (run / "adapters").glob("*/v*")
+        for lesson in json.loads((folder / "examples.json").read_text())
+    ]
+    assert lessons and all(lesson[:2] == ["hi", "hello"] for lesson in lessons)
+    assert {lesson[2] for lesson in lessons} <= {a["prompt"] for a in answers}
+
+
+def test_a_system_turn_of_the_data_beside_a_candidates_system_prompt_is_refused(
+    tmp_path: Path,
+) -> None:
+    from bandits.select.config import check_inputs
+    from engine.config import ConfigError
+
+    config = adapt_config(
+        tmp_path,
+        candidates=[
+            {"name": "a", "model": "a", "system_prompt": "Be brief."},
+            {"name": "b", "model": "b"},
+        ],
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"id": "q0", "prompt": "hi", "history": [{"role": "system", "content": "Arr."}]})
+        + "\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"queries.jsonl:1: prompt 'q0' has a system turn of its own, and "
+        r"candidate 'a' has a system_prompt",
+    ):
+        check_inputs(config)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from engine.config import ConfigError, PromptsSpec, RunConfig
+from engine.config import PromptsSpec, RunConfig
 from engine.prompts import PromptsError, conversation_id, load_prompts
 from engine.types import Message, Prompt
 
@@ -316,20 +316,3 @@ def test_a_missing_column_fails_synthesize_with_nothing_written(tmp_path: Path) 
         "qid, question, answer, source, level)"
     )
     assert not (tmp_path / "runs").exists()
-
-
-def test_select_refuses_multi_turn_prompts(tmp_path: Path) -> None:
-    from bandits.select import SelectConfig
-    from bandits.select.config import check_inputs
-
-    path = write_jsonl(
-        tmp_path / "p.jsonl",
-        [
-            {"id": "one", "messages": [{"role": "user", "content": "a"}]},
-            {"id": "two", "messages": [*[{"role": "user", "content": "a"}] * 2]},
-        ],
-    )
-    models = [{"name": "m", "model": "/no/such/m"}, {"name": "n", "model": "/no/such/n"}]
-    config = SelectConfig.model_validate({"models": models, "prompts": {"path": str(path)}})
-    with pytest.raises(ConfigError, match=r"p.jsonl:2: select takes single-turn"):
-        check_inputs(config)
