@@ -526,9 +526,7 @@ def write_outputs(
         "selection_reward": config.reward.kind,
         "evaluation_reward": config.evaluator().kind,
         "evaluated_separately": config.eval_reward is not None,
-        "best_per_budget": {
-            q: [_lead_document(lead) for lead in rows] for q, rows in found.items()
-        },
+        "best_per_budget": {q: [lead_document(lead) for lead in rows] for q, rows in found.items()},
         "outputs": sorted(
             str(p.relative_to(path))
             for p in [*files, *plots, path / "curves.csv", path / "report.md"]
@@ -563,7 +561,7 @@ def _facts(config: SweepConfig, prompts: PromptFile, session: dict[str, Any] | N
     return facts
 
 
-def _lead_document(lead: sweep_report.Lead) -> dict[str, Any]:
+def lead_document(lead: sweep_report.Lead) -> dict[str, Any]:
     """One budget's best method in summary.json."""
     return {
         "budget": lead.budget,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,12 @@ def share_p_value(leader: Sequence[float], other: Sequence[float]) -> float:
     return sign_test_p_value(int((a > b).sum()), int((a < b).sum()))
 
 
+def paired_test(quality: str) -> Callable[[Sequence[float], Sequence[float]], float | None]:
+    """The paired test of a quality measure: the sign test for the all-met share, else
+    the t-test."""
+    return share_p_value if quality == ALL_MET else paired_p_value
+
+
 def paired_prompt_means(
     group: pd.DataFrame, quality: str, first: str, second: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -241,8 +247,8 @@ class Lead:
 
 def leads(units: pd.DataFrame, quality: str) -> list[Lead]:
     """At each budget, the method with the highest mean `quality` over prompts (seeds
-    averaged per prompt) and its paired test against the runner-up over prompts: the
-    sign test for the all-met share, else the t-test. A tie in the mean goes to the
+    averaged per prompt) and its paired test against the runner-up over prompts
+    (`paired_test`). A tie in the mean goes to the
     method listed first."""
     found = []
     for budget, group in units.groupby("budget", sort=True):
@@ -265,8 +271,7 @@ def leads(units: pd.DataFrame, quality: str) -> list[Lead]:
             continue
         runner_up = order[1]
         first, second = paired_prompt_means(group, quality, leader, runner_up)
-        test = share_p_value if quality == ALL_MET else paired_p_value
-        p = test(first, second)
+        p = paired_test(quality)(first, second)
         found.append(
             Lead(
                 quality,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.rewards.normalization import ZScore
 from search.base import ROOT, Candidate
-from search.toa import TOASettings, _Tree, is_fully_expanded
+from search.toa import TOASettings, _Node, _Tree, is_fully_expanded
 
 
 def response(i: int, reward: float) -> Candidate:
@@ -42,3 +43,25 @@ def test_a_width_below_k_names_the_rule_and_its_source() -> None:
 def test_sequential_rounds_are_the_plays_over_the_plays_in_flight() -> None:
     assert TOASettings(plays_in_flight=4).sequential_rounds(16, ["a", "b"]) == 4
     assert TOASettings().sequential_rounds(16, ["a", "b"]) == 16
+
+
+def test_selection_ranks_children_by_the_prompts_z_scores_so_far() -> None:
+    # Rewards 0.002 (three under a, one a refinement of another) and 0.001 (b): raw means
+    # differ by 0.001, less than b's larger exploration bonus, but as z-scores a's mean is
+    # +0.58 and b's -1.73, so with alpha = 1 selection goes down a (1.41 against -0.55).
+    tree = _Tree("q", ["a", "b"], width=2, alpha=1.0, topk_child=1, normalization=ZScore())
+    root = tree.root
+    a, b = root.children
+
+    def play(path: list, i: int, reward: float) -> _Node:
+        tree.begin(path)
+        return tree.finish(path, response(i, reward), reward)
+
+    r0 = play([root, a], 0, 0.002)
+    play([root, b], 1, 0.001)
+    tree.select(2)  # gives r0 its refine children
+    refine = r0.children[0]
+    play([root, a, r0, refine], 2, 0.002)
+    play([root, a, r0, refine], 3, 0.002)
+    assert (a.visits, b.visits) == (4, 2)  # a node's first visit is its creation
+    assert tree.select(4)[1] is a
