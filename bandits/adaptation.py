@@ -40,9 +40,7 @@ def adaptation_records(
     meta = {"round": round_, "query_id": query_id, "source": candidates[preferred]}
     records: dict[str, list[dict[str, Any]]] = {}
     for name, system in zip(candidates, system_prompts, strict=True):
-        prompt = ([{"role": "system", "content": system}] if system else []) + message_dicts(
-            conversation
-        )
+        prompt = message_dicts((*([Message("system", system)] if system else []), *conversation))
         records.setdefault(sft_file(name), []).append(
             {**meta, "messages": [*prompt, {"role": "assistant", "content": chosen}]}
         )

@@ -211,11 +211,17 @@ def test_ctrl_c_cancels_the_coroutine_and_waits_for_it_to_unwind() -> None:
             await asyncio.sleep(0.05)  # cleanup that takes a moment (a run's)
             unwound.append(True)
 
+    # Python's own Ctrl-C handler, also where the shell that started the tests ignores
+    # SIGINT (a background job): the signal would otherwise never arrive.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        multisample.run_sync(forever())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            multisample.run_sync(forever())
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert unwound == [True] and time.monotonic() - started < 30
 
 
