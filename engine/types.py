@@ -127,3 +127,9 @@ class Prompt(BaseModel):
     def conversation(self) -> tuple[Message, ...]:
         """The turns a model is sent for this prompt (before its own system prompt)."""
         return (*self.history, Message("user", self.prompt))
+
+    @property
+    def has_system_turn(self) -> bool:
+        """Whether the prompt brings a system turn of its own (a model's system prompt
+        cannot go with it: a conversation takes one)."""
+        return bool(self.history) and self.history[0].role == "system"

@@ -114,7 +114,7 @@ def check_models(config: SynthesizeConfig) -> None:
 def check_system_turns(config: RunConfig, prompts: PromptFile, models: list[str]) -> None:
     """A prompt with a system turn of its own cannot go to a model whose spec has a
     system prompt: the conversation would hold two (checked before any engine starts)."""
-    own = next((p for p in prompts.prompts if p.history and p.history[0].role == "system"), None)
+    own = next((p for p in prompts.prompts if p.has_system_turn), None)
     if own is None:
         return
     for name in models:

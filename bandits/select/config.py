@@ -218,9 +218,7 @@ def check_inputs(config: SelectConfig) -> None:
             )
     if config.prompts != STDIN:
         prompts = load_prompts(config.prompts, config.limit)  # a bad file fails here
-        own = next(
-            (p for p in prompts.prompts if p.history[:1] and p.history[0].role == "system"), None
-        )
+        own = next((p for p in prompts.prompts if p.has_system_turn), None)
         for candidate in config.candidates if own is not None else []:
             if candidate.system_prompt or config.model(candidate.model).system_prompt:
                 raise ConfigError(
