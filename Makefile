@@ -59,19 +59,26 @@ bench: models
 # mutant of the functions below runs against the fast tests that reach it (pyproject.toml,
 # [tool.mutmut]); one worker at low priority, a fresh run each time (about 30 minutes on
 # two cores). Fails when a mutant survives that docs/TESTING.md does not list as equivalent.
-MUTATION_SCOPE := 'bandits.*' 'engine.budget.*' 'engine.intervals.*' 'search.pairs.*' \
-	'search.toa.x_ucb*' 'search.toa.x_tree_width*' 'search.toa.x_normalize*' \
-	'search.toa.x_is_fully_expanded*' 'search.toa.xǁ_Nodeǁ*' 'search.toa.xǁTOASettingsǁ*' \
-	'search.toa.xǁ_Treeǁ__init__*' 'search.toa.xǁ_Treeǁ_add_*' 'search.toa.xǁ_Treeǁbegin*' \
-	'search.toa.xǁ_Treeǁfully_expanded*' 'search.toa.xǁ_Treeǁ_best_child*' \
-	'search.toa.xǁ_Treeǁselect*' 'search.toa.xǁ_Treeǁfinish*' \
-	'search.prs.x_layer_sizes*' 'search.prs.xǁPRSSettingsǁ*'
+# mutmut names mutants by file path, so it runs in a copy laid out as the package installs
+# (multisample/engine/... for engine/...), where those paths are the import names.
+MUTATION_DIR := build/mutation
+MUTATION_SCOPE := 'multisample.bandits.*' 'multisample.engine.budget.*' \
+	'multisample.engine.intervals.*' 'multisample.engine.ucb.*' 'multisample.search.pairs.*' \
+	'multisample.search.toa.x_tree_width*' 'multisample.search.toa.x_is_fully_expanded*' \
+	'multisample.search.toa.xǁ_Nodeǁ*' 'multisample.search.toa.xǁTOASettingsǁ*' \
+	'multisample.search.toa.xǁ_Treeǁ__init__*' 'multisample.search.toa.xǁ_Treeǁ_add_*' \
+	'multisample.search.toa.xǁ_Treeǁbegin*' 'multisample.search.toa.xǁ_Treeǁfully_expanded*' \
+	'multisample.search.toa.xǁ_Treeǁ_best_child*' 'multisample.search.toa.xǁ_Treeǁselect*' \
+	'multisample.search.toa.xǁ_Treeǁfinish*' \
+	'multisample.search.prs.x_layer_sizes*' 'multisample.search.prs.xǁPRSSettingsǁ*'
 
 mutation: $(STAMP)
-	rm -rf mutants
-	nice -n 10 $(BIN)/mutmut run --max-children 1 $(MUTATION_SCOPE) > mutants.log 2>&1 \
-		|| { tail -n 40 mutants.log; exit 1; }
-	$(BIN)/python tests/mutation_score.py $(MUTATION_SCOPE)
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
+	cp -r multisample tests docs pyproject.toml $(MUTATION_DIR)/
+	cp -r engine search bandits $(MUTATION_DIR)/multisample/
+	cd $(MUTATION_DIR) && nice -n 10 $(abspath $(BIN))/mutmut run --max-children 1 \
+		$(MUTATION_SCOPE) > mutants.log 2>&1 || { tail -n 40 mutants.log; exit 1; }
+	cd $(MUTATION_DIR) && $(abspath $(BIN))/python tests/mutation_score.py $(MUTATION_SCOPE)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache mutants mutants.log
+	rm -rf $(VENV) .pytest_cache .ruff_cache build

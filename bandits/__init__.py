@@ -1,1 +1,2 @@
-"""Dueling and classic bandits for online model selection (see issue: Co-UCB)."""
+"""Dueling and classic bandits: the policies, their formulas, the simulator, and `select`
+(online model selection over a live pool, with online adaptation)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from engine.types import Message, message_dicts
+from multisample.engine.types import Message, message_dicts
 
 ADAPTATION = "adaptation"
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from multisample.engine.ucb import ucb
+
 
 def pairs(arms: int) -> tuple[np.ndarray, np.ndarray]:
     """The K(K-1)/2 unordered pairs i < j in the fixed order (0,1), (0,2), ..., (K-2,K-1).
@@ -17,18 +19,6 @@ def pairs(arms: int) -> tuple[np.ndarray, np.ndarray]:
     Co-UCB's arms are these pairs, in this order."""
     first, second = np.triu_indices(arms, 1)
     return first, second
-
-
-def ucb(mean: np.ndarray, count: np.ndarray, total: np.ndarray, unseen: float) -> np.ndarray:
-    """UCB index `mean + sqrt(2 ln(total) / count)`; `mean + unseen` where count == 0.
-
-    `total` (the queries so far) must broadcast against `mean`; it is at least `count`
-    wherever count > 0, so the logarithm is never negative there."""
-    count = np.asarray(count)
-    seen = count > 0
-    # The where below discards the bonus of unseen entries; compute it without warnings.
-    bonus = np.sqrt(2.0 * np.log(np.maximum(total, 1)) / np.where(seen, count, 1))
-    return mean + np.where(seen, bonus, unseen)
 
 
 def co_ucb_pair_scores(mu: np.ndarray, n_pair: np.ndarray, total: np.ndarray) -> np.ndarray:

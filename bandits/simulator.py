@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from bandits.formulas import copeland_scores
-from bandits.policies import POLICIES, OutcomeArrays, PolicySettings
-from engine.intervals import mean_ci
+from multisample.bandits.formulas import copeland_scores
+from multisample.bandits.policies.base import OutcomeArrays
+from multisample.bandits.policies.registry import POLICIES, PolicySettings
+from multisample.engine.intervals import mean_ci
 
 # The arena's generator for a seed is this child of the seed's SeedSequence, so it never
 # shares a stream with the policy's generator (seeded by the seed itself).

@@ -60,7 +60,7 @@ def build_adapter(base: Path, folder: Path, merged: Path) -> None:
 
 
 def requests(n: int, max_tokens: int) -> list[Any]:
-    from engine.types import GenerationRequest, Message, SamplingSettings
+    from multisample.engine.types import GenerationRequest, Message, SamplingSettings
 
     settings = SamplingSettings(temperature=0.8, max_tokens=max_tokens, ignore_eos=True)
     return [
@@ -112,8 +112,8 @@ async def measure(args: argparse.Namespace, adapter: Path, merged: Path) -> dict
     """Two phases of two engines, each on a core of its own: the base without LoRA
     support beside (1) the same base with LoRA support serving the adapter, then beside
     (2) the merged copy. Each phase's figures are compared with its own plain base."""
-    from engine.config import PoolConfig
-    from engine.pool import ModelPool
+    from multisample.engine.config import PoolConfig
+    from multisample.engine.pool import ModelPool
 
     n, tokens, repeats = args.requests, args.max_tokens, args.repeats
     adapters = [{"name": "lora", "path": str(adapter)}]
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from engine.embedded import prepare
+    from multisample.engine.embedded import prepare
 
     base = prepare(BASE.removeprefix("embedded:"))
     with tempfile.TemporaryDirectory() as scratch:

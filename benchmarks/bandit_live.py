@@ -28,10 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from bandits.policies import POLICIES, RoundOutcome, make_policy
-from bandits.select import CandidateSpec, candidate_answers
-from bandits.simulator import RegretCurves, plot_regret, strong_regret, true_best, weak_regret
-from engine.intervals import mean_ci
+from multisample.bandits.policies.base import RoundOutcome
+from multisample.bandits.policies.registry import POLICIES, make_policy
+from multisample.bandits.select.config import CandidateSpec
+from multisample.bandits.select.loop import candidate_answers
+from multisample.bandits.simulator import (
+    RegretCurves,
+    plot_regret,
+    strong_regret,
+    true_best,
+    weak_regret,
+)
+from multisample.engine.intervals import mean_ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -59,19 +67,18 @@ EXCLUDED = {"fixed"}
 
 async def score_all(samples: int, max_tokens: int) -> np.ndarray:
     """scores[candidate, prompt, sample] of every candidate's answers to every task."""
-    from engine.config import PoolConfig
-    from engine.pool import ModelPool
-    from engine.prompts import EMBEDDED_TASKS, load_prompts
-    from engine.rewards import build_reward
-    from engine.rewards.verifiable import VerifiableRewardSpec
-    from engine.seeds import derive_seed
-    from engine.types import SamplingSettings
+    from multisample.engine.config import PoolConfig
+    from multisample.engine.pool import ModelPool
+    from multisample.engine.prompts import EMBEDDED_TASKS, load_prompts
+    from multisample.engine.rewards.verifiable import VerifiableRewardSpec
+    from multisample.engine.seeds import derive_seed
+    from multisample.engine.types import SamplingSettings
 
     prompts = load_prompts(EMBEDDED_TASKS).prompts
     queries = [p for p in prompts for _ in range(samples)]
     sampling = SamplingSettings(temperature=0.8, max_tokens=max_tokens)
     async with ModelPool(PoolConfig.model_validate({"models": MODELS}), sampling) as pool:
-        reward = build_reward(VerifiableRewardSpec(kind="verifiable"), pool)
+        reward = VerifiableRewardSpec(kind="verifiable").build(pool)
 
         async def one(spec: CandidateSpec) -> list[float]:
             seeds = [derive_seed("truth", spec.name, q.id, i) for i, q in enumerate(queries)]

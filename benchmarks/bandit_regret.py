@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from bandits.policies import POLICIES, PolicySettings
-from bandits.simulator import (
+from multisample.bandits.policies.registry import POLICIES, PolicySettings
+from multisample.bandits.simulator import (
     SimulationResult,
     borda_scores,
     bradley_terry,
@@ -34,7 +34,7 @@ from bandits.simulator import (
     simulate,
     true_best,
 )
-from engine.intervals import mean_ci
+from multisample.engine.intervals import mean_ci
 
 RESULTS = Path(__file__).parent / "results"
 

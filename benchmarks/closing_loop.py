@@ -28,9 +28,9 @@ from typing import Any
 import yaml
 from scipy import stats
 
-from engine.intervals import mean_ci
-from engine.prompts import EMBEDDED_TASKS, load_prompts, tasks_path
-from engine.seeds import derive_seed
+from multisample.engine.intervals import mean_ci
+from multisample.engine.prompts import EMBEDDED_TASKS, load_prompts, tasks_path
+from multisample.engine.seeds import derive_seed
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -69,9 +69,12 @@ def paired(base: list[float], adapted: list[float]) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from search.sweep import SweepConfig, load_units, sweep
-    from search.synthesize import SynthesizeConfig, synthesize
-    from search.train import TrainOptions, train_run
+    from multisample.jobs.train import TrainOptions, train_run
+    from multisample.search.sweep.config import SweepConfig
+    from multisample.search.sweep.outputs import load_units
+    from multisample.search.sweep.run import sweep
+    from multisample.search.synthesize.config import SynthesizeConfig
+    from multisample.search.synthesize.run import synthesize
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

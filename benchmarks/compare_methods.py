@@ -29,10 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from engine.pool import ModelPool
-from engine.prompts import tasks_path
-from search import sweep_report
-from search.sweep import SweepConfig, lead_document, load_units, searches_done, sweep
+from multisample.engine.pool import ModelPool
+from multisample.engine.prompts import tasks_path
+from multisample.search.sweep import report as sweep_report
+from multisample.search.sweep.config import SweepConfig
+from multisample.search.sweep.evaluation import searches_done
+from multisample.search.sweep.outputs import lead_document, load_units
+from multisample.search.sweep.run import sweep
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when vLLM loads, not at import
 

@@ -33,10 +33,10 @@ RESULTS = Path(__file__).parent / "results" / "cpu_binding-cpu-2core.json"
 
 async def measure(engines: int, model: str, prompts: int, max_tokens: int) -> dict[str, object]:
     """Total generated tokens/s of `engines` engines of `model`, all busy at once."""
-    from engine.config import PoolConfig
-    from engine.pool import ModelPool
-    from engine.prompts import load_prompts
-    from engine.types import GenerationRequest, Message, SamplingSettings
+    from multisample.engine.config import PoolConfig
+    from multisample.engine.pool import ModelPool
+    from multisample.engine.prompts import load_prompts
+    from multisample.engine.types import GenerationRequest, Message, SamplingSettings
 
     texts = [p.prompt for p in load_prompts("embedded:tasks", prompts).prompts]
     names = [f"engine{i}" for i in range(engines)]

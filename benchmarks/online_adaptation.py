@@ -66,10 +66,10 @@ async def quality(
     pool: Any, reward: Any, candidate: dict[str, Any], model: str, test: Any, seeds: int
 ) -> dict[str, float]:
     """Mean reward and all-met share of a candidate's answers to the test prompts."""
-    from bandits.select.config import CandidateSpec
-    from bandits.select.loop import candidate_answers
-    from engine.seeds import derive_seed
-    from engine.types import SamplingSettings
+    from multisample.bandits.select.config import CandidateSpec
+    from multisample.bandits.select.loop import candidate_answers
+    from multisample.engine.seeds import derive_seed
+    from multisample.engine.types import SamplingSettings
 
     spec = CandidateSpec.model_validate(candidate)
     sampling = SamplingSettings.model_validate(SAMPLING)
@@ -85,14 +85,15 @@ async def quality(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bandits.select import SelectConfig, run_select
-    from engine.config import PoolConfig
-    from engine.model_folders import resolve_model_path
-    from engine.pool import ModelPool
-    from engine.prompts import load_prompts
-    from engine.rewards import started_reward
-    from engine.rewards.verifiable import VerifiableRewardSpec
-    from engine.storage import read_jsonl
+    from multisample.bandits.select.config import SelectConfig
+    from multisample.bandits.select.loop import run_select
+    from multisample.engine.config import PoolConfig
+    from multisample.engine.model_folders import resolve_model_path
+    from multisample.engine.pool import ModelPool
+    from multisample.engine.prompts import load_prompts
+    from multisample.engine.rewards.base import started_reward
+    from multisample.engine.rewards.verifiable import VerifiableRewardSpec
+    from multisample.engine.storage import read_jsonl
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

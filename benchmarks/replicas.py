@@ -35,10 +35,12 @@ RESULTS = Path(__file__).parent / "results" / "replicas-cpu-2core.json"
 
 async def measure(replicas: int, args: argparse.Namespace) -> dict[str, object]:
     """Generated tokens/s of a best-of-N synthesize on `replicas` replicas of the model."""
-    from engine.backends.vllm import VLLMBackend
-    from engine.pool import ModelPool
-    from engine.types import GenerationRequest, Message
-    from search.synthesize import SAMPLES, SynthesizeConfig, synthesize
+    from multisample.engine.backends.vllm import VLLMBackend
+    from multisample.engine.pool import ModelPool
+    from multisample.engine.types import GenerationRequest, Message
+    from multisample.search.synthesize.config import SynthesizeConfig
+    from multisample.search.synthesize.records import SAMPLES
+    from multisample.search.synthesize.run import synthesize
 
     config = SynthesizeConfig.model_validate(
         {

@@ -61,8 +61,8 @@ class RecordingPool:
 
 async def run_sweep(config: Any, path: Path) -> tuple[float, dict[str, Any], list]:
     """(seconds, summary, recorded requests) of the sweep on a freshly started pool."""
-    from engine.pool import ModelPool
-    from search.sweep import sweep
+    from multisample.engine.pool import ModelPool
+    from multisample.search.sweep.run import sweep
 
     async with ModelPool(config, config.sampling) as pool:
         recorder = RecordingPool(pool)
@@ -82,11 +82,11 @@ def replay(job_file: Path) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from engine.backends.vllm import VLLMEngineActor
-    from engine.config import VLLMModelSpec
-    from engine.cpu_binding import BIND_VARIABLE
-    from engine.model_folders import resolve_model_path
-    from engine.types import Message
+    from multisample.engine.actors import BIND_VARIABLE
+    from multisample.engine.backends.vllm_actor import VLLMEngineActor
+    from multisample.engine.config import VLLMModelSpec
+    from multisample.engine.model_folders import resolve_model_path
+    from multisample.engine.types import Message
 
     job = json.loads(job_file.read_text(encoding="utf-8"))
     spec = VLLMModelSpec.model_validate(job["spec"])
@@ -192,8 +192,8 @@ def parse_args() -> argparse.Namespace:
 
 def sweep_config(args: argparse.Namespace) -> Any:
     """The config file's SweepConfig with the command line's overrides."""
-    from engine.config import load_config
-    from search.sweep import SweepConfig
+    from multisample.engine.config_files import load_config
+    from multisample.search.sweep.config import SweepConfig
 
     config = load_config(args.config, SweepConfig)
     update: dict[str, Any] = {}
@@ -209,7 +209,7 @@ def sweep_config(args: argparse.Namespace) -> Any:
 def ceiling(config: Any, by_model: dict[str, list]) -> tuple[dict[str, Any], bool, float]:
     """Replay each model's recorded requests offline: (figures per model, whether the
     engines ran side by side, the ceiling's seconds)."""
-    from engine.cpu_binding import cpu_cores_for
+    from multisample.engine.cpu_binding import cpu_cores_for
 
     # The cores the sweep's engines computed on. Engines on disjoint cores are replayed
     # side by side, as they ran in the sweep; engines that share cores take turns.

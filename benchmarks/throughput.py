@@ -41,7 +41,7 @@ def offline_ceiling(
     (`gpu_memory_utilization` None: on the CPU)."""
     from vllm import LLM, SamplingParams
 
-    # The engine settings the pool uses (see engine.backends.vllm.build_engine).
+    # The engine settings the pool uses (see engine.actors.build_engine).
     if gpu_memory_utilization is None:
         device: dict[str, object] = {
             "enable_chunked_prefill": False,
@@ -82,14 +82,13 @@ async def through_pool(
     num_gpus: float = 0.0,
     gpu_memory_utilization: float = 0.4,
 ) -> dict[str, tuple[int, float]]:
-    from engine.config import BudgetConfig, PoolConfig
-    from engine.pool import ModelPool
-    from engine.rewards import build_reward
-    from engine.rewards.verifiable import VerifiableRewardSpec
-    from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
-    from search.base import SearchContext
-    from search.best_of_n import BestOfNSettings
-    from search.registry import run_strategy
+    from multisample.engine.config import BudgetConfig, PoolConfig
+    from multisample.engine.pool import ModelPool
+    from multisample.engine.rewards.verifiable import VerifiableRewardSpec
+    from multisample.engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+    from multisample.search.base import SearchContext
+    from multisample.search.best_of_n import BestOfNSettings
+    from multisample.search.registry import run_strategy
 
     # The actor gets both cores, as the offline engine does.
     spec = {
@@ -104,7 +103,7 @@ async def through_pool(
     config = PoolConfig.model_validate({"models": [spec]})
     sampling = SamplingSettings(temperature=0.8, max_tokens=max_tokens, ignore_eos=True)
     async with ModelPool(config, sampling) as pool:
-        reward = build_reward(VerifiableRewardSpec(kind="verifiable"), pool)
+        reward = VerifiableRewardSpec(kind="verifiable").build(pool)
         ctx = SearchContext(pool, reward, sampling, BudgetConfig(generations=n), seed=0)
         prompts = [Prompt(id=f"p{i}", prompt=t) for i, t in enumerate(texts)]
         await run_strategy(prompts[0], ctx, BestOfNSettings())  # warm-up
@@ -149,14 +148,15 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    from engine.model_folders import resolve_model_path
-    from engine.prompts import load_prompts
+    from multisample.engine.model_folders import resolve_model_path
+    from multisample.engine.prompts import load_prompts
 
     texts = [p.prompt for p in load_prompts("embedded:tasks", args.prompts).prompts]
     folder = str(resolve_model_path(args.model))
 
     # Both engines compute on the cores the pool gives its one engine on this machine.
-    from engine.cpu_binding import BIND_VARIABLE, partition_cores
+    from multisample.engine.actors import BIND_VARIABLE
+    from multisample.engine.cpu_binding import partition_cores
 
     (cores,) = partition_cores(sorted(os.sched_getaffinity(0)), [1])
     os.environ.setdefault(BIND_VARIABLE, ",".join(map(str, cores)))

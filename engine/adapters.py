@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import ConfigError
-from engine.model_folders import ModelFolderError, safetensors_header
+from multisample.engine.config import ConfigError
+from multisample.engine.model_folders import ModelFolderError, safetensors_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")

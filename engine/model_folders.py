@@ -15,7 +15,12 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from engine.embedded import EMBEDDED, EMBEDDED_PREFIX, EmbeddedModelError, prepared_folder
+from multisample.engine.embedded import (
+    EMBEDDED,
+    EMBEDDED_PREFIX,
+    EmbeddedModelError,
+    prepared_folder,
+)
 
 __all__ = [
     "ModelFolderError",

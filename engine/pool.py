@@ -14,45 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 
-import ray
 from rich.console import Console
 
-from engine.adapters import AdapterError, ServedAdapter, check_adapter
-from engine.backends.base import Backend, BackendError
-from engine.backends.openai import OpenAIBackend
-from engine.backends.vllm import VLLMBackend, check_engine_args
-from engine.config import (
+from multisample.engine import actors
+from multisample.engine.adapters import AdapterError, ServedAdapter, check_adapter
+from multisample.engine.backends.base import Backend, BackendError
+from multisample.engine.backends.openai import OpenAIBackend
+from multisample.engine.backends.vllm import VLLMBackend
+from multisample.engine.config import (
     MODEL_NAME,
     ConfigError,
     OpenAIModelSpec,
     PoolConfig,
-    RayActorSpec,
     VLLMModelSpec,
-    ray_actor_spec_paths,
-    ray_actor_specs,
 )
-from engine.cpu_binding import replica_cores
-from engine.types import Generation, GenerationRequest, Message, SamplingSettings
+from multisample.engine.cpu_binding import replica_cores
+from multisample.engine.types import Generation, GenerationRequest, Message, SamplingSettings
+from multisample.engine.vllm_args import check_engine_args
 
 logger = logging.getLogger(__name__)
-
-CLUSTER_WAIT_S = 60.0
-"""Longest wait for an existing cluster to show the GPUs the engines ask for (an
-autoscaler may be adding nodes) before the run stops with one line."""
-
-
-def shares_a_gpu(spec: RayActorSpec) -> bool:
-    """Whether Ray may put this engine on a GPU beside another: it asks for a fraction of
-    one. (Whole GPUs are Ray's to give out one engine each.)"""
-    return 0 < spec.num_gpus < 1
 
 
 class ModelPool:
@@ -66,17 +52,7 @@ class ModelPool:
         """Held by an engine that starts on a share of a GPU: vLLM sizes its memory from
         what is free when it starts, so engines sharing a GPU start one after another."""
         for spec in config.models:
-            if isinstance(spec, VLLMModelSpec):
-                self.backends[spec.name] = VLLMBackend(
-                    spec,
-                    config.request_timeout_s,
-                    config.start_timeout_s,
-                    config.max_actor_restarts,
-                    replica_cores(config, spec),
-                    self.gpu_start_gate if shares_a_gpu(spec) else None,
-                )
-            else:
-                self.backends[spec.name] = OpenAIBackend(spec, self.default_sampling)
+            self.backends[spec.name] = self._new_backend(spec)
         self.adapter_bases: dict[str, str] = {
             adapter.name: spec.name
             for spec in config.models
@@ -85,6 +61,19 @@ class ModelPool:
         }
         """The base model serving each adapter, by adapter name."""
         self._started = False
+
+    def _new_backend(self, spec: VLLMModelSpec | OpenAIModelSpec) -> Backend:
+        """The backend that serves `spec` (one per kind of model spec), not started."""
+        if isinstance(spec, OpenAIModelSpec):
+            return OpenAIBackend(spec, self.default_sampling)
+        return VLLMBackend(
+            spec,
+            self.config.request_timeout_s,
+            self.config.start_timeout_s,
+            self.config.max_actor_restarts,
+            replica_cores(self.config, spec),
+            self.gpu_start_gate if actors.shares_a_gpu(spec) else None,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -117,11 +106,11 @@ class ModelPool:
             return
         if self.config.ray_address is None:
             check_local_models(self.config)
-        check_engine_args(ray_actor_spec_paths(self.config))
-        if ray_actor_specs(self.config):
-            _connect_ray(self.config)
-            wait_s = 0.0 if self.config.ray_address is None else CLUSTER_WAIT_S
-            await check_cluster_gpus(self.config, wait_s)
+        check_engine_args(actors.spec_paths(self.config))
+        if actors.specs(self.config):
+            actors.connect(self.config)
+            wait_s = 0.0 if self.config.ray_address is None else actors.CLUSTER_WAIT_S
+            await actors.check_cluster_gpus(self.config, wait_s)
         results = await asyncio.gather(
             *(b.start() for b in self.backends.values()), return_exceptions=True
         )
@@ -155,7 +144,7 @@ class ModelPool:
             raise AdapterError(f"add_adapter: {name!r} is an adapter of another model")
         folder = Path(path).resolve()
         if self.config.ray_address is None:  # on a cluster, the engine's node has the folder
-            from engine.model_folders import resolve_model_path
+            from multisample.engine.model_folders import resolve_model_path
 
             base_folder = resolve_model_path(backend.spec.model)
             check_adapter(folder, base_folder, backend.spec.max_lora_rank)
@@ -188,15 +177,9 @@ class ModelPool:
         return info.get("parameters")
 
     def events(self) -> dict[str, dict[str, int]]:
-        """Faults absorbed so far, per model: engine restarts of vLLM models; retried
-        attempts and failed requests of endpoint models. Counts only grow."""
-        events: dict[str, dict[str, int]] = {}
-        for name, backend in self.backends.items():
-            if isinstance(backend, VLLMBackend):
-                events[name] = {"engine_restarts": backend.restarts}
-            elif isinstance(backend, OpenAIBackend):
-                events[name] = {"retries": backend.retries, "failed_requests": backend.failures}
-        return events
+        """Faults absorbed so far, per model (`Backend.events`: engine restarts of vLLM
+        models; retried attempts and failed requests of endpoint models). Counts only grow."""
+        return {name: backend.events() for name, backend in self.backends.items()}
 
     def events_since(self, before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
         """`events()` minus an earlier snapshot: what one run of a shared pool absorbed."""
@@ -247,8 +230,8 @@ def check_local_models(config: PoolConfig) -> None:
     """Fail fast, naming the config field, when a local model folder is missing or an
     adapter cannot be served on its base (engine.adapters). (On a cluster, paths are
     resolved on the node that hosts the model instead.)"""
-    from engine.embedded import EmbeddedModelError
-    from engine.model_folders import ModelFolderError, resolve_model_path
+    from multisample.engine.embedded import EmbeddedModelError
+    from multisample.engine.model_folders import ModelFolderError, resolve_model_path
 
     for index, spec in enumerate(config.models):
         if isinstance(spec, VLLMModelSpec):
@@ -262,72 +245,3 @@ def check_local_models(config: PoolConfig) -> None:
                 except AdapterError as exc:
                     field = f"models[{index}].adapters[{number}].path"
                     raise ConfigError(f"{field} ({adapter.name}): {exc}") from None
-
-
-def gpus_asked(config: PoolConfig) -> list[tuple[str, float]]:
-    """(config path, GPUs) of every engine spec that asks for GPUs, replicas counted."""
-    return [
-        (path, spec.num_gpus * spec.engines)
-        for path, spec in ray_actor_spec_paths(config)
-        if spec.num_gpus > 0
-    ]
-
-
-def gpu_shortage(config: PoolConfig, total: float, largest_node: float) -> str | None:
-    """What stops the engines of `config` from ever being placed on a cluster with `total`
-    GPUs, at most `largest_node` on one node (None: nothing). Ray packs fractions onto
-    GPUs, so a total that fits may still not, and the engines' start says so then."""
-    asked = gpus_asked(config)
-    for path, spec in ray_actor_spec_paths(config):
-        if spec.num_gpus > largest_node:
-            return (
-                f"{path}.num_gpus: one engine asks for {spec.num_gpus:g} GPU(s), but no node "
-                f"of the Ray cluster has more than {largest_node:g}"
-            )
-    wanted = sum(gpus for _, gpus in asked)
-    if wanted > total + 1e-9:
-        shown = ", ".join(f"{path}: {gpus:g}" for path, gpus in asked)
-        return (
-            f"{asked[0][0]}.num_gpus: the engines ask for {wanted:g} GPU(s) in all "
-            f"({shown}; replicas counted), but the Ray cluster has {total:g}"
-        )
-    return None
-
-
-async def check_cluster_gpus(config: PoolConfig, wait_s: float) -> None:
-    """ConfigError when the cluster lacks the GPUs the engines ask for, after waiting up
-    to `wait_s` for nodes to join (an existing cluster may be scaling up)."""
-    if not gpus_asked(config):
-        return
-    deadline = time.monotonic() + wait_s
-    while True:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        per_node = [float(n.get("Resources", {}).get("GPU", 0)) for n in nodes]
-        problem = gpu_shortage(config, sum(per_node), max(per_node, default=0.0))
-        if problem is None:
-            return
-        if time.monotonic() >= deadline:
-            waited = f" (waited {wait_s:.0f} s for more)" if wait_s else ""
-            raise ConfigError(problem + waited)
-        await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-
-
-def _connect_ray(config: PoolConfig) -> None:
-    if ray.is_initialized():
-        return
-    if config.ray_address:
-        ray.init(address=config.ray_address, log_to_driver=config.show_engine_logs)
-        return
-    # Ray's CPUs are logical: let every actor be placed even when the models and the reward
-    # model ask for more CPUs than the machine has; vLLM's threads share the cores either
-    # way. An actor left out of this count would wait for a CPU that never frees.
-    wanted = sum(s.num_cpus for s in ray_actor_specs(config))
-    ray.init(
-        # "local": a new cluster of this process's own. Without it, ray.init() silently joins
-        # a cluster that `ray start` left running on this machine; joining one is what
-        # `ray_address` is for.
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, int(wanted + 0.999)),
-        include_dashboard=False,
-        log_to_driver=config.show_engine_logs,
-    )

@@ -31,15 +31,10 @@ from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from engine.config import (
-    EMBEDDED_TASKS,
-    ConfigError,
-    PromptField,
-    PromptsSpec,
-    format_validation_error,
-)
-from engine.rewards.constraints import parse_constraints
-from engine.types import Message, Prompt
+from multisample.engine.config import EMBEDDED_TASKS, ConfigError, PromptField, PromptsSpec
+from multisample.engine.config_files import format_validation_error
+from multisample.engine.rewards.constraints import parse_constraints
+from multisample.engine.types import Message, Prompt
 
 
 class PromptsError(ConfigError):
@@ -48,7 +43,7 @@ class PromptsError(ConfigError):
 
 def tasks_path() -> Path:
     """The shipped IFEval-style task set."""
-    return Path(str(resources.files("engine") / "data" / "tasks.jsonl"))
+    return Path(str(resources.files("multisample.engine") / "data" / "tasks.jsonl"))
 
 
 def resolve_prompts_path(path: str | Path) -> Path:
@@ -444,3 +439,20 @@ def _unpaired_surrogate(value: object, path: str = "") -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def refuse_two_system_turns(
+    prompts: PromptFile, system_prompts: Mapping[str, str | None], who: str
+) -> None:
+    """A prompt with a system turn of its own cannot go to a `who` (a model, a candidate)
+    whose `system_prompts` entry is set: the conversation would hold two. Checked before
+    any engine starts."""
+    own = next((p for p in prompts.prompts if p.has_system_turn), None)
+    if own is None:
+        return
+    for name, system_prompt in system_prompts.items():
+        if system_prompt:
+            raise PromptsError(
+                f"{prompts.where(own.id)}: prompt {own.id!r} has a system turn of its own, and "
+                f"{who} {name!r} has a system_prompt: a conversation takes one; drop either"
+            )

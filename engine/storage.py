@@ -29,8 +29,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from engine.config import ConfigError, load_config
-from engine.locks import lock, locked_elsewhere, unlock
+from multisample.engine.config import ConfigError
+from multisample.engine.config_files import load_config
+from multisample.engine.locks import lock, locked_elsewhere, unlock
 
 PROGRESS = "progress.jsonl"
 SUMMARY = "summary.json"
@@ -124,6 +125,28 @@ def append_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
         _append_bytes(path, data, sync=sync)
     except OSError as exc:
         raise _write_failed(path, exc) from None
+
+
+def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append records to a JSONL file in one write, flushed to disk."""
+    append_bytes(path, "".join(dumps_line(r) for r in records).encode("utf-8"))
+
+
+def cut_torn_line(path: Path) -> None:
+    """Cut a torn last line (a process killed mid-write) off a JSONL file, so that the next
+    append starts a line of its own. Reads the last byte; the file only when it is torn."""
+    try:
+        with path.open("r+b") as handle:
+            if handle.seek(0, os.SEEK_END) == 0:
+                return
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            data = handle.read()
+            handle.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        return
 
 
 def replace_file(path: Path, text: str) -> None:
@@ -281,8 +304,8 @@ class RunDirectory:
         return (self.path / SUMMARY).exists()
 
     def append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
-        """Append records to a JSONL file in one write, flushed to disk."""
-        append_bytes(self.path / name, "".join(dumps_line(r) for r in records).encode("utf-8"))
+        """Append records to one of the run's JSONL files in one write, flushed to disk."""
+        append_records(self.path / name, records)
 
     def commit_prompt(
         self,

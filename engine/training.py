@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import AliasChoices, Field
 from rich.console import Console
 
-from engine.backends.base import render_base_prompt
-from engine.progress import progress_bar
-from engine.types import Message, message_dicts
+from multisample.engine.backends.base import render_base_prompt
+from multisample.engine.config import Settings
+from multisample.engine.progress import progress_bar
+from multisample.engine.types import Message, message_dicts
 
 Method = Literal["dpo", "sft"]
 PromptFormat = Literal["chat", "base"]
@@ -44,23 +46,42 @@ class Example:
     rejected: str | None = None
 
 
-@dataclass(frozen=True)
-class Hyperparameters:
-    """How one adapter is trained; every field is recorded in training.json."""
+class TrainingSettings(Settings):
+    """How an adapter is trained. `multisample train` derives its options from this class
+    (with the options of its own: which model, the split, the seed), and select's `adapt:`
+    is this class with the settings of online updates added; every field, with the seed,
+    is recorded in each adapter's training.json."""
 
     method: Method = "dpo"
-    epochs: float = 1.0
-    max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides `epochs`)."""
-    learning_rate: float = 5e-5
-    rank: int = 16
-    alpha: int = 32
-    batch_size: int = 4
-    beta: float = 0.1
-    """DPO's KL weight (ignored by SFT)."""
-    max_length: int = 384
-    """Tokens of prompt + answer kept per example (longer ones are truncated)."""
-    seed: int = 0
+    """dpo: on preference pairs (the chosen answer against the rejected one); sft: on the
+    chosen answers alone."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training examples."""
+    max_steps: int | None = Field(None, ge=1, validation_alias=AliasChoices("max_steps", "steps"))
+    """Stop after this many optimizer steps (overrides `epochs`); `steps` in select
+    configs written before the settings were shared."""
+    learning_rate: float = Field(5e-5, gt=0)
+    """AdamW learning rate."""
+    rank: int = Field(16, ge=1)
+    """LoRA rank, on every linear layer (a served adapter's must be at most its base's
+    max_lora_rank)."""
+    alpha: int | None = Field(None, ge=1)
+    """LoRA alpha (the update is scaled by alpha / rank); None: twice the rank."""
+    batch_size: int = Field(4, ge=1)
+    """Examples per optimizer step."""
+    beta: float = Field(0.1, gt=0)
+    """DPO's KL weight (dpo only)."""
+    max_length: int = Field(384, ge=16)
+    """Tokens kept per example (prompt + answer); longer ones are truncated."""
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha if self.alpha is not None else 2 * self.rank
+
+    def record(self, seed: int) -> dict[str, Any]:
+        """What training.json records: these settings (alpha resolved) and the seed."""
+        fields = self.model_dump(include=set(TrainingSettings.model_fields))
+        return {**fields, "alpha": self.lora_alpha, "seed": seed}
 
 
 @dataclass
@@ -171,13 +192,75 @@ def _progress_callback(console: Console) -> Any:
     return RichProgress()
 
 
+def trainer_arguments(
+    settings: TrainingSettings, output: Path, seed: int, on_gpu: bool
+) -> dict[str, Any]:
+    """TRL's DPOConfig / SFTConfig fields for these settings (a bar replaces its logging)."""
+    arguments: dict[str, Any] = {
+        "output_dir": str(output),
+        "per_device_train_batch_size": settings.batch_size,
+        "per_device_eval_batch_size": settings.batch_size,
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps or -1,
+        "learning_rate": settings.learning_rate,
+        "max_length": settings.max_length,
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": not on_gpu,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+    if settings.method == "dpo":
+        arguments["beta"] = settings.beta
+    return arguments
+
+
+def loss_curve(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per logged optimizer step: its step, loss and, for DPO, the reward margin."""
+    return [
+        {
+            "step": entry["step"],
+            "loss": entry["loss"],
+            **({"margin": entry["rewards/margins"]} if "rewards/margins" in entry else {}),
+        }
+        for entry in log_history
+        if "loss" in entry and "eval_loss" not in entry
+    ]
+
+
+def _model_and_lora(
+    base_folder: Path, settings: TrainingSettings, start_from: Path | None
+) -> tuple[Any, Any]:
+    """The base model in float32, and a new LoRA's config; or, to go on training
+    `start_from`, the model with that LoRA loaded (trainable) and no new config."""
+    import torch
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    if start_from is not None:
+        return PeftModel.from_pretrained(model, str(start_from), is_trainable=True), None
+    lora = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return model, lora
+
+
 def train_adapter(
     base_folder: Path,
     train: Sequence[Example],
     validation: Sequence[Example],
-    settings: Hyperparameters,
+    settings: TrainingSettings,
     output: Path,
     *,
+    seed: int = 0,
     prompt_format: PromptFormat = "chat",
     system_prompt: str | None = None,
     console: Console | None = None,
@@ -195,57 +278,23 @@ def train_adapter(
     _quiet()
     import datasets
     import torch
-    from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     started = time.perf_counter()
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
-    lora: LoraConfig | None = None
-    if start_from is None:
-        lora = LoraConfig(
-            r=settings.rank,
-            lora_alpha=settings.alpha,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-    else:
-        model = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
+    model, lora = _model_and_lora(base_folder, settings, start_from)
     rows = dataset_rows(train, settings.method, prompt_format, system_prompt)
     held_out = dataset_rows(validation, settings.method, prompt_format, system_prompt)
-    common = {
-        "output_dir": str(output),
-        "per_device_train_batch_size": settings.batch_size,
-        "per_device_eval_batch_size": settings.batch_size,
-        "num_train_epochs": settings.epochs,
-        "max_steps": settings.max_steps or -1,
-        "learning_rate": settings.learning_rate,
-        "max_length": settings.max_length,
-        "seed": settings.seed,
-        "data_seed": settings.seed,
-        "use_cpu": not torch.cuda.is_available(),
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-    }
-    if settings.method == "dpo":
-        from trl import DPOConfig as TrainerConfig
-        from trl import DPOTrainer as Trainer
-
-        common["beta"] = settings.beta
-    else:
-        from trl import SFTConfig as TrainerConfig
-        from trl import SFTTrainer as Trainer
-    trainer: Any = Trainer(
+    dpo = settings.method == "dpo"
+    config, trainer_class = (DPOConfig, DPOTrainer) if dpo else (SFTConfig, SFTTrainer)
+    trainer: Any = trainer_class(
         model=model,
-        args=TrainerConfig(**common),
+        args=config(**trainer_arguments(settings, output, seed, torch.cuda.is_available())),
         train_dataset=datasets.Dataset.from_list(rows),
         eval_dataset=datasets.Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
@@ -256,22 +305,14 @@ def train_adapter(
     metrics = trainer.train().metrics
     validation_loss = trainer.evaluate()["eval_loss"] if held_out else None
     trainer.model.save_pretrained(str(output))  # adapter_config.json + adapter_model.safetensors
-    curve = [
-        {
-            "step": entry["step"],
-            "loss": entry["loss"],
-            **({"margin": entry["rewards/margins"]} if "rewards/margins" in entry else {}),
-        }
-        for entry in trainer.state.log_history
-        if "loss" in entry and "eval_loss" not in entry
-    ]
+    steps = int(trainer.state.global_step)
     return TrainingResult(
-        steps=int(trainer.state.global_step),
-        loss_curve=curve,
+        steps=steps,
+        loss_curve=loss_curve(trainer.state.log_history),
         validation_loss=None if validation_loss is None else float(validation_loss),
         seconds=round(time.perf_counter() - started, 2),
         train_seconds=round(float(metrics["train_runtime"]), 2),
-        examples_seen=examples_seen(len(rows), settings.batch_size, int(trainer.state.global_step)),
+        examples_seen=examples_seen(len(rows), settings.batch_size, steps),
         versions=library_versions(),
     )
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.config import ConfigError
-from engine.rewards.base import RewardError
-from engine.rewards.judge import JudgeRewardSpec, read_template
-from engine.rewards.verifiable import VerifiableRewardSpec
-from engine.types import Prompt
+from multisample.engine.config import ConfigError
+from multisample.engine.rewards.base import RewardError
+from multisample.engine.rewards.judge import JudgeRewardSpec, read_template
+from multisample.engine.rewards.verifiable import VerifiableRewardSpec
+from multisample.engine.types import Prompt
 
 logger = logging.getLogger(__name__)
 

@@ -9,69 +9,78 @@
 
 `synthesize`, `sweep` and `select` are coroutine functions; their `_sync` twins (and
 `run_sync` for any coroutine) work in scripts and in notebooks, where an event loop
-already runs. This package is a thin layer over the internal packages `engine`, `search`
-and `bandits` (the command line's own code): it adds no run logic of its own.
+already runs. They run the same jobs as the command line (multisample.jobs).
+
+The package's parts are installed under this name: `multisample.engine`,
+`multisample.search` and `multisample.bandits` (the engine, the strategies, the bandits),
+`multisample.jobs` (the jobs every face runs), `multisample.api` and `multisample.cli` (two
+faces of them). The names below load on first use, so importing one part (say
+`multisample.engine.rewards.constraints`) does not start the others.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editors
+    from multisample.api.loop import run_sync
+    from multisample.api.pool import Pool, PoolNotStartedError
+    from multisample.api.runs import (
+        select,
+        select_sync,
+        sweep,
+        sweep_sync,
+        synthesize,
+        synthesize_sync,
+    )
+    from multisample.bandits.select.config import SelectConfig
+    from multisample.engine.config import ConfigError, PoolConfig
+    from multisample.engine.prompts import PromptsError
+    from multisample.engine.types import Prompt, SamplingSettings
+    from multisample.jobs.results import RunResult, SelectResult, SweepResult
+    from multisample.search.sweep.config import SweepConfig
+    from multisample.search.synthesize.config import SynthesizeConfig
+
+_PUBLIC = {
+    "ConfigError": "multisample.engine.config",
+    "Pool": "multisample.api.pool",
+    "PoolConfig": "multisample.engine.config",
+    "PoolNotStartedError": "multisample.api.pool",
+    "Prompt": "multisample.engine.types",
+    "PromptsError": "multisample.engine.prompts",
+    "RunResult": "multisample.jobs.results",
+    "SamplingSettings": "multisample.engine.types",
+    "SelectConfig": "multisample.bandits.select.config",
+    "SelectResult": "multisample.jobs.results",
+    "SweepConfig": "multisample.search.sweep.config",
+    "SweepResult": "multisample.jobs.results",
+    "SynthesizeConfig": "multisample.search.synthesize.config",
+    "run_sync": "multisample.api.loop",
+    "select": "multisample.api.runs",
+    "select_sync": "multisample.api.runs",
+    "sweep": "multisample.api.runs",
+    "sweep_sync": "multisample.api.runs",
+    "synthesize": "multisample.api.runs",
+    "synthesize_sync": "multisample.api.runs",
+}
+"""Each public name and the module that defines it."""
+
+__all__ = ["__version__", *_PUBLIC]
 
 
-def _check_internal_packages() -> None:
-    """multisample's internal packages have generic top-level names: a user's own
-    `search.py` (or `engine/`, `bandits/`) before them on sys.path would be imported
-    instead, and fail far from the cause. Say so at once."""
-    home = Path(__file__).resolve().parent.parent
-    for name in ("engine", "search", "bandits"):
-        spec = importlib.util.find_spec(name)
-        origin = None if spec is None else spec.origin
-        if origin is None or Path(origin).resolve() == home / name / "__init__.py":
-            continue
-        raise ImportError(
-            f"multisample: {origin} shadows multisample's internal package {name!r} "
-            f"(installed at {home / name}); rename your module or folder {name!r}"
-        )
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from multisample.version import package_version
+
+        value: Any = package_version()
+    elif name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    else:
+        raise AttributeError(f"module 'multisample' has no attribute {name!r}")
+    globals()[name] = value  # found once
+    return value
 
 
-_check_internal_packages()
-
-# ruff: noqa: E402 (the check above must run before these imports)
-from bandits.select.config import SelectConfig
-from engine.cli import package_version
-from engine.config import ConfigError, PoolConfig
-from engine.prompts import PromptsError
-from engine.types import Prompt, SamplingSettings
-from multisample.loop import run_sync
-from multisample.pool import Pool, PoolNotStartedError
-from multisample.results import RunResult, SelectResult, SweepResult
-from multisample.runs import select, select_sync, sweep, sweep_sync, synthesize, synthesize_sync
-from search.sweep import SweepConfig
-from search.synthesize import SynthesizeConfig
-
-__version__ = package_version()
-
-__all__ = [
-    "ConfigError",
-    "Pool",
-    "PoolConfig",
-    "PoolNotStartedError",
-    "Prompt",
-    "PromptsError",
-    "RunResult",
-    "SamplingSettings",
-    "SelectConfig",
-    "SelectResult",
-    "SweepConfig",
-    "SweepResult",
-    "SynthesizeConfig",
-    "__version__",
-    "run_sync",
-    "select",
-    "select_sync",
-    "sweep",
-    "sweep_sync",
-    "synthesize",
-    "synthesize_sync",
-]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -14,14 +14,20 @@ from typing import Any, ClassVar, Literal
 
 import networkx as nx
 
-from engine.budget import Budget
-from engine.config import BudgetConfig, Settings
-from engine.journal import Journal, PromptJournal, request_key, reward_key
-from engine.pool import ModelPool
-from engine.rewards.base import Reward
-from engine.seeds import derive_seed
-from engine.types import Generation, GenerationRequest, Message, Prompt, SamplingSettings
-from search.templates import load_templates
+from multisample.engine.budget import Budget
+from multisample.engine.config import BudgetConfig, Settings
+from multisample.engine.journal import Journal, PromptJournal, request_key, reward_key
+from multisample.engine.pool import ModelPool
+from multisample.engine.rewards.base import Reward
+from multisample.engine.seeds import derive_seed
+from multisample.engine.types import (
+    Generation,
+    GenerationRequest,
+    Message,
+    Prompt,
+    SamplingSettings,
+)
+from multisample.search.templates import load_templates
 
 Action = Literal["generate", "refine", "aggregate", "feedback"]
 ROOT = "root"

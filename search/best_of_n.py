@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from engine.types import Message, Prompt
-from search.base import OneModel, Search, SearchContext, SearchResult
+from multisample.engine.types import Message, Prompt
+from multisample.search.base import OneModel, Search, SearchContext, SearchResult
 
 
 class BestOfNSettings(OneModel):

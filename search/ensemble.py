@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from engine.types import Message, Prompt
-from search.base import ManyModels, Search, SearchContext, SearchResult, split_evenly
+from multisample.engine.types import Message, Prompt
+from multisample.search.base import ManyModels, Search, SearchContext, SearchResult, split_evenly
 
 
 class EnsembleSettings(ManyModels):

@@ -40,8 +40,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.types import Message, Prompt
-from search.base import Action, Candidate, ManyModels, Search, SearchContext, SearchResult
+from multisample.engine.types import Message, Prompt
+from multisample.search.base import (
+    Action,
+    Candidate,
+    ManyModels,
+    Search,
+    SearchContext,
+    SearchResult,
+)
 
 
 class MoASettings(ManyModels):

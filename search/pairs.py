@@ -26,10 +26,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from engine.config import Settings
-from engine.seeds import derive_seed
-from engine.types import Prompt, message_dicts
-from search.base import Candidate
+from multisample.engine.config import Settings
+from multisample.engine.seeds import derive_seed
+from multisample.engine.types import Prompt, message_dicts
+from multisample.search.base import Candidate
 
 PairMethod = Literal["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]
 

@@ -45,9 +45,9 @@ from typing import Any, Literal, cast
 
 from pydantic import Field
 
-from engine.rewards.base import Reward
-from engine.types import Message, Prompt, SamplingSettings
-from search.base import Candidate, OneModel, Search, SearchContext, SearchResult
+from multisample.engine.rewards.base import Reward
+from multisample.engine.types import Message, Prompt, SamplingSettings
+from multisample.search.base import Candidate, OneModel, Search, SearchContext, SearchResult
 
 DEFAULT_PREFERENCE = (
     "I prefer responses that are informative, precise, creative, detailed, relevant, and in-depth."

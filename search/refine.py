@@ -22,9 +22,9 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from engine.seeds import derive_seed
-from engine.types import Message, Prompt
-from search.base import Candidate, ManyModels, Search, SearchContext, SearchResult
+from multisample.engine.seeds import derive_seed
+from multisample.engine.types import Message, Prompt
+from multisample.search.base import Candidate, ManyModels, Search, SearchContext, SearchResult
 
 
 class RefineSettings(ManyModels):

@@ -15,7 +15,7 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from engine.config import ConfigError
+from multisample.engine.config import ConfigError
 
 FIELDS: dict[str, set[str]] = {
     "refine": {"question", "answer"},
@@ -27,7 +27,8 @@ FIELDS: dict[str, set[str]] = {
 
 
 def default_template(name: str) -> str:
-    return (resources.files("search") / "templates" / f"{name}.txt").read_text(encoding="utf-8")
+    folder = resources.files("multisample.search") / "templates"
+    return (folder / f"{name}.txt").read_text(encoding="utf-8")
 
 
 def load_templates(overrides: dict[str, str] | None = None) -> dict[str, str]:

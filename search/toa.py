@@ -46,10 +46,16 @@ from typing import Any, Literal
 import networkx as nx
 from pydantic import Field, field_validator, model_validator
 
-from engine.rewards import normalization as norm
-from engine.rewards.normalization import IDENTITY, Affine, Normalization, RewardNormalization
-from engine.types import Message, Prompt
-from search.base import ROOT, Candidate, ManyModels, Search, SearchContext, SearchResult
+from multisample.engine.rewards import normalization as norm
+from multisample.engine.rewards.normalization import (
+    IDENTITY,
+    Affine,
+    Normalization,
+    RewardNormalization,
+)
+from multisample.engine.types import Message, Prompt
+from multisample.engine.ucb import ucb
+from multisample.search.base import ROOT, Candidate, ManyModels, Search, SearchContext, SearchResult
 
 ModelAction = Literal["generate", "refine", "fresh"]
 """generate: a root child; refine: refines its parent response; fresh: generates from the
@@ -130,24 +136,11 @@ class TOASettings(ManyModels):
 # --- The math, as pure functions -----------------------------------------------------------
 
 
-def ucb(mean: float | None, visits: int, plays: int, alpha: float) -> float:
-    """UCB(c) = mean(c.rewards) + alpha * sqrt(2 ln(n) / c.visits), n = plays in the tree
-    (at least 1); a child without rewards (`mean` None) scores +infinity."""
-    if mean is None:
-        return math.inf
-    return mean + alpha * math.sqrt(2 * math.log(max(plays, 1)) / visits)
-
-
 def tree_width(width: int | None, plays: int, models: int) -> int:
     """The width of a search: the configured one, else the authors' plays / 3 (their
     width = K x samples per model / 3), raised to K where it is smaller (they assert
     width >= K)."""
     return max(models, plays // 3) if width is None else width
-
-
-def normalize(reward: float, tau: float) -> float:
-    """The published r~ = sigmoid(r / tau), without overflow for large |r / tau|."""
-    return norm.sigmoid(reward / tau)
 
 
 def is_fully_expanded(
@@ -201,8 +194,10 @@ class _Node:
     def ucb(self, plays: int, alpha: float, affine: Affine = IDENTITY) -> float:
         """UCB with r~ under `affine`, the per-prompt part of the normalization now."""
         count = self.n_rewards + self.pending
-        mean = affine.total(self.reward_sum, self.n_rewards) / count if count else None
-        return ucb(mean, self.visits + self.pending, plays, alpha)
+        if not count:
+            return math.inf  # a child without rewards is tried first
+        mean = affine.total(self.reward_sum, self.n_rewards) / count
+        return float(ucb(mean, self.visits + self.pending, plays, scale=alpha))
 
 
 class _Tree:

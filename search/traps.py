@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.traps import check_judge_templates, judges_generating, unconstrained_prompts
-from engine.types import Prompt
-from search.base import ManyModels, OneModel
-from search.registry import StrategySettings
-from search.synthesize import SearchRunConfig
+from multisample.engine.prompts import load_prompts
+from multisample.engine.traps import check_judge_templates, judges_generating, unconstrained_prompts
+from multisample.engine.types import Prompt
+from multisample.search.base import ManyModels, OneModel
+from multisample.search.registry import StrategySettings
+from multisample.search.sweep.config import SweepConfig
+from multisample.search.synthesize.config import SearchRunConfig, SynthesizeConfig
 
 
 def search_traps(
@@ -32,3 +34,16 @@ def search_traps(
         used = strategy.models_used(names)
         messages += judges_generating(config.reward, "reward", used, unset)
     return messages
+
+
+def synthesize_traps(config: SynthesizeConfig) -> list[str]:
+    """`search_traps` of a synthesize config, over the prompts it uses."""
+    prompts = load_prompts(config.prompts, config.limit).prompts
+    return search_traps(config, [("strategy", config.strategy)], prompts)
+
+
+def sweep_traps(config: SweepConfig) -> list[str]:
+    """`search_traps` of a sweep config: every method's strategy, over its prompts."""
+    prompts = load_prompts(config.prompts, config.limit).prompts
+    strategies = [(f"methods[{i}].strategy", m.strategy) for i, m in enumerate(config.methods)]
+    return search_traps(config, strategies, prompts)

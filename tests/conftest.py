@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import PoolConfig
+from multisample.engine.config import PoolConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -33,7 +33,7 @@ def embedded_pool_config(**overrides: object) -> PoolConfig:
 @pytest.fixture(scope="session")
 def embedded_models() -> dict[str, Path]:
     """The embedded models, prepared in the user's cache (a no-op once done)."""
-    from engine.embedded import EMBEDDED, prepare
+    from multisample.engine.embedded import EMBEDDED, prepare
 
     return {name: prepare(name) for name in EMBEDDED}
 
@@ -41,7 +41,7 @@ def embedded_models() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 async def pool(embedded_models: dict[str, Path]) -> AsyncIterator[object]:
     """Both embedded models on vLLM in Ray actors, started once for the session."""
-    from engine.pool import ModelPool
+    from multisample.engine.pool import ModelPool
 
     async with ModelPool(embedded_pool_config()) as started:
         yield started

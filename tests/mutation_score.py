@@ -62,7 +62,7 @@ def main(patterns: list[str]) -> int:
         print("no mutant results: run `make mutation`", file=sys.stderr)
         return 1
     equivalent = set(NAME.findall(DOCS.read_text())) if DOCS.exists() else set()
-    print(f"{'module':<28} {'mutants':>8} {'caught':>7} {'survived':>9} {'no tests':>9}  score")
+    print(f"{'module':<40} {'mutants':>8} {'caught':>7} {'survived':>9} {'no tests':>9}  score")
     per_module: dict[str, Counter[str]] = {}
     for name, status in statuses.items():
         per_module.setdefault(module_of(name), Counter())[status] += 1
@@ -89,7 +89,7 @@ def _row(module: str, counts: Counter[str]) -> None:
     n = sum(counts.values())
     caught = sum(counts[s] for s in CAUGHT)
     print(
-        f"{module:<28} {n:>8} {caught:>7} {counts['survived']:>9} {counts['no tests']:>9}"
+        f"{module:<40} {n:>8} {caught:>7} {counts['survived']:>9} {counts['no tests']:>9}"
         f"  {100 * caught / n:5.1f}%"
     )
 

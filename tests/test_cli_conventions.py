@@ -14,11 +14,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 from typer.testing import CliRunner
 
-import engine.cli
-from engine.backends.base import BackendError
-from engine.cli import _load_plugins, app, bare_resume_as_empty, package_version
-from engine.progress import progress_bar
-from engine.terminal import STDERR, configure_logging, log_level
+import multisample.version
+from multisample.cli.app import app
+from multisample.cli.common import bare_resume_as_empty
+from multisample.engine.backends.base import BackendError
+from multisample.engine.progress import progress_bar
+from multisample.engine.terminal import STDERR, configure_logging, log_level
+from multisample.version import package_version
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = """\
@@ -34,8 +36,6 @@ class EngineStarted(BackendError):
 
 @pytest.fixture(scope="module")
 def cli() -> CliRunner:
-    if not any(c.name == "synthesize" for c in app.registered_commands):
-        _load_plugins()
     return CliRunner()
 
 
@@ -44,7 +44,7 @@ def no_engines(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(self: object) -> None:
         raise EngineStarted("engines would start here")
 
-    monkeypatch.setattr("engine.pool.ModelPool.start", refuse)
+    monkeypatch.setattr("multisample.engine.pool.ModelPool.start", refuse)
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,7 @@ def test_version_falls_back_to_pyproject(monkeypatch: pytest.MonkeyPatch) -> Non
     def not_installed(name: str) -> str:
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr(engine.cli, "version", not_installed)
+    monkeypatch.setattr(multisample.version, "version", not_installed)
     assert package_version() == pyproject_version()
 
 
@@ -145,7 +145,7 @@ def test_a_log_record_prints_above_the_live_bar() -> None:
     with progress_bar(console) as bar:
         bar.add_task("synth", total=4, line="")
         bar.refresh()
-        logging.getLogger("engine.test").warning("endpoint slow, retrying")
+        logging.getLogger("multisample.engine.test").warning("endpoint slow, retrying")
         logging.getLogger("ray").info("Started a local Ray instance.")  # hidden without -v
         bar.refresh()
     text = out.getvalue()

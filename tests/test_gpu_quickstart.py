@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from search.synthesize import SynthesizeConfig
+from multisample.search.synthesize.config import SynthesizeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "gpu.yaml"

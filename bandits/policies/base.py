@@ -30,8 +30,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from engine.config import Settings
-from engine.registry import kind_of
+from multisample.engine.config import Settings
+from multisample.engine.registry import kind_of
 
 STATE_VERSION = 1
 

@@ -23,9 +23,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bandits.formulas import co_ucb_pair_scores, pairs, random_argmax, running_mean, ucb
-from bandits.policies.base import OutcomeArrays, Policy, StateArray
-from engine.config import Settings
+from multisample.bandits.formulas import co_ucb_pair_scores, pairs, random_argmax, running_mean
+from multisample.bandits.policies.base import OutcomeArrays, Policy, StateArray
+from multisample.engine.config import Settings
+from multisample.engine.ucb import ucb
 
 
 class CoUCBSettings(Settings):

@@ -15,9 +15,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from bandits.formulas import confidence_bounds, dts_candidates, pairs, random_argmax
-from bandits.policies.win_matrix import WinMatrixPolicy
-from engine.config import Settings
+from multisample.bandits.formulas import confidence_bounds, dts_candidates, pairs, random_argmax
+from multisample.bandits.policies.win_matrix import WinMatrixPolicy
+from multisample.engine.config import Settings
 
 
 class DoubleTSSettings(Settings):

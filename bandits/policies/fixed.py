@@ -8,8 +8,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from bandits.policies.base import OutcomeArrays, Policy
-from engine.config import Settings
+from multisample.bandits.policies.base import OutcomeArrays, Policy
+from multisample.engine.config import Settings
 
 
 class FixedSettings(Settings):

@@ -8,9 +8,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from bandits.policies.base import Policy, StateArray
-from bandits.policies.registry import POLICIES, PolicySettings
-from engine.config import Settings
+from multisample.bandits.policies.base import Policy, StateArray
+from multisample.bandits.policies.registry import POLICIES, PolicySettings
+from multisample.engine.config import Settings
 
 
 class PolicyStateError(ValueError):

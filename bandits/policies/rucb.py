@@ -13,10 +13,10 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from bandits.formulas import confidence_bounds, random_argmax, rucb_candidates
-from bandits.policies.base import StateArray
-from bandits.policies.win_matrix import WinMatrixPolicy
-from engine.config import Settings
+from multisample.bandits.formulas import confidence_bounds, random_argmax, rucb_candidates
+from multisample.bandits.policies.base import StateArray
+from multisample.bandits.policies.win_matrix import WinMatrixPolicy
+from multisample.engine.config import Settings
 
 
 class RUCBSettings(Settings):

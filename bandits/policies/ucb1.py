@@ -15,9 +15,10 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from bandits.formulas import running_mean, ucb
-from bandits.policies.base import OutcomeArrays, Policy, StateArray, reward_counts
-from engine.config import Settings
+from multisample.bandits.formulas import running_mean
+from multisample.bandits.policies.base import OutcomeArrays, Policy, StateArray, reward_counts
+from multisample.engine.config import Settings
+from multisample.engine.ucb import ucb
 
 
 class UCB1Settings(Settings):

@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bandits.formulas import pairs
-from bandits.policies.win_matrix import WinMatrixPolicy
-from engine.config import Settings
+from multisample.bandits.formulas import pairs
+from multisample.bandits.policies.win_matrix import WinMatrixPolicy
+from multisample.engine.config import Settings
 
 
 class UniformSettings(Settings):

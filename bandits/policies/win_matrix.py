@@ -18,8 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from bandits.formulas import copeland_scores, win_rates
-from bandits.policies.base import OutcomeArrays, Policy, StateArray
+from multisample.bandits.formulas import copeland_scores, win_rates
+from multisample.bandits.policies.base import OutcomeArrays, Policy, StateArray
 
 
 class WinMatrixPolicy(Policy):

@@ -25,9 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bandits.adaptation import dpo_file, sft_file
-from bandits.select.config import AdaptSettings, CandidateSpec, SelectConfig, adapter_name
-from bandits.select.state import (
+from multisample.bandits.adaptation import dpo_file, sft_file
+from multisample.bandits.select.config import (
+    AdaptSettings,
+    CandidateSpec,
+    SelectConfig,
+    adapter_name,
+)
+from multisample.bandits.select.state import (
     ANSWERS,
     AdapterVersion,
     SelectRun,
@@ -35,13 +40,13 @@ from bandits.select.state import (
     merged_folder,
     version_folder,
 )
-from engine.config import VLLMModelSpec
-from engine.model_folders import resolve_model_path
-from engine.pool import ModelPool
-from engine.seeds import derive_seed
-from engine.storage import read_jsonl
-from engine.training import Example, Hyperparameters, TrainingResult
-from engine.types import Message
+from multisample.engine.config import VLLMModelSpec
+from multisample.engine.model_folders import resolve_model_path
+from multisample.engine.pool import ModelPool
+from multisample.engine.seeds import derive_seed
+from multisample.engine.storage import read_jsonl
+from multisample.engine.training import Example, TrainingResult, TrainingSettings
+from multisample.engine.types import Message
 
 TRAINING = "training.json"
 
@@ -53,7 +58,8 @@ class TrainingJob:
     base: Path
     """The candidate's base model folder."""
     examples: list[Example]
-    settings: Hyperparameters
+    settings: TrainingSettings
+    seed: int
     start_from: Path | None
     """The previous version's folder; None trains a new LoRA."""
     output: Path
@@ -69,7 +75,7 @@ Merger = Callable[[Path, Path, Path], None]
 
 
 def train_with_trl(job: TrainingJob) -> TrainingResult:
-    from engine.training import train_adapter
+    from multisample.engine.training import train_adapter
 
     return train_adapter(
         job.base,
@@ -77,6 +83,7 @@ def train_with_trl(job: TrainingJob) -> TrainingResult:
         [],
         job.settings,
         job.output,
+        seed=job.seed,
         prompt_format=job.prompt_format,
         system_prompt=job.system_prompt,
         start_from=job.start_from,
@@ -85,7 +92,7 @@ def train_with_trl(job: TrainingJob) -> TrainingResult:
 
 
 def merge_with_peft(base: Path, adapter: Path, output: Path) -> None:
-    from engine.training import merge_adapter
+    from multisample.engine.training import merge_adapter
 
     merge_adapter(base, adapter, output)
 
@@ -190,20 +197,9 @@ class Adaptation:
         own = own_examples(self.run.path, candidate, after, through)
         return duels + own if self.settings.method == "sft" else duels
 
-    def hyperparameters(self, name: str, version: int) -> Hyperparameters:
-        s = self.settings
-        return Hyperparameters(
-            method=s.method,
-            epochs=s.epochs,
-            max_steps=s.steps,
-            learning_rate=s.learning_rate,
-            rank=s.rank,
-            alpha=2 * s.rank,
-            batch_size=s.batch_size,
-            beta=s.beta,
-            max_length=s.max_length,
-            seed=derive_seed(self.config.seed, "adapt", name, version),
-        )
+    def seed(self, name: str, version: int) -> int:
+        """The training seed of a candidate's version (its LoRA init and example order)."""
+        return derive_seed(self.config.seed, "adapt", name, version)
 
     async def train(
         self, name: str, version: int, examples: list[Example], after: int, through: int
@@ -215,11 +211,12 @@ class Adaptation:
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)  # an uncommitted try of this version
-        settings = self.hyperparameters(name, version)
+        settings, seed = self.settings, self.seed(name, version)
         job = TrainingJob(
             base=resolve_model_path(spec.model),
             examples=examples,
             settings=settings,
+            seed=seed,
             start_from=version_folder(self.run.path, name, version - 1) if version > 1 else None,
             output=partial,
             prompt_format=spec.prompt_format,
@@ -232,7 +229,7 @@ class Adaptation:
             "rounds": [after + 1, through],
             "examples": len(examples),
             "method": settings.method,
-            "hyperparameters": vars(settings),
+            "hyperparameters": settings.record(seed),
             "start_from": None if version == 1 else f"v{version - 1}",
             "steps": result.steps,
             "loss_curve": result.loss_curve,

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
-from engine.rewards import Reward
-from engine.types import Prompt
+from multisample.engine.rewards.base import Reward
+from multisample.engine.types import Prompt
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,15 @@ from typing import Annotated, Literal, TextIO
 import numpy as np
 from pydantic import Field, model_validator
 
-from bandits.policies import POLICIES, CoUCBSettings, PolicySettings
-from engine.config import ConfigError, LoRARank, RunConfig, Settings, VLLMModelSpec, repeated
-from engine.prompts import load_prompts
-from engine.rewards import RewardSpec
-from engine.rewards.verifiable import VerifiableRewardSpec
-from engine.seeds import derive_seed
-from engine.types import Prompt, SamplingSettings
+from multisample.bandits.policies.co_ucb import CoUCBSettings
+from multisample.bandits.policies.registry import POLICIES, PolicySettings
+from multisample.engine.config import ConfigError, RunConfig, Settings, VLLMModelSpec, repeated
+from multisample.engine.prompts import load_prompts, refuse_two_system_turns
+from multisample.engine.rewards.registry import RewardSpec
+from multisample.engine.rewards.verifiable import VerifiableRewardSpec
+from multisample.engine.seeds import derive_seed
+from multisample.engine.training import Method, TrainingSettings
+from multisample.engine.types import Prompt, SamplingSettings
 
 STDIN = "-"
 
@@ -57,30 +59,24 @@ class HumanPreference(Settings):
 PreferenceSource = Annotated[RewardPreference | HumanPreference, Field(discriminator="kind")]
 
 
-class AdaptSettings(Settings):
+class AdaptSettings(TrainingSettings):
     """Online adaptation, the Co-UCB paper's collaborative update: every `every` rounds,
     each candidate that played since its last update trains its LoRA a little on what
-    those rounds taught it, and plays the new version from the next round on."""
+    those rounds taught it, and plays the new version from the next round on. The
+    training settings are `multisample train`'s (rank, batch_size, ...; alpha is twice
+    the rank unless set); two defaults differ, for few steps at a time: the method and
+    the learning rate."""
 
-    method: Literal["sft", "dpo"] = "sft"
+    method: Method = "sft"
     """What a duel teaches both models of the pair: sft, the preferred answer as a target
     (the paper's pseudo-label; its default); dpo, (preferred, other) as a preference pair.
     A single-model round (UCB1, fixed) has no pair: its model self-trains on its own
     answers (the paper's UCB1 baseline), which needs sft."""
+    learning_rate: float = Field(1e-4, gt=0)
+    """AdamW learning rate of each update (higher than `train`'s default: an update takes
+    a few steps on a few examples)."""
     every: int = Field(1, ge=1)
     """Rounds between updates (the paper: 1, an update after every round)."""
-    epochs: float = Field(1.0, gt=0)
-    """Passes over an update's examples."""
-    steps: int | None = Field(None, ge=1)
-    """Optimizer steps per update; overrides `epochs`."""
-    learning_rate: float = Field(1e-4, gt=0)
-    rank: LoRARank = 16
-    """LoRA rank of each candidate's adapter (its first version fixes it)."""
-    batch_size: int = Field(4, ge=1)
-    beta: float = Field(0.1, gt=0)
-    """DPO's KL weight."""
-    max_length: int = Field(384, ge=16)
-    """Tokens of prompt + answer kept per example."""
     serve: Literal["auto", "merged", "lora"] = "auto"
     """How a new version is served without restarting the engine. merged: the LoRA merged
     into the base's weights, loaded in place; the model then runs at its base's speed
@@ -218,14 +214,11 @@ def check_inputs(config: SelectConfig) -> None:
             )
     if config.prompts != STDIN:
         prompts = load_prompts(config.prompts, config.limit)  # a bad file fails here
-        own = next((p for p in prompts.prompts if p.has_system_turn), None)
-        for candidate in config.candidates if own is not None else []:
-            if candidate.system_prompt or config.model(candidate.model).system_prompt:
-                raise ConfigError(
-                    f"{prompts.where(own.id)}: prompt {own.id!r} has a system turn of its "
-                    f"own, and candidate {candidate.name!r} has a system_prompt: a "
-                    "conversation takes one; drop either"
-                )
+        own = {
+            c.name: c.system_prompt or config.model(c.model).system_prompt
+            for c in config.candidates
+        }
+        refuse_two_system_turns(prompts, own, "candidate")
 
 
 def read_truth(path: str, candidates: list[str]) -> np.ndarray:

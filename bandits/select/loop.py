@@ -15,17 +15,22 @@ import asyncio
 import itertools
 import sys
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 from rich.console import Console
 
-from bandits.policies import make_policy
-from bandits.select.adapt import Adaptation, Merger, Trainer, merge_with_peft, train_with_trl
-from bandits.select.arbiters import Arbiter, HumanArbiter, RewardArbiter, Verdict
-from bandits.select.config import (
+from multisample.bandits.policies.registry import make_policy
+from multisample.bandits.select.adapt import (
+    Adaptation,
+    Merger,
+    Trainer,
+    merge_with_peft,
+    train_with_trl,
+)
+from multisample.bandits.select.arbiters import Arbiter, HumanArbiter, RewardArbiter, Verdict
+from multisample.bandits.select.config import (
     STDIN,
     CandidateSpec,
     RewardPreference,
@@ -34,15 +39,22 @@ from bandits.select.config import (
     query_stream,
     read_truth,
 )
-from bandits.select.state import ROUNDS, STATE, Round, SelectRun, SelectState, round_records
-from bandits.simulator import RegretCurves, plot_regret, true_best
-from engine.pool import ModelPool, pool_for
-from engine.progress import progress_bar
-from engine.prompts import load_prompts
-from engine.rewards import started_reward
-from engine.seeds import derive_seed
-from engine.storage import check_run_directory
-from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+from multisample.bandits.select.state import (
+    ROUNDS,
+    STATE,
+    Round,
+    SelectRun,
+    SelectState,
+    round_records,
+)
+from multisample.bandits.simulator import RegretCurves, plot_regret, true_best
+from multisample.engine.pool import ModelPool
+from multisample.engine.progress import progress_bar
+from multisample.engine.prompts import load_prompts
+from multisample.engine.run_session import running
+from multisample.engine.seeds import derive_seed
+from multisample.engine.storage import check_run_directory
+from multisample.engine.types import GenerationRequest, Message, Prompt, SamplingSettings
 
 
 async def run_select(
@@ -69,29 +81,32 @@ async def run_select(
     truth = read_truth(config.truth, candidates) if config.truth else None
     policy = make_policy(config.policy, len(candidates), config.seed)
     check_inputs(config)
-    # `rounds` only says when to stop: a resumed run may raise it to play on.
-    check_run_directory(run_path, config, resume, exclude={"rounds"})
+    exclude = {"rounds"}  # `rounds` only says when to stop: a resume may raise it
+    # Refused before the state is read: a new run over an existing one, another config.
+    check_run_directory(run_path, config, resume, exclude)
     state = SelectState(candidates, policy, np.zeros((len(candidates),) * 2, dtype=int))
     if resume and (run_path / STATE).exists():
         state = SelectState.parse(run_path / STATE, candidates, config.policy.kind)
-    async with AsyncExitStack() as stack:
-        started = await stack.enter_async_context(pool_for(config, config.sampling, console, pool))
+    reward = config.feedback.reward if isinstance(config.feedback, RewardPreference) else None
+    session = running(
+        config, run_path, resume, console=console, pool=pool, reward=reward, exclude=exclude
+    )
+    async with session as (started, scorer):
         arbiter: Arbiter
         if isinstance(config.feedback, RewardPreference):
-            spec = config.feedback.reward
-            reward = await stack.enter_async_context(started_reward(spec, started))
-            arbiter = RewardArbiter(reward, config.feedback.tie_margin)
+            assert scorer is not None
+            arbiter = RewardArbiter(scorer, config.feedback.tie_margin)
         else:
             seed = derive_seed(config.seed, "order")
             arbiter = HumanArbiter(console, ask or console.input, seed)
         # Only now, with engines up and inputs checked, does the run directory appear.
-        run = SelectRun.open(run_path, config, resume, exclude={"rounds"})
+        run = SelectRun.open(run_path, config, resume, exclude=exclude)
         adaptation = None
         if config.adapt is not None:
             adaptation = Adaptation(config, started, run, trainer, merger)
             await adaptation.restore(state)
-        session = Session(config, started, run, state, arbiter, truth, console, adaptation)
-        return await session.play(stdin or sys.stdin)
+        rounds = Session(config, started, run, state, arbiter, truth, console, adaptation)
+        return await rounds.play(stdin or sys.stdin)
 
 
 class Session:

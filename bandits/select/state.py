@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from bandits.adaptation import ADAPTATION, adaptation_records
-from bandits.policies import Policy, RoundOutcome, policy_from_state
-from bandits.select.arbiters import Verdict
-from bandits.simulator import strong_regret, weak_regret
-from engine.config import ConfigError
-from engine.storage import SUMMARY, RunDirectory, read_jsonl, write_atomic
-from engine.types import message_dicts
+from multisample.bandits.adaptation import ADAPTATION, adaptation_records
+from multisample.bandits.policies.base import Policy, RoundOutcome
+from multisample.bandits.policies.persistence import policy_from_state
+from multisample.bandits.select.arbiters import Verdict
+from multisample.bandits.simulator import strong_regret, weak_regret
+from multisample.engine.config import ConfigError
+from multisample.engine.storage import SUMMARY, RunDirectory, read_jsonl, write_atomic
+from multisample.engine.types import message_dicts
 
 STATE = "state.json"
 ROUNDS = "rounds.jsonl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from engine.types import Generation, GenerationRequest, Message
+from multisample.engine.types import Generation, GenerationRequest, Message
 
 
 class BackendError(RuntimeError):
@@ -31,6 +31,9 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release resources. Idempotent."""
+
+    def events(self) -> dict[str, int]:
+        """Faults absorbed so far (restarts, retries...), by kind; counts only grow."""
 
 
 BASE_STOP = ("\nInstruction:",)

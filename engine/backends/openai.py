@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from engine.backends.base import BackendError, render_base_prompt, stop_strings
-from engine.config import OpenAIModelSpec
-from engine.types import (
+from multisample.engine.backends.base import BackendError, render_base_prompt, stop_strings
+from multisample.engine.config import OpenAIModelSpec
+from multisample.engine.types import (
     Generation,
     GenerationRequest,
     Message,
@@ -115,6 +115,9 @@ class OpenAIBackend:
         self._client = httpx.AsyncClient(
             timeout=self.spec.timeout_s, headers=headers, limits=connection_limits(self.spec)
         )
+
+    def events(self) -> dict[str, int]:
+        return {"retries": self.retries, "failed_requests": self.failures}
 
     async def close(self) -> None:
         """Close the HTTP client. Idempotent."""

@@ -6,14 +6,15 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from engine.config import Settings
-from engine.types import Prompt
+from multisample.engine.config import Settings
+from multisample.engine.types import Prompt
 
 if TYPE_CHECKING:
-    from engine.pool import ModelPool
+    from multisample.engine.pool import ModelPool
 
 
 class RewardError(RuntimeError):
@@ -98,3 +99,15 @@ class Reward(ABC):
         self, prompt: Prompt, responses: list[str], reference: str | None
     ) -> list[float]:
         """Scores of `responses` (none of them cached)."""
+
+
+@asynccontextmanager
+async def started_reward(spec: BaseRewardSpec, pool: ModelPool) -> AsyncIterator[Reward]:
+    """The reward a config describes, started, and closed on the way out (a classifier's
+    engine stops even when the run fails)."""
+    reward = spec.build(pool)
+    await reward.start()
+    try:
+        yield reward
+    finally:
+        await reward.close()

@@ -13,39 +13,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import ray
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from engine.backends.base import render_base_prompt
-from engine.backends.vllm import actor_options, build_engine, call_actor, stop_actor
-from engine.config import RayActorSpec, refuse_own_fields
-from engine.cpu_binding import cpu_cores_for
-from engine.rewards.base import BaseRewardSpec, Reward
-from engine.rewards.classifier_head import check_classifier
-from engine.types import Message, Prompt
+from multisample.engine import actors
+from multisample.engine.backends.base import render_base_prompt
+from multisample.engine.config import ActorSpec
+from multisample.engine.cpu_binding import cpu_cores_for
+from multisample.engine.rewards.base import BaseRewardSpec, Reward
+from multisample.engine.rewards.classifier_head import check_classifier
+from multisample.engine.types import Message, Prompt
 
 if TYPE_CHECKING:
-    from engine.pool import ModelPool
+    from multisample.engine.pool import ModelPool
 
 
-CLASSIFIER_OWN_ARGS = {
-    "model": "model",
-    "tokenizer": "model",
-    "runner": "kind",
-    "dtype": "dtype",
-    "max_model_len": "max_model_len",
-    "trust_remote_code": "trust_remote_code",
-    "gpu_memory_utilization": "gpu_memory_utilization",
-    "enforce_eager": "enforce_eager",
-}
-"""vLLM engine arguments the classifier spec sets from its own fields."""
+class ClassifierRewardSpec(BaseRewardSpec, ActorSpec):
+    """A sequence-classification reward model served by vLLM's pooling runner, in a Ray
+    actor of its own (its engine settings are a vLLM model's: dtype, num_gpus, ...). An
+    input longer than max_model_len loses its start: the response is what is judged."""
 
-
-class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
-    """A sequence-classification reward model served by vLLM's pooling runner."""
+    own_engine_args: ClassVar[Mapping[str, str]] = {
+        "model": "model",
+        "tokenizer": "model",
+        "runner": "kind",
+        "dtype": "dtype",
+        "max_model_len": "max_model_len",
+        "trust_remote_code": "trust_remote_code",
+        "gpu_memory_utilization": "gpu_memory_utilization",
+        "enforce_eager": "enforce_eager",
+    }
 
     kind: Literal["classifier"]
     model: str
@@ -56,36 +57,6 @@ class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
     (config.json's id2label or num_labels) is refused unless this is set."""
     prompt_format: Literal["chat", "base"] = "chat"
     """How (prompt, response) is laid out for the classifier."""
-    max_model_len: int | None = Field(2048, ge=16)
-    """Context window in tokens; longer inputs are truncated from the left."""
-    dtype: str = "auto"
-    """Weight dtype passed to vLLM, as for vLLM models."""
-    num_cpus: float = Field(1.0, ge=0)
-    """CPUs the reward model's Ray actor reserves (and its weight in the split of the
-    cores, as for models)."""
-    num_gpus: float = Field(0.0, ge=0)
-    """GPUs the reward model's Ray actor reserves; 0 runs on the CPU. A fraction shares
-    a GPU with other engines, as for models."""
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
-    """Share of the GPU's memory its engine may take (with policy models on the same
-    GPU, all of them together at most 1)."""
-    engine_args: dict[str, Any] = Field(default_factory=dict)
-    """More of vLLM's engine arguments, as for models (checked before any engine
-    starts); the fields above are set there, not here."""
-    kv_cache_gib: int = Field(1, ge=1)
-    """KV-cache size on the CPU, in GiB; ignored on a GPU."""
-    resources: dict[str, float] = Field(default_factory=dict)
-    """Extra Ray resources the actor needs (to pin it to a node)."""
-    trust_remote_code: bool = False
-    """Run code shipped with the model folder. Off unless you trust the folder."""
-    enforce_eager: bool | None = None
-    """As for vLLM models: None is eager on the CPU, compiled on GPUs."""
-
-    @field_validator("engine_args")
-    @classmethod
-    def _not_given_twice(cls, engine_args: dict[str, Any]) -> dict[str, Any]:
-        refuse_own_fields(engine_args, CLASSIFIER_OWN_ARGS)
-        return engine_args
 
     @model_validator(mode="after")
     def _single_score_head(self) -> ClassifierRewardSpec:
@@ -101,10 +72,8 @@ class ClassifierRewardSpec(BaseRewardSpec, RayActorSpec):
         return self
 
     def build(self, pool: ModelPool) -> Reward:
-        from engine.pool import shares_a_gpu
-
         cores = cpu_cores_for(pool.config, self)
-        gate = pool.gpu_start_gate if shares_a_gpu(self) else None
+        gate = pool.gpu_start_gate if actors.shares_a_gpu(self) else None
         return ClassifierReward(self, pool.config.request_timeout_s, cores, gate)
 
 
@@ -117,18 +86,12 @@ class ClassifierActor:
 
     async def start(self) -> None:
         if self.engine is None:
-            self.engine, _ = build_engine(
-                self.spec.model,
-                self.spec.num_gpus,
-                self.spec.enforce_eager,
-                **{
-                    **self.spec.engine_args,
-                    "runner": "pooling",
-                    "dtype": self.spec.dtype,
-                    "max_model_len": self.spec.max_model_len,
-                    "trust_remote_code": self.spec.trust_remote_code,
-                    "gpu_memory_utilization": self.spec.gpu_memory_utilization,
-                },
+            spec = self.spec
+            self.engine, _ = actors.build_engine(
+                spec.model,
+                spec.num_gpus,
+                spec.enforce_eager,
+                **actors.engine_args(spec, {}, {"runner": "pooling"}),
             )
             self.tokenizer = self.engine.get_tokenizer()
             self.max_model_len = self.engine.model_config.max_model_len
@@ -196,12 +159,12 @@ class ClassifierReward(Reward):
 
     async def start(self) -> None:
         if self.actor is None:
-            options = actor_options(self.spec, self.cpu_cores)
+            options = actors.options(self.spec, self.cpu_cores)
             async with self.start_gate or contextlib.nullcontext():
                 if self.actor is not None:  # started by another caller while this one waited
                     return
                 self.actor = ray.remote(ClassifierActor).options(**options).remote(self.spec)
-                await call_actor(
+                await actors.call(
                     self.identity(), self.actor.start.remote(), self.timeout_s, "start"
                 )
 
@@ -210,9 +173,9 @@ class ClassifierReward(Reward):
     ) -> list[float]:
         await self.start()
         ref = self.actor.score.remote(prompt.prompt, responses)
-        return await call_actor(self.identity(), ref, self.timeout_s, "score")
+        return await actors.call(self.identity(), ref, self.timeout_s, "score")
 
     async def close(self) -> None:
         if self.actor is not None:
-            await stop_actor(self.identity(), self.actor)
+            await actors.stop(self.identity(), self.actor)
             self.actor = None

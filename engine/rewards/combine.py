@@ -10,19 +10,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from engine.config import Settings
-from engine.rewards.base import BaseRewardSpec, Reward, RewardError
-from engine.types import Prompt
+from multisample.engine.config import Settings
+from multisample.engine.rewards.base import BaseRewardSpec, Reward, RewardError
+from multisample.engine.types import Prompt
 
 if TYPE_CHECKING:
-    from engine.pool import ModelPool
-    from engine.rewards.registry import RewardSpec
+    from multisample.engine.pool import ModelPool
 
 
 class WeightedComponent(Settings):
     weight: float
     """Multiplies this component's score; weights need not sum to 1."""
-    reward: RewardSpec
+    # The union of every reward kind, this one included: the registry defines it (from
+    # this module among others) and resolves this name once it exists.
+    reward: RewardSpec  # noqa: F821
     """The component reward (any kind, weighted ones included)."""
 
 

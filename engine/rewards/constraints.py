@@ -48,7 +48,7 @@ from pydantic import (
     ValidationError,
 )
 
-from engine.registry import by_kind, tagged_union
+from multisample.engine.registry import by_kind, tagged_union
 
 # --------------------------------------------------------------------------- text rules
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from engine.rewards.base import BaseRewardSpec, Reward, RewardError
-from engine.types import Prompt
+from multisample.engine.rewards.base import BaseRewardSpec, Reward, RewardError
+from multisample.engine.types import Prompt
 
 if TYPE_CHECKING:
-    from engine.pool import ModelPool
+    from multisample.engine.pool import ModelPool
 
 
 class EmbeddingRewardSpec(BaseRewardSpec):
@@ -57,7 +57,7 @@ class EmbeddingReward(Reward):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        from engine.model_folders import minilm_path
+        from multisample.engine.model_folders import minilm_path
 
         path = self.model_path or str(minilm_path())
         try:

@@ -21,9 +21,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.pool import ModelPool
-from engine.rewards.base import BaseRewardSpec, Reward, RewardError
-from engine.types import GenerationRequest, Message, Prompt, SamplingSettings
+from multisample.engine.pool import ModelPool
+from multisample.engine.rewards.base import BaseRewardSpec, Reward, RewardError
+from multisample.engine.types import GenerationRequest, Message, Prompt, SamplingSettings
 
 DEFAULT_TEMPLATE = (
     "Rate how well the answer responds to the question, on a scale from 0 (useless) to 9 "

@@ -28,8 +28,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from engine.config import Settings
-from engine.registry import by_kind, tagged_union
+from multisample.engine.config import Settings
+from multisample.engine.registry import by_kind, tagged_union
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from engine.rewards.base import BaseRewardSpec, Reward
-from engine.rewards.constraints import fraction_met, parse_constraints
-from engine.types import Prompt
+from multisample.engine.rewards.base import BaseRewardSpec, Reward
+from multisample.engine.rewards.constraints import fraction_met, parse_constraints
+from multisample.engine.types import Prompt
 
 if TYPE_CHECKING:
-    from engine.pool import ModelPool
+    from multisample.engine.pool import ModelPool
 
 
 class VerifiableRewardSpec(BaseRewardSpec):

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from bandits.formulas import confidence_bounds, dts_candidates, ucb, win_rates
+from multisample.bandits.formulas import confidence_bounds, dts_candidates, win_rates
+from multisample.engine.ucb import ucb
 
 
 def test_ucb_bonus_is_zero_after_a_single_query() -> None:

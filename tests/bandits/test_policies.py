@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from bandits.formulas import (
+from multisample.bandits.formulas import (
     co_ucb_pair_scores,
     confidence_bounds,
     dts_candidates,
@@ -21,20 +21,15 @@ from bandits.formulas import (
     ucb,
     win_rates,
 )
-from bandits.policies import (
-    POLICIES,
-    CoUCBSettings,
-    DoubleTSSettings,
-    FixedSettings,
-    PolicySettings,
-    PolicyStateError,
-    RoundOutcome,
-    RUCBSettings,
-    UCB1Settings,
-    make_policy,
-    policy_from_state,
-)
-from bandits.simulator import Arena, bradley_terry
+from multisample.bandits.policies.base import RoundOutcome
+from multisample.bandits.policies.co_ucb import CoUCBSettings
+from multisample.bandits.policies.double_ts import DoubleTSSettings
+from multisample.bandits.policies.fixed import FixedSettings
+from multisample.bandits.policies.persistence import PolicyStateError, policy_from_state
+from multisample.bandits.policies.registry import POLICIES, PolicySettings, make_policy
+from multisample.bandits.policies.rucb import RUCBSettings
+from multisample.bandits.policies.ucb1 import UCB1Settings
+from multisample.bandits.simulator import Arena, bradley_terry
 
 # Every registered policy, with its defaults and the fields it requires (a new policy with
 # a required field fails here until it is given one).

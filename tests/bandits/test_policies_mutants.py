@@ -9,17 +9,13 @@ from typing import Any, Literal
 import numpy as np
 import pytest
 
-from bandits.policies import (
-    POLICIES,
-    CoUCBSettings,
-    DoubleTSSettings,
-    RoundOutcome,
-    RUCBSettings,
-    UCB1Settings,
-    make_policy,
-)
-from bandits.policies.base import OutcomeArrays, Policy
-from engine.config import Settings
+from multisample.bandits.policies.base import OutcomeArrays, Policy, RoundOutcome
+from multisample.bandits.policies.co_ucb import CoUCBSettings
+from multisample.bandits.policies.double_ts import DoubleTSSettings
+from multisample.bandits.policies.registry import POLICIES, make_policy
+from multisample.bandits.policies.rucb import RUCBSettings
+from multisample.bandits.policies.ucb1 import UCB1Settings
+from multisample.engine.config import Settings
 
 
 class _ProbeSettings(Settings):

@@ -13,15 +13,23 @@ import pytest
 from pydantic import ValidationError
 from rich.console import Console
 
-from bandits.adaptation import adaptation_records, dpo_file, sft_file
-from bandits.policies import CoUCBSettings, make_policy
-from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, SelectState
-from bandits.select.arbiters import HumanArbiter, Verdict
-from bandits.select.config import query_stream, read_truth
-from bandits.select.state import Round, SelectRun, SelectStateError
-from engine.config import ConfigError
-from engine.storage import read_jsonl
-from engine.types import Message, Prompt
+from multisample.bandits.adaptation import adaptation_records, dpo_file, sft_file
+from multisample.bandits.policies.co_ucb import CoUCBSettings
+from multisample.bandits.policies.registry import make_policy
+from multisample.bandits.select.arbiters import HumanArbiter, Verdict
+from multisample.bandits.select.config import SelectConfig, query_stream, read_truth
+from multisample.bandits.select.state import (
+    ANSWERS,
+    ROUNDS,
+    STATE,
+    Round,
+    SelectRun,
+    SelectState,
+    SelectStateError,
+)
+from multisample.engine.config import ConfigError
+from multisample.engine.storage import read_jsonl
+from multisample.engine.types import Message, Prompt
 
 MODELS = [
     {"name": "chat", "model": "/models/a"},

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, run_select
-from bandits.select.adapt import TRAINING, TrainingJob
-from engine.storage import read_jsonl
-from engine.training import TrainingResult
-from engine.types import Generation, GenerationRequest
+from multisample.bandits.select.adapt import TRAINING, TrainingJob
+from multisample.bandits.select.config import SelectConfig
+from multisample.bandits.select.loop import run_select
+from multisample.bandits.select.state import ANSWERS, ROUNDS, STATE
+from multisample.engine.storage import read_jsonl
+from multisample.engine.training import TrainingResult
+from multisample.engine.types import Generation, GenerationRequest
 from tests.engine.test_adapters import fake_base
 from tests.search.toy import ToyPool
 
@@ -185,7 +187,7 @@ async def test_both_models_of_each_played_pair_learn_from_the_preferred_answers(
         expected = None if version == 1 else job.output.parent / f"v{version - 1}"
         assert job.start_from == expected
         assert job.settings.max_steps == 1 and job.settings.method == "sft"
-    assert len({job.settings.seed for job in trainer.jobs}) == len(trainer.jobs)
+    assert len({job.seed for job in trainer.jobs}) == len(trainer.jobs)
     assert pool.loads == [
         (j.output.parent.name, j.output.name.removesuffix(".partial")) for j in trainer.jobs
     ]
@@ -382,8 +384,8 @@ async def test_a_multi_turn_query_reaches_the_models_and_their_lessons_whole(
 def test_a_system_turn_of_the_data_beside_a_candidates_system_prompt_is_refused(
     tmp_path: Path,
 ) -> None:
-    from bandits.select.config import check_inputs
-    from engine.config import ConfigError
+    from multisample.bandits.select.config import check_inputs
+    from multisample.engine.config import ConfigError
 
     config = adapt_config(
         tmp_path,

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, run_select
-from bandits.select.adapt import TRAINING
-from engine.model_folders import resolve_model_path
-from engine.storage import SUMMARY, read_jsonl
-from engine.types import GenerationRequest, Message, SamplingSettings
+from multisample.bandits.select.adapt import TRAINING
+from multisample.bandits.select.config import SelectConfig
+from multisample.bandits.select.loop import run_select
+from multisample.bandits.select.state import ANSWERS, ROUNDS, STATE
+from multisample.engine.model_folders import resolve_model_path
+from multisample.engine.storage import SUMMARY, read_jsonl
+from multisample.engine.types import GenerationRequest, Message, SamplingSettings
 from tests.bandits.test_select_kill import kill_session, start
 from tests.conftest import BASE_MODEL, CHAT_MODEL, embedded_pool_config
 

@@ -17,9 +17,9 @@ import psutil
 import pytest
 import yaml
 
-from bandits.adaptation import dpo_file, sft_file
-from bandits.select import ANSWERS, ROUNDS, STATE, SelectState
-from engine.storage import SUMMARY, read_jsonl
+from multisample.bandits.adaptation import dpo_file, sft_file
+from multisample.bandits.select.state import ANSWERS, ROUNDS, STATE, SelectState
+from multisample.engine.storage import SUMMARY, read_jsonl
 
 pytestmark = pytest.mark.engine
 

@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bandits.adaptation import dpo_file, sft_file
-from bandits.policies import RoundOutcome, make_policy
-from bandits.select import ANSWERS, ROUNDS, STATE, SelectConfig, run_select
-from bandits.simulator import strong_regret, weak_regret
-from engine.prompts import EMBEDDED_TASKS, load_prompts
-from engine.storage import SUMMARY, read_jsonl
+from multisample.bandits.adaptation import dpo_file, sft_file
+from multisample.bandits.policies.base import RoundOutcome
+from multisample.bandits.policies.registry import make_policy
+from multisample.bandits.select.config import SelectConfig
+from multisample.bandits.select.loop import run_select
+from multisample.bandits.select.state import ANSWERS, ROUNDS, STATE
+from multisample.bandits.simulator import strong_regret, weak_regret
+from multisample.engine.prompts import EMBEDDED_TASKS, load_prompts
+from multisample.engine.storage import SUMMARY, read_jsonl
 from tests.conftest import BASE_MODEL, CHAT_MODEL, embedded_pool_config
 
 pytestmark = pytest.mark.engine

@@ -10,15 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bandits.policies import (
-    POLICIES,
-    DoubleTSSettings,
-    FixedSettings,
-    RUCBSettings,
-    UniformSettings,
-    make_policy,
-)
-from bandits.simulator import (
+from multisample.bandits.policies.double_ts import DoubleTSSettings
+from multisample.bandits.policies.fixed import FixedSettings
+from multisample.bandits.policies.registry import POLICIES, make_policy
+from multisample.bandits.policies.rucb import RUCBSettings
+from multisample.bandits.policies.uniform import UniformSettings
+from multisample.bandits.simulator import (
     Arena,
     borda_scores,
     bradley_terry,
@@ -34,7 +31,7 @@ from bandits.simulator import (
     true_best,
     weak_regret,
 )
-from engine.intervals import mean_ci
+from multisample.engine.intervals import mean_ci
 
 # Every registered policy, with its defaults and the fields it requires.
 REQUIRED: dict[str, dict[str, Any]] = {"fixed": {"arm": 1}}

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from engine.adapters import AdapterError, ServedAdapter, check_adapter
-from engine.backends import vllm
-from engine.backends.base import BackendError
-from engine.backends.vllm import VLLMBackend, lora_engine_args
-from engine.config import ConfigError, PoolConfig, VLLMModelSpec
-from engine.pool import ModelPool, check_local_models
-from engine.types import Generation, GenerationRequest, Message, SamplingSettings
-from search.base import Candidate
+from multisample.engine.adapters import AdapterError, ServedAdapter, check_adapter
+from multisample.engine.backends import vllm
+from multisample.engine.backends.base import BackendError
+from multisample.engine.backends.vllm import VLLMBackend
+from multisample.engine.backends.vllm_actor import lora_engine_args
+from multisample.engine.config import ConfigError, PoolConfig, VLLMModelSpec
+from multisample.engine.pool import ModelPool, check_local_models
+from multisample.engine.types import Generation, GenerationRequest, Message, SamplingSettings
+from multisample.search.base import Candidate
 from tests.reliability.test_restart_logic import FakeActor
 
 SMOLLM2 = {  # the widths of SmolLM2-135M's config.json, for folders made without weights
@@ -131,15 +132,15 @@ def test_max_lora_rank_is_one_vllm_accepts() -> None:
 
 
 def test_strategies_sweeps_and_select_take_adapter_names() -> None:
-    from bandits.select import SelectConfig
-    from search.sweep import SweepConfig
-    from search.synthesize import SynthesizeConfig, check_models
+    from multisample.bandits.select.config import SelectConfig
+    from multisample.search.sweep.config import SweepConfig
+    from multisample.search.synthesize.config import SynthesizeConfig
 
     models = [{"name": "a", "model": "x", "adapters": [{"name": "a-tuned", "path": "/l"}]}]
     synthesize = SynthesizeConfig.model_validate(
         {"models": models, "strategy": {"kind": "best_of_n", "model": "a-tuned"}}
     )
-    check_models(synthesize)  # no error: the adapter is a model name
+    synthesize.check_models()  # no error: the adapter is a model name
     sweep = SweepConfig.model_validate(
         {
             "models": models,
@@ -151,11 +152,9 @@ def test_strategies_sweeps_and_select_take_adapter_names() -> None:
     select = SelectConfig.model_validate({"models": models})
     assert [c.model for c in select.candidates] == ["a", "a-tuned"]
     with pytest.raises(ConfigError, match="no model named 'nope'"):
-        check_models(
-            SynthesizeConfig.model_validate(
-                {"models": models, "strategy": {"kind": "best_of_n", "model": "nope"}}
-            )
-        )
+        SynthesizeConfig.model_validate(
+            {"models": models, "strategy": {"kind": "best_of_n", "model": "nope"}}
+        ).check_models()
 
 
 def test_old_records_without_adapter_fields_still_load() -> None:
@@ -398,7 +397,7 @@ def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.embedded import prepare
+    from multisample.engine.embedded import prepare
 
     base = prepare("smollm2-135m-instruct")
     root = tmp_path_factory.mktemp("loras")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.budget import Budget, ModelSpend, estimate_flops
-from engine.config import BudgetConfig
-from engine.types import Generation
+from multisample.engine.budget import Budget, ModelSpend, estimate_flops
+from multisample.engine.config import BudgetConfig
+from multisample.engine.types import Generation
 
 
 def gen(model: str = "m", prompt_tokens: int = 10, completion_tokens: int = 5) -> Generation:

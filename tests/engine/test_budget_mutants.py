@@ -3,8 +3,8 @@ mutants of `make mutation` (docs/TESTING.md)."""
 
 from __future__ import annotations
 
-from engine.budget import Budget
-from engine.config import BudgetConfig
+from multisample.engine.budget import Budget
+from multisample.engine.config import BudgetConfig
 
 
 def test_reservations_of_concurrent_calls_add_up() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.rewards.classifier import ClassifierReward, ClassifierRewardSpec
-from engine.types import Prompt
+from multisample.engine.rewards.classifier import ClassifierReward, ClassifierRewardSpec
+from multisample.engine.types import Prompt
 
 pytestmark = pytest.mark.engine
 

@@ -12,8 +12,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.rewards.classifier import ClassifierRewardSpec
-from engine.rewards.classifier_head import Head, check_classifier, head_problem, read_head
+from multisample.engine.rewards.classifier import ClassifierRewardSpec
+from multisample.engine.rewards.classifier_head import (
+    Head,
+    check_classifier,
+    head_problem,
+    read_head,
+)
 
 MULTISAMPLE = str(Path(sys.executable).with_name("multisample"))
 

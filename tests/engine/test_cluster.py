@@ -26,9 +26,9 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 DRIVER = """
 import asyncio, json, sys
 import ray
-from engine.config import PoolConfig
-from engine.pool import ModelPool
-from engine.types import GenerationRequest, Message, SamplingSettings
+from multisample.engine.config import PoolConfig
+from multisample.engine.pool import ModelPool
+from multisample.engine.types import GenerationRequest, Message, SamplingSettings
 
 async def main():
     config = PoolConfig.model_validate({
@@ -142,9 +142,9 @@ def test_model_runs_on_the_node_it_is_pinned_to(two_node_cluster: str) -> None:
 
 REPLICAS_DRIVER = """
 import asyncio, json, sys
-from engine.config import PoolConfig
-from engine.pool import ModelPool
-from engine.types import GenerationRequest, Message, SamplingSettings
+from multisample.engine.config import PoolConfig
+from multisample.engine.pool import ModelPool
+from multisample.engine.types import GenerationRequest, Message, SamplingSettings
 
 async def main():
     config = PoolConfig.model_validate({

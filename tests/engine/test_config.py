@@ -1,4 +1,5 @@
-"""engine/config.py: loading YAML configs and the error messages users see."""
+"""engine/config.py and engine/config_files.py: the config models, loading YAML configs and the
+error messages users see."""
 
 from __future__ import annotations
 
@@ -7,20 +8,20 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engine.config import (
+from multisample.engine import actors
+from multisample.engine.config import (
     BudgetConfig,
     ConfigError,
     OpenAIModelSpec,
     PoolConfig,
     VLLMModelSpec,
-    load_config,
-    ray_actor_specs,
 )
-from engine.rewards import RewardSpec
-from engine.rewards.classifier import ClassifierRewardSpec
-from engine.rewards.combine import CallableRewardSpec, WeightedRewardSpec
-from engine.rewards.embedding import EmbeddingRewardSpec
-from engine.rewards.judge import JudgeRewardSpec
+from multisample.engine.config_files import load_config
+from multisample.engine.rewards.classifier import ClassifierRewardSpec
+from multisample.engine.rewards.combine import CallableRewardSpec, WeightedRewardSpec
+from multisample.engine.rewards.embedding import EmbeddingRewardSpec
+from multisample.engine.rewards.judge import JudgeRewardSpec
+from multisample.engine.rewards.registry import RewardSpec
 
 
 class RewardHolder(BaseModel):
@@ -507,8 +508,8 @@ def run_with_classifier_reward() -> RunWithReward:
     )
 
 
-def test_ray_actor_specs_finds_models_and_nested_classifier_rewards() -> None:
-    specs = ray_actor_specs(run_with_classifier_reward())
+def test_actor_specs_finds_models_and_nested_classifier_rewards() -> None:
+    specs = actors.specs(run_with_classifier_reward())
     assert [type(s) for s in specs] == [VLLMModelSpec, VLLMModelSpec, ClassifierRewardSpec]
     assert sum(s.num_cpus for s in specs) == 3.5
 
@@ -520,11 +521,9 @@ def test_local_cluster_has_a_cpu_for_the_reward_model_too(
     for a CPU on a machine with as many cores as models."""
     import ray
 
-    from engine import pool
-
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(pool.os, "cpu_count", lambda: 2)
-    pool._connect_ray(run_with_classifier_reward())
+    monkeypatch.setattr(actors.os, "cpu_count", lambda: 2)
+    actors.connect(run_with_classifier_reward())
     assert calls[0]["num_cpus"] == 4  # 1 + 0.5 + 2, rounded up

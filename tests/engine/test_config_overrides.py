@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load_config, read_config
-from search.sweep import SweepConfig
-from search.synthesize import SynthesizeConfig
+from multisample.engine.config import ConfigError
+from multisample.engine.config_files import load_config, read_config
+from multisample.search.sweep.config import SweepConfig
+from multisample.search.synthesize.config import SynthesizeConfig
 
 CONFIG = """\
 models:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.rewards.constraints import (
+from multisample.engine.rewards.constraints import (
     CONSTRAINT_KINDS,
     AllLowercase,
     AllUppercase,

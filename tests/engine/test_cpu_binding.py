@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.backends.vllm import actor_options
-from engine.config import PoolConfig
-from engine.cpu_binding import BIND_VARIABLE, cpu_cores_for, partition_cores
-from engine.pool import ModelPool
-from engine.rewards import build_reward
+from multisample.engine import actors
+from multisample.engine.actors import BIND_VARIABLE
+from multisample.engine.config import PoolConfig
+from multisample.engine.cpu_binding import cpu_cores_for, partition_cores
+from multisample.engine.pool import ModelPool
 from tests.engine.test_config import run_with_classifier_reward
 
 
@@ -61,11 +61,11 @@ def four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_models_and_the_classifier_reward_share_the_cores_by_num_cpus() -> None:
     config = run_with_classifier_reward()  # models num_cpus 1 and 0.5, classifier 2
     pool = ModelPool(config)  # not started: the cores are planned up front
-    reward = build_reward(config.reward, pool)
+    reward = config.reward.build(pool)
     classifier = reward.components[1][1]  # type: ignore[attr-defined]
     assert [pool.backends["a"].cpu_cores, pool.backends["b"].cpu_cores] == ["0", "1"]  # type: ignore[attr-defined]
     assert classifier.cpu_cores == "2,3"
-    options = actor_options(classifier.spec, classifier.cpu_cores)
+    options = actors.options(classifier.spec, classifier.cpu_cores)
     assert options["runtime_env"]["env_vars"][BIND_VARIABLE] == "2,3"
 
 
@@ -80,7 +80,7 @@ def test_models_and_the_classifier_reward_share_the_cores_by_num_cpus() -> None:
 def test_vllm_keeps_its_own_binding(change: dict[str, object], why: str) -> None:
     config = PoolConfig.model_validate({"models": [{"name": "a", "model": "/a"}], **change})
     assert cpu_cores_for(config, config.models[0]) is None, why  # type: ignore[arg-type]
-    assert BIND_VARIABLE not in actor_options(config.models[0], None)["runtime_env"]["env_vars"]  # type: ignore[arg-type]
+    assert BIND_VARIABLE not in actors.options(config.models[0], None)["runtime_env"]["env_vars"]  # type: ignore[arg-type]
 
 
 @pytest.mark.usefixtures("four_cores")

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from engine import embedded
-from engine.embedded import (
+from multisample.engine import embedded
+from multisample.engine.embedded import (
     EMBEDDED,
     MANIFEST_NAME,
     EmbeddedModelError,
     cache_dir,
     prepare,
 )
-from engine.model_folders import (
+from multisample.engine.model_folders import (
     ModelFolderError,
     minilm_path,
     parameter_count,

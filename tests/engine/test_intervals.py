@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from engine.intervals import mean_ci, sign_test_p_value
+from multisample.engine.intervals import mean_ci, sign_test_p_value
 
 
 def test_mean_ci_matches_scipy_t_interval():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.intervals import mean_ci, sign_test_p_value
+from multisample.engine.intervals import mean_ci, sign_test_p_value
 
 
 @pytest.mark.parametrize(("wins", "losses"), [(-1, 2), (2, -1), (-3, -3)])

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.locks import holding, lock, locked_elsewhere, unlock
+from multisample.engine.locks import holding, lock, locked_elsewhere, unlock
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from engine.locks import lock
+from multisample.engine.locks import lock
 fd = lock(Path(sys.argv[1]), wait=False)
 print("held" if fd is not None else "refused", flush=True)
 time.sleep(float(sys.argv[2]))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.embedded import EmbeddedModelError
-from engine.model_folders import ModelFolderError, parameter_count, resolve_model_path
+from multisample.engine.embedded import EmbeddedModelError
+from multisample.engine.model_folders import ModelFolderError, parameter_count, resolve_model_path
 
 
 def _safetensors(path: Path, header: object) -> None:

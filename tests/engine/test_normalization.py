@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from engine.rewards.normalization import (
+from multisample.engine.rewards.normalization import (
     IDENTITY,
     NORMALIZATIONS,
     Affine,

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.backends.base import BackendError, render_base_prompt
-from engine.backends.openai import OpenAIBackend, _retry_after
-from engine.config import OpenAIModelSpec
-from engine.types import GenerationRequest, Message, SamplingSettings
+from multisample.engine.backends.base import BackendError, render_base_prompt
+from multisample.engine.backends.openai import OpenAIBackend, _retry_after
+from multisample.engine.config import OpenAIModelSpec
+from multisample.engine.types import GenerationRequest, Message, SamplingSettings
 from tests.engine.fake_openai import FakeOpenAIServer, Fault, server
 
 __all__ = ["server"]  # the module-scoped loopback server fixture
@@ -206,10 +206,11 @@ async def test_retry_after_500_and_503(
         Fault(500, body="internal boom"),
         Fault(503, {"Retry-After": "0"}, '{"error": {"message": "overloaded"}}'),
     )
-    with caplog.at_level(logging.WARNING, logger="engine.backends.openai"):
+    with caplog.at_level(logging.WARNING, logger="multisample.engine.backends.openai"):
         [gen] = await backend.generate([req("ok")])
     assert gen.text == "seed1 ok" and backend.retries == 2
-    warnings = [r.getMessage() for r in caplog.records if r.name == "engine.backends.openai"]
+    logger = "multisample.engine.backends.openai"
+    warnings = [r.getMessage() for r in caplog.records if r.name == logger]
     assert len(warnings) == 2
     assert "HTTP 500" in warnings[0] and "internal boom" in warnings[0]
     assert "HTTP 503" in warnings[1] and "overloaded" in warnings[1]

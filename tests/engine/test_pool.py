@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from engine.backends.base import BackendError
-from engine.backends.vllm import PromptTooLongError
-from engine.pool import ModelPool
-from engine.types import GenerationRequest, Message, SamplingSettings
+from multisample.engine.backends.base import BackendError
+from multisample.engine.backends.vllm_actor import PromptTooLongError
+from multisample.engine.pool import ModelPool
+from multisample.engine.types import GenerationRequest, Message, SamplingSettings
 from tests.conftest import BASE_MODEL, CHAT_MODEL
 
 pytestmark = pytest.mark.engine
@@ -113,7 +113,7 @@ async def test_many_seeded_long_prompts_at_once(pool: ModelPool) -> None:
 
 
 def test_sampling_overrides_of_a_model_spec() -> None:
-    from engine.config import PoolConfig
+    from multisample.engine.config import PoolConfig
 
     config = PoolConfig.model_validate(
         {"models": [{"name": "a", "model": "x", "sampling": {"temperature": 0.1}}]}

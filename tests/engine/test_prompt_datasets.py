@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from engine.config import PromptsSpec, RunConfig
-from engine.prompts import PromptsError, conversation_id, load_prompts
-from engine.types import Message, Prompt
+from multisample.engine.config import PromptsSpec, RunConfig
+from multisample.engine.prompts import PromptsError, conversation_id, load_prompts
+from multisample.engine.types import Message, Prompt
 
 ROWS = [
     {"qid": 7, "question": "What is 6 x 7?", "answer": 42, "source": "gsm", "level": 1},

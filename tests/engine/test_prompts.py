@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import ConfigError
-from engine.prompts import (
+from multisample.engine.config import ConfigError
+from multisample.engine.prompts import (
     EMBEDDED_TASKS,
     PromptFile,
     PromptsError,

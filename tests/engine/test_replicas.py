@@ -18,21 +18,19 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from ray.exceptions import ActorDiedError
 
-import engine.backends.vllm as vllm
-import engine.pool as pool_module
-from engine.adapters import ServedAdapter
-from engine.backends.base import BackendError
-from engine.backends.vllm import (
-    VLLMBackend,
-    actor_options,
-    check_engine_args,
-    engine_args_problem,
-    split_by_load,
-)
-from engine.config import ConfigError, PoolConfig, VLLMModelSpec, load_config
-from engine.cpu_binding import BIND_VARIABLE, replica_cores
-from engine.pool import ModelPool, check_cluster_gpus, gpu_shortage
-from engine.types import Generation, GenerationRequest, Message, SamplingSettings
+import multisample.engine.backends.vllm as vllm
+import multisample.engine.pool as pool_module
+from multisample.engine import actors, vllm_args
+from multisample.engine.actors import BIND_VARIABLE, check_cluster_gpus, gpu_shortage
+from multisample.engine.adapters import ServedAdapter
+from multisample.engine.backends.base import BackendError
+from multisample.engine.backends.vllm import VLLMBackend, split_by_load
+from multisample.engine.config import ConfigError, PoolConfig, VLLMModelSpec
+from multisample.engine.config_files import load_config
+from multisample.engine.cpu_binding import replica_cores
+from multisample.engine.pool import ModelPool
+from multisample.engine.types import Generation, GenerationRequest, Message, SamplingSettings
+from multisample.engine.vllm_args import check_engine_args, engine_args_problem
 from tests.reliability.test_restart_logic import _Method
 
 
@@ -294,8 +292,8 @@ async def test_close_stops_every_replica(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_replicas_are_spread_over_the_cluster() -> None:
     one = VLLMModelSpec.model_validate({"name": "m", "model": "x"})
     two = one.model_copy(update={"replicas": 2})
-    assert "scheduling_strategy" not in actor_options(one, None)
-    assert actor_options(two, None)["scheduling_strategy"] == "SPREAD"
+    assert "scheduling_strategy" not in actors.options(one, None)
+    assert actors.options(two, None)["scheduling_strategy"] == "SPREAD"
 
 
 def test_each_replica_is_an_engine_in_the_split_of_the_cores(
@@ -343,9 +341,9 @@ async def test_engines_sharing_a_gpu_start_one_after_another(
 
     for backend in pool.backends.values():
         monkeypatch.setattr(backend, "_new_actor", lambda replica=None: CountingActor(0))
-    monkeypatch.setattr(pool_module, "_connect_ray", lambda config: None)
+    monkeypatch.setattr(actors, "connect", lambda config: None)
     gpu_node = {"Alive": True, "Resources": {"GPU": 4.0}}
-    monkeypatch.setattr(pool_module.ray, "nodes", lambda: [gpu_node])
+    monkeypatch.setattr(actors.ray, "nodes", lambda: [gpu_node])
     await pool.start()
     assert most == most_at_once
 
@@ -376,7 +374,7 @@ async def test_a_cluster_short_of_gpus_fails_after_a_bounded_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     nodes = [{"Alive": True, "Resources": {"GPU": 1.0}}, {"Alive": False, "Resources": {}}]
-    monkeypatch.setattr(pool_module.ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(actors.ray, "nodes", lambda: nodes)
     config = gpu_config({"num_gpus": 1, "replicas": 2})
     with pytest.raises(ConfigError, match=r"has 1 \(waited 0 s for more\)$"):
         await check_cluster_gpus(config, wait_s=0.2)
@@ -416,7 +414,7 @@ def test_bad_replicas_and_engine_args_given_twice_name_the_field(
 
 
 def test_the_classifier_refuses_its_own_fields_in_engine_args() -> None:
-    from engine.rewards.classifier import ClassifierRewardSpec
+    from multisample.engine.rewards.classifier import ClassifierRewardSpec
 
     with pytest.raises(ValidationError, match="runner is set by this spec's own field `kind`"):
         ClassifierRewardSpec.model_validate(
@@ -476,7 +474,7 @@ def test_unknown_engine_args_of_the_installed_vllm_name_the_field() -> None:
         }
     )
     with pytest.raises(ConfigError) as info:
-        check_engine_args(pool_module.ray_actor_spec_paths(config))
+        check_engine_args(actors.spec_paths(config))
     assert str(info.value) == (
         "models[1].engine_args.max_num_seq: unknown vLLM engine argument; did you mean "
         "max_num_seqs?"
@@ -497,8 +495,8 @@ async def test_bad_engine_args_stop_the_pool_before_ray_or_any_engine(
     def no_ray(config: PoolConfig) -> None:
         raise AssertionError("Ray was reached before the engine arguments were checked")
 
-    monkeypatch.setattr(pool_module, "_connect_ray", no_ray)
-    monkeypatch.setattr(vllm, "vllm_engine_fields", lambda: {"kv_cache_dtype": str})
+    monkeypatch.setattr(actors, "connect", no_ray)
+    monkeypatch.setattr(vllm_args, "vllm_engine_fields", lambda: {"kv_cache_dtype": str})
     with pytest.raises(ConfigError, match=r"^models\[0\]\.engine_args\.kv_cache_dtyp: unknown"):
         await pool.start()
 
@@ -542,7 +540,8 @@ def _without_timing(value: Any) -> Any:
 async def _run_best_of_n(
     replicas: int, run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from search.synthesize import SynthesizeConfig, synthesize
+    from multisample.search.synthesize.config import SynthesizeConfig
+    from multisample.search.synthesize.run import synthesize
 
     config = SynthesizeConfig.model_validate(
         {
@@ -558,7 +557,7 @@ async def _run_best_of_n(
     backend = pool.backends["m"]
     assert isinstance(backend, VLLMBackend)
     made = fake_actors(monkeypatch, backend)
-    monkeypatch.setattr(pool_module, "_connect_ray", lambda config: None)
+    monkeypatch.setattr(actors, "connect", lambda config: None)
     await pool.start()
     try:
         await synthesize(config, run, pool=pool)

@@ -9,15 +9,16 @@ from typing import Any
 
 import pytest
 
-from engine.backends.vllm import VLLMBackend
-from engine.pool import ModelPool
+from multisample.engine.backends.vllm import VLLMBackend
+from multisample.engine.pool import ModelPool
 from tests.engine.test_replicas import _records, _without_timing
 
 pytestmark = pytest.mark.engine
 
 
 async def best_of_n(replicas: int, run: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from search.synthesize import SynthesizeConfig, synthesize
+    from multisample.search.synthesize.config import SynthesizeConfig
+    from multisample.search.synthesize.run import synthesize
 
     config = SynthesizeConfig.model_validate(
         {

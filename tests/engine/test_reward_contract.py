@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import TypeAdapter
 
-from engine.registry import kind_of
-from engine.rewards import REWARDS, RewardError, RewardSpec, build_reward
-from engine.rewards.base import Reward
-from engine.types import GenerationRequest, Prompt
-from search.synthesize import SynthesizeConfig
+from multisample.engine.registry import kind_of
+from multisample.engine.rewards.base import Reward, RewardError
+from multisample.engine.rewards.registry import REWARDS, RewardSpec
+from multisample.engine.types import GenerationRequest, Prompt
+from multisample.search.synthesize.config import SynthesizeConfig
 
 PROMPT = Prompt(
     id="p",
@@ -117,7 +117,7 @@ def cheap_spec(kind: str) -> dict[str, Any]:
 
 
 def build(spec: dict[str, Any]) -> Reward:
-    return build_reward(TypeAdapter(RewardSpec).validate_python(spec), FakeJudgePool())  # type: ignore[arg-type]
+    return TypeAdapter(RewardSpec).validate_python(spec).build(FakeJudgePool())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", sorted(REWARDS))

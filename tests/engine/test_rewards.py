@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import PoolConfig
-from engine.pool import ModelPool
-from engine.rewards import RewardError, RewardSpec, build_reward
-from engine.rewards.base import Reward
-from engine.rewards.combine import CallableReward, WeightedReward
-from engine.rewards.embedding import EmbeddingReward
-from engine.rewards.judge import JudgeReward, expected_digit
-from engine.rewards.verifiable import VerifiableReward
-from engine.types import Generation, GenerationRequest, Prompt
+from multisample.engine.config import PoolConfig
+from multisample.engine.pool import ModelPool
+from multisample.engine.rewards.base import Reward, RewardError
+from multisample.engine.rewards.combine import CallableReward, WeightedReward
+from multisample.engine.rewards.embedding import EmbeddingReward
+from multisample.engine.rewards.judge import JudgeReward, expected_digit
+from multisample.engine.rewards.registry import RewardSpec
+from multisample.engine.rewards.verifiable import VerifiableReward
+from multisample.engine.types import Generation, GenerationRequest, Prompt
 from tests.conftest import CHAT_MODEL
 
 PROMPT = Prompt(
@@ -48,7 +48,7 @@ def reward_of(spec: dict[str, object]) -> Reward:
 
     parsed = TypeAdapter(RewardSpec).validate_python(spec)
     pool = ModelPool(PoolConfig.model_validate({"models": [{"name": "m", "model": "x"}]}))
-    return build_reward(parsed, pool)
+    return parsed.build(pool)
 
 
 class Counting(Reward):
@@ -205,7 +205,7 @@ async def test_judge_without_a_digit_scores_lowest_and_counts_it(
 ) -> None:
     pool = DigitPool([{"9": 0.0}, {"Hello": 0.0}, {"x": -1.0}])
     judge = JudgeReward(pool, "j")  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="engine.rewards.judge"):
+    with caplog.at_level(logging.WARNING, logger="multisample.engine.rewards.judge"):
         scores = await judge.score(PROMPT, ["a", "b", "c"])
     assert scores == [1.0, 0.0, 0.0]
     assert judge.missing_scores() == 2  # visible, never silent

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from engine.storage import (
+from multisample.engine.storage import (
     CONFIG,
     PROGRESS,
     SUMMARY,
@@ -352,7 +352,7 @@ def test_read_jsonl(tmp_path: Path) -> None:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from engine.storage import RunDirectory
+from multisample.engine.storage import RunDirectory
 from tests.engine.test_storage import SETTINGS
 RunDirectory.open(Path(sys.argv[1]), SETTINGS, resume=True)
 print("holding", flush=True)

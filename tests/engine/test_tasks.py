@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from engine.rewards.constraints import CONSTRAINT_KINDS, parse_constraints
-from engine.types import Prompt
+from multisample.engine.rewards.constraints import CONSTRAINT_KINDS, parse_constraints
+from multisample.engine.types import Prompt
 
 
 @pytest.fixture(scope="module")
 def tasks() -> list[dict[str, Any]]:
-    text = (files("engine") / "data" / "tasks.jsonl").read_text(encoding="utf-8")
+    text = (files("multisample.engine") / "data" / "tasks.jsonl").read_text(encoding="utf-8")
     lines = text.splitlines()
     assert all(line.strip() for line in lines), "blank line in tasks.jsonl"
     return [json.loads(line) for line in lines]

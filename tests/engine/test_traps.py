@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from bandits.cli import select_traps
-from bandits.select import SelectConfig
-from engine.config import ConfigError
-from engine.rewards.base import RewardError
-from engine.rewards.judge import read_template
-from engine.traps import check_judge_templates, judges_generating, unconstrained_prompts
-from engine.types import Prompt
-from search.sweep import SweepConfig
-from search.synthesize import SynthesizeConfig
-from search.traps import search_traps
+from multisample.bandits.select.config import SelectConfig
+from multisample.bandits.select.traps import select_traps
+from multisample.engine.config import ConfigError
+from multisample.engine.rewards.base import RewardError
+from multisample.engine.rewards.judge import read_template
+from multisample.engine.traps import check_judge_templates, judges_generating, unconstrained_prompts
+from multisample.engine.types import Prompt
+from multisample.search.sweep.config import SweepConfig
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.traps import search_traps
 
 MODELS = [
     {"name": "judge", "model": "embedded:smollm2-135m-instruct"},

@@ -27,10 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.config import ConfigError, load_config
-from engine.prompts import PromptsError, load_prompts
-from search.synthesize import SynthesizeConfig
+from multisample.cli.app import app
+from multisample.engine.config import ConfigError
+from multisample.engine.config_files import load_config
+from multisample.engine.prompts import PromptsError, load_prompts
+from multisample.search.synthesize.config import SynthesizeConfig
 
 FUZZ = settings(
     max_examples=60,
@@ -346,11 +347,11 @@ def test_unknown_key_names_file_line_and_field(
 
 def _known_fields(where: tuple[Any, ...]) -> set[str]:
     """Field names a mapping at `where` accepts (so that adding one is not a typo)."""
-    from engine.config import BudgetConfig, OpenAIModelSpec, VLLMModelSpec
-    from engine.rewards.verifiable import VerifiableRewardSpec
-    from engine.types import SamplingSettings
-    from search.best_of_n import BestOfNSettings
-    from search.pairs import PairSettings
+    from multisample.engine.config import BudgetConfig, OpenAIModelSpec, VLLMModelSpec
+    from multisample.engine.rewards.verifiable import VerifiableRewardSpec
+    from multisample.engine.types import SamplingSettings
+    from multisample.search.best_of_n import BestOfNSettings
+    from multisample.search.pairs import PairSettings
 
     models = {
         (): SynthesizeConfig,
@@ -461,10 +462,6 @@ def test_hostile_yaml_is_one_clear_error(
 
 @pytest.fixture(scope="module")
 def cli() -> CliRunner:
-    from engine.cli import _load_plugins
-
-    if not any(c.name == "synthesize" for c in app.registered_commands):
-        _load_plugins()
     return CliRunner()
 
 
@@ -477,7 +474,7 @@ def no_engines(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(self: object) -> None:
         raise EngineStarted("an engine was started on bad input")
 
-    monkeypatch.setattr("engine.pool.ModelPool.start", refuse)
+    monkeypatch.setattr("multisample.engine.pool.ModelPool.start", refuse)
 
 
 @settings(FUZZ, max_examples=36)

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import engine.storage
-from engine.cli import app
-from search.synthesize import SynthesizeConfig, synthesize
+from multisample.cli.app import app
+from multisample.engine import storage
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.run import synthesize
 from tests.engine.fake_openai import FakeOpenAIServer, server
 from tests.reliability.helpers import (
     PAIRS,
@@ -53,7 +54,7 @@ class FullDisk:
         self.code = code
         self.failures = 0
         self.written = 0
-        append, atomic = engine.storage._append_bytes, engine.storage.write_atomic
+        append, atomic = storage._append_bytes, storage.write_atomic
 
         def _append_bytes(path: Path, data: bytes, **options: bool) -> None:
             if self.free is not None and len(data) > self.free:
@@ -69,8 +70,8 @@ class FullDisk:
             atomic(path, text)
             self._spend(size)
 
-        monkeypatch.setattr(engine.storage, "_append_bytes", _append_bytes)
-        monkeypatch.setattr(engine.storage, "write_atomic", write_atomic)
+        monkeypatch.setattr(storage, "_append_bytes", _append_bytes)
+        monkeypatch.setattr(storage, "write_atomic", write_atomic)
 
     def _spend(self, size: int) -> None:
         self.written += size
@@ -85,10 +86,6 @@ class FullDisk:
 
 @pytest.fixture(scope="module")
 def cli() -> Iterator[CliRunner]:
-    from engine.cli import _load_plugins
-
-    if not any(c.name == "synthesize" for c in app.registered_commands):
-        _load_plugins()
     yield CliRunner()
 
 

@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
-from engine.pool import ModelPool
-from engine.types import GenerationRequest, Message, SamplingSettings
-from search.synthesize import SynthesizeConfig, synthesize
+from multisample.engine.pool import ModelPool
+from multisample.engine.types import GenerationRequest, Message, SamplingSettings
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.run import synthesize
 from tests.conftest import CHAT_MODEL
 from tests.reliability.helpers import (
     PAIRS,
@@ -126,7 +127,7 @@ async def test_killed_actor_is_restarted_and_the_run_completes(
     backend = pool.backends[CHAT_MODEL]
     dead_pid, restarts = backend.info["pid"], backend.restarts
     run = tmp_path / "run"
-    with caplog.at_level(logging.WARNING, logger="engine.backends.vllm"):
+    with caplog.at_level(logging.WARNING, logger="multisample.engine.backends.vllm"):
         task = asyncio.ensure_future(
             synthesize(SynthesizeConfig.model_validate(SETTINGS), run, pool=pool)
         )

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from search.synthesize import SynthesizeConfig, synthesize
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.run import synthesize
 from tests.engine.fake_openai import FakeOpenAIServer, Fault, server
 from tests.reliability.helpers import (
     PAIRS,

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from engine.journal import JOURNAL
-from search.synthesize import SynthesizeConfig, synthesize
+from multisample.engine.journal import JOURNAL
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.run import synthesize
 from tests.engine.fake_openai import FakeOpenAIServer, server
 from tests.reliability.helpers import (
     PAIRS,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from engine.journal import JOURNAL
+from multisample.engine.journal import JOURNAL
 from tests.reliability.helpers import (
     SAMPLES,
     SUMMARY,

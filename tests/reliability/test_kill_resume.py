@@ -14,7 +14,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from search.synthesize import SynthesizeConfig, synthesize
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.run import synthesize
 from tests.engine.fake_openai import FakeOpenAIServer, server
 from tests.reliability.helpers import (
     PAIRS,

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from ray.exceptions import ActorDiedError, RayTaskError
 
-import engine.backends.vllm as vllm
-from engine.backends.base import BackendError
-from engine.backends.vllm import EngineDiedError, VLLMBackend, call_actor
-from engine.config import VLLMModelSpec
-from engine.types import Generation, GenerationRequest, Message, SamplingSettings
+import multisample.engine.backends.vllm as vllm
+from multisample.engine.actors import EngineDiedError, call
+from multisample.engine.backends.base import BackendError
+from multisample.engine.backends.vllm import VLLMBackend
+from multisample.engine.config import VLLMModelSpec
+from multisample.engine.types import Generation, GenerationRequest, Message, SamplingSettings
 
 
 class _Method:
@@ -95,7 +96,7 @@ async def test_concurrent_failures_cause_one_restart_and_every_request_is_reissu
     first: FakeActor = backend.actor
     first.gate = asyncio.Event()  # hold every batch in flight
     batches = [requests(range(10 * i, 10 * i + 4)) for i in range(5)]
-    with caplog.at_level(logging.WARNING, logger="engine.backends.vllm"):
+    with caplog.at_level(logging.WARNING, logger="multisample.engine.backends.vllm"):
         tasks = [asyncio.ensure_future(backend.generate(b)) for b in batches]
         await asyncio.sleep(0.05)
         first.die()
@@ -162,10 +163,10 @@ async def test_which_ray_errors_mean_a_dead_engine() -> None:
     dead_engine = RayTaskError("generate", "tb", EngineDeadError("EngineCore died.\nmore"))
     other = RayTaskError("generate", "tb", ValueError("bad\nvalue"))
     with pytest.raises(EngineDiedError, match="the engine actor died during generate"):
-        await call_actor("m", raising(dead_actor), 5, "generate")
+        await call("m", raising(dead_actor), 5, "generate")
     with pytest.raises(EngineDiedError, match=r"the engine died during generate: EngineCore died$"):
-        await call_actor("m", raising(dead_engine.as_instanceof_cause()), 5, "generate")
+        await call("m", raising(dead_engine.as_instanceof_cause()), 5, "generate")
     with pytest.raises(BackendError) as info:
-        await call_actor("m", raising(other.as_instanceof_cause()), 5, "generate")
+        await call("m", raising(other.as_instanceof_cause()), 5, "generate")
     assert not isinstance(info.value, EngineDiedError)  # an ordinary failure: no restart
     assert str(info.value) == "model 'm': generate failed: bad"

@@ -22,15 +22,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.config import (
-    ConfigError,
-    OpenAIModelSpec,
-    PoolConfig,
-    VLLMModelSpec,
-    load_config,
-)
-from engine.rewards.classifier import ClassifierRewardSpec
+from multisample.cli.app import app
+from multisample.engine.config import ConfigError, OpenAIModelSpec, PoolConfig, VLLMModelSpec
+from multisample.engine.config_files import load_config
+from multisample.engine.rewards.classifier import ClassifierRewardSpec
 from tests.engine.fake_openai import FakeOpenAIServer, Fault, server
 from tests.reliability.helpers import write_config
 from tests.reliability.test_kill_resume import endpoint_settings
@@ -147,7 +142,7 @@ class _Captured(Exception):
 async def test_trust_remote_code_is_off_unless_asked(
     monkeypatch: pytest.MonkeyPatch, asked: bool | None
 ) -> None:
-    from engine.backends.vllm import VLLMEngineActor
+    from multisample.engine.backends.vllm_actor import VLLMEngineActor
 
     fields = {"name": "m", "model": "embedded:smollm2-135m-instruct"}
     if asked is not None:
@@ -159,7 +154,7 @@ async def test_trust_remote_code_is_off_unless_asked(
         seen.update(kwargs)
         raise _Captured
 
-    monkeypatch.setattr("engine.backends.vllm.build_engine", build_engine)
+    monkeypatch.setattr("multisample.engine.actors.build_engine", build_engine)
     with pytest.raises(_Captured):
         await VLLMEngineActor(spec).start()  # the actor's code, run in this process
     assert seen["trust_remote_code"] is bool(asked)
@@ -194,10 +189,6 @@ def test_api_key_never_reaches_logs_output_or_the_run_directory(
     caplog: pytest.LogCaptureFixture,
     ledger: Any,
 ) -> None:
-    from engine.cli import _load_plugins
-
-    if not any(c.name == "synthesize" for c in app.registered_commands):
-        _load_plugins()
     monkeypatch.setenv("MULTISAMPLE_RELIABILITY_KEY", SECRET)
     model = "served-keyed"
     settings = endpoint_settings(server, model, limit=3, output_dir=str(tmp_path))
@@ -240,12 +231,12 @@ def test_api_key_never_reaches_logs_output_or_the_run_directory(
 def test_local_ray_cluster_is_private_and_dashboardless(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
-    from engine.pool import _connect_ray
+    from multisample.engine.actors import connect
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    _connect_ray(PoolConfig.model_validate({"models": [{"name": "m", "model": "x"}]}))
+    connect(PoolConfig.model_validate({"models": [{"name": "m", "model": "x"}]}))
     [kwargs] = calls
     assert kwargs["include_dashboard"] is False
     assert kwargs["address"] == "local"  # never silently joins a cluster left running

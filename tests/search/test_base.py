@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.seeds import derive_seed
-from search.base import split_evenly
+from multisample.engine.seeds import derive_seed
+from multisample.search.base import split_evenly
 
 # --- derive_seed -----------------------------------------------------------------------------
 

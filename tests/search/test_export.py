@@ -14,13 +14,15 @@ import datasets
 import pytest
 import yaml
 
-from engine.prompts import PromptsError
-from engine.storage import PROGRESS, SUMMARY, read_jsonl
-from engine.types import Generation, GenerationRequest, Message
-from search.dataset_card import CARD
-from search.export import ExportInputError, ExportOptions, export_run, parse_split
-from search.synthesize import PAIRS, PROMPTS, SAMPLES, SynthesizeConfig, synthesize
-from search.train import split_by_prompt
+from multisample.engine.prompts import PromptsError
+from multisample.engine.storage import PROGRESS, SUMMARY, read_jsonl
+from multisample.engine.types import Generation, GenerationRequest, Message
+from multisample.jobs.export import ExportInputError, ExportOptions, export_run, parse_split
+from multisample.jobs.train import split_by_prompt
+from multisample.search.synthesize.card import CARD
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.records import PAIRS, PROMPTS, SAMPLES
+from multisample.search.synthesize.run import synthesize
 from tests.search.toy import ToyPool
 
 SYSTEM = "You are model a."

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.seeds import derive_seed
-from engine.types import Prompt
-from search.base import Action, Candidate
-from search.pairs import (
+from multisample.engine.seeds import derive_seed
+from multisample.engine.types import Prompt
+from multisample.search.base import Action, Candidate
+from multisample.search.pairs import (
     PairMethod,
     PairSettings,
     as_text_format,

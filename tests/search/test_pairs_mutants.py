@@ -3,10 +3,10 @@ mutants of `make mutation` (docs/TESTING.md)."""
 
 from __future__ import annotations
 
-from engine.seeds import derive_seed
-from engine.types import Prompt
-from search.base import Candidate
-from search.pairs import (
+from multisample.engine.seeds import derive_seed
+from multisample.engine.types import Prompt
+from multisample.search.base import Candidate
+from multisample.search.pairs import (
     PairSettings,
     is_conversational,
     pair_records,

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from engine.config import BudgetConfig
-from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
-from search.base import ROOT, SearchContext
-from search.prs import DEFAULT_PREFERENCE, PRSSettings, layer_sizes, run
+from multisample.engine.config import BudgetConfig
+from multisample.engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
+from multisample.search.base import ROOT, SearchContext
+from multisample.search.prs import DEFAULT_PREFERENCE, PRSSettings, layer_sizes, run
 from tests.search.toy import ToyPool, ToyReward
 
 PROMPT = Prompt(id="q1", prompt="Say something.")

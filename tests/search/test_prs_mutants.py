@@ -3,7 +3,7 @@ of `make mutation` (docs/TESTING.md)."""
 
 from __future__ import annotations
 
-from search.prs import PRSSettings
+from multisample.search.prs import PRSSettings
 
 
 def test_sequential_rounds_are_samples_feedback_refinements_from_3_generations() -> None:

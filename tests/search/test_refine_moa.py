@@ -9,14 +9,14 @@ from collections.abc import Sequence
 import pytest
 from pydantic import ValidationError
 
-from engine.config import BudgetConfig
-from engine.seeds import derive_seed
-from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
-from search.base import ROOT, SearchContext, SearchResult
-from search.moa import MoASettings
-from search.moa import run as run_moa
-from search.refine import RefineSettings
-from search.refine import run as run_refine
+from multisample.engine.config import BudgetConfig
+from multisample.engine.seeds import derive_seed
+from multisample.engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
+from multisample.search.base import ROOT, SearchContext, SearchResult
+from multisample.search.moa import MoASettings
+from multisample.search.moa import run as run_moa
+from multisample.search.refine import RefineSettings
+from multisample.search.refine import run as run_refine
 from tests.search.toy import ToyPool, ToyReward
 
 PROMPT = Prompt(id="q1", prompt="Say something.")

@@ -12,14 +12,16 @@ from typing import Any
 
 import pytest
 
-from engine.config import BudgetConfig
-from engine.journal import JOURNAL, Journal, file_name
-from engine.storage import PROGRESS, SUMMARY, read_jsonl
-from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
-from search.base import SearchContext, SearchResult
-from search.registry import STRATEGIES, run_strategy
-from search.synthesize import PAIRS, SAMPLES, SynthesizeConfig, synthesize
-from search.templates import load_templates
+from multisample.engine.config import BudgetConfig
+from multisample.engine.journal import JOURNAL, Journal, file_name
+from multisample.engine.storage import PROGRESS, SUMMARY, read_jsonl
+from multisample.engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
+from multisample.search.base import SearchContext, SearchResult
+from multisample.search.registry import STRATEGIES, run_strategy
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.records import PAIRS, SAMPLES
+from multisample.search.synthesize.run import synthesize
+from multisample.search.templates import load_templates
 from tests.search.toy import ToyPool, ToyReward
 
 PROMPT = Prompt(id="q/1 ✓", prompt="Say something.", reference="x")

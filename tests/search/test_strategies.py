@@ -7,13 +7,13 @@ from collections import Counter
 import pytest
 from pydantic import TypeAdapter
 
-from engine.config import BudgetConfig
-from engine.registry import kind_of
-from engine.types import Prompt, SamplingSettings
-from search.base import ROOT, SearchContext
-from search.best_of_n import BestOfNSettings
-from search.ensemble import EnsembleSettings
-from search.registry import STRATEGIES, StrategySettings, run_strategy
+from multisample.engine.config import BudgetConfig
+from multisample.engine.registry import kind_of
+from multisample.engine.types import Prompt, SamplingSettings
+from multisample.search.base import ROOT, SearchContext
+from multisample.search.best_of_n import BestOfNSettings
+from multisample.search.ensemble import EnsembleSettings
+from multisample.search.registry import STRATEGIES, StrategySettings, run_strategy
 from tests.search.toy import ToyPool, ToyReward
 
 PROMPT = Prompt(id="q1", prompt="Say something.")

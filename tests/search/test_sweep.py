@@ -10,12 +10,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from engine.config import ConfigError, load_config
-from engine.pool import ModelPool
-from engine.seeds import derive_seed
-from engine.storage import PROGRESS, SUMMARY, RunDirectoryError, read_jsonl
-from search.sweep import CELLS, EVAL_SCORES, Cell, SweepConfig, cell_seed, sweep
-from search.synthesize import SAMPLES
+from multisample.engine.config import ConfigError
+from multisample.engine.config_files import load_config
+from multisample.engine.pool import ModelPool
+from multisample.engine.seeds import derive_seed
+from multisample.engine.storage import PROGRESS, SUMMARY, RunDirectoryError, read_jsonl
+from multisample.search.sweep.config import CELLS, Cell, SweepConfig, cell_seed
+from multisample.search.sweep.evaluation import EVAL_SCORES
+from multisample.search.sweep.run import sweep
+from multisample.search.synthesize.records import SAMPLES
 from tests.search.toy import ToyPool
 from tests.test_cli import assert_clean_failure, run, write_config
 
@@ -325,16 +328,17 @@ EVAL = {"kind": "callable", "path": "tests.search.test_sweep:toy_eval"}
 async def test_an_eval_reward_scores_what_the_selection_picked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import search.sweep as sweep_module
+    from multisample.engine.rewards.base import started_reward
+    from multisample.search.sweep import evaluation, run
 
     started: list[str] = []
-    real = sweep_module.started_reward
 
     def counting(spec: Any, pool: Any) -> Any:
         started.append(spec.path)
-        return real(spec, pool)
+        return started_reward(spec, pool)
 
-    monkeypatch.setattr(sweep_module, "started_reward", counting)
+    monkeypatch.setattr(run, "started_reward", counting)  # the selection reward
+    monkeypatch.setattr(evaluation, "started_reward", counting)  # the evaluation reward
     path = tmp_path / "s"
     config = toy_config(eval_reward=EVAL)
     summary = await sweep(config, path, pool=ToyPool())  # type: ignore[arg-type]

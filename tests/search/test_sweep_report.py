@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from search import sweep_report
-from search.sweep_report import (
+from multisample.search.sweep import report as sweep_report
+from multisample.search.sweep.report import (
     ALL_MET,
     cell_table,
     curves,

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
-from engine.config import ConfigError
-from engine.pool import ModelPool
-from engine.prompts import PromptsError
-from engine.storage import PROGRESS, SUMMARY
-from search.registry import STRATEGIES
-from search.synthesize import PAIRS, SAMPLES, SynthesizeConfig, synthesize
+from multisample.engine.config import ConfigError
+from multisample.engine.pool import ModelPool
+from multisample.engine.prompts import PromptsError
+from multisample.engine.storage import PROGRESS, SUMMARY
+from multisample.search.registry import STRATEGIES
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.records import PAIRS, SAMPLES
+from multisample.search.synthesize.run import synthesize
 from tests.conftest import embedded_pool_config
 
 pytestmark = pytest.mark.engine
@@ -77,7 +79,7 @@ async def test_ensemble_run_directory(pool: ModelPool, tmp_path: Path) -> None:
 async def test_interrupted_run_resumes_to_the_uninterrupted_result(
     pool: ModelPool, tmp_path: Path
 ) -> None:
-    from engine.prompts import load_prompts
+    from multisample.engine.prompts import load_prompts
 
     settings = config(
         limit=6,
@@ -126,9 +128,7 @@ async def test_a_prompt_longer_than_the_context_fails_before_any_output(
 
 def test_strategy_models_must_exist() -> None:
     with pytest.raises(ConfigError, match="no model named 'nope'"):
-        from search.synthesize import check_models
-
-        check_models(config(strategy={"kind": "best_of_n", "model": "nope"}))
+        config(strategy={"kind": "best_of_n", "model": "nope"}).check_models()
 
 
 @pytest.mark.parametrize("kind", sorted(STRATEGIES))

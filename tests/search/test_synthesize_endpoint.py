@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from search.synthesize import SAMPLES, SynthesizeConfig, synthesize
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.records import SAMPLES
+from multisample.search.synthesize.run import synthesize
 from tests.engine.fake_openai import FakeOpenAIServer, server
 
 __all__ = ["server"]  # the module-scoped loopback server fixture

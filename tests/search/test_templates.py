@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError
-from search.templates import FIELDS, load_templates
+from multisample.engine.config import ConfigError
+from multisample.search.templates import FIELDS, load_templates
 
 
 def test_built_in_templates_use_only_their_fields() -> None:

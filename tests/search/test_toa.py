@@ -14,19 +14,19 @@ import networkx as nx
 import pytest
 from pydantic import ValidationError
 
-from engine.config import BudgetConfig
-from engine.rewards.normalization import Affine, Scale, Sigmoid, ZScore
-from engine.seeds import derive_seed
-from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
-from search.base import ROOT, Candidate, SearchContext, SearchResult
-from search.toa import (
+from multisample.engine.config import BudgetConfig
+from multisample.engine.rewards.normalization import Affine, Scale, Sigmoid, ZScore
+from multisample.engine.seeds import derive_seed
+from multisample.engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
+from multisample.engine.ucb import ucb
+from multisample.search.base import ROOT, Candidate, SearchContext, SearchResult
+from multisample.search.toa import (
     TOASettings,
+    _Node,
     _Tree,
     is_fully_expanded,
-    normalize,
     run,
     tree_width,
-    ucb,
 )
 from tests.search.toy import ToyPool, ToyReward
 
@@ -113,20 +113,25 @@ def candidate(i: int, model: str, action: str = "generate", parents: tuple[int, 
 
 
 def test_ucb_is_the_mean_plus_the_exploration_term() -> None:
-    assert ucb(0.5, 2, 3, 0.01) == pytest.approx(0.5 + 0.01 * math.sqrt(2 * math.log(3) / 2))
-    assert ucb(0.5, 4, 10, 1.0) == pytest.approx(0.5 + math.sqrt(2 * math.log(10) / 4))
-    assert ucb(0.7, 3, 5, 0.0) == 0.7
+    assert ucb(0.5, 2, 3, scale=0.01) == pytest.approx(0.5 + 0.01 * math.sqrt(2 * math.log(3) / 2))
+    assert ucb(0.5, 4, 10, scale=1.0) == pytest.approx(0.5 + math.sqrt(2 * math.log(10) / 4))
+    assert ucb(0.7, 3, 5, scale=0.0) == 0.7
 
 
 def test_ucb_without_rewards_is_infinite_and_n_is_at_least_one() -> None:
-    assert ucb(None, 1, 1, 0.01) == INF
-    assert ucb(None, 9, 0, 0.01) == INF
+    node = _Node("m", "model", 1)  # no reward backed up through it yet
+    assert node.ucb(1, 0.01) == INF and node.ucb(0, 0.01) == INF
+    node.reward_sum, node.n_rewards = 0.3, 1
     # ln(1) = 0: no exploration term at the first play; n = 0 is read as 1, not ln(0).
-    assert ucb(0.3, 1, 1, 0.01) == 0.3
-    assert ucb(0.3, 1, 0, 0.01) == 0.3
+    assert node.ucb(1, 0.01) == 0.3
+    assert node.ucb(0, 0.01) == 0.3
+    assert ucb(0.3, 1, 1, scale=0.01) == 0.3 and ucb(0.3, 1, 0, scale=0.01) == 0.3
 
 
 def test_normalize_is_a_sigmoid_of_reward_over_tau() -> None:
+    def normalize(reward: float, tau: float) -> float:
+        return Sigmoid(tau=tau).pointwise(reward)
+
     assert normalize(0.0, 0.1) == 0.5
     assert normalize(0.2, 0.1) == pytest.approx(1 / (1 + math.exp(-2)))
     assert normalize(-0.2, 0.1) == pytest.approx(1 - normalize(0.2, 0.1))
@@ -573,8 +578,8 @@ def test_a_width_below_the_number_of_models_is_refused() -> None:
 
 
 def test_a_synthesize_config_with_a_width_below_k_is_a_config_error() -> None:
-    from engine.config import ConfigError
-    from search.synthesize import SynthesizeConfig, check_models
+    from multisample.engine.config import ConfigError
+    from multisample.search.synthesize.config import SynthesizeConfig
 
     config = SynthesizeConfig.model_validate(
         {
@@ -583,7 +588,7 @@ def test_a_synthesize_config_with_a_width_below_k_is_a_config_error() -> None:
         }
     )
     with pytest.raises(ConfigError, match="strategy: toa width 2 is below"):
-        check_models(config)
+        config.check_models()
 
 
 async def test_run_refuses_a_width_below_k() -> None:

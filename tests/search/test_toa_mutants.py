@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.rewards.normalization import ZScore
-from search.base import ROOT, Candidate
-from search.toa import TOASettings, _Node, _Tree, is_fully_expanded
+from multisample.engine.rewards.normalization import ZScore
+from multisample.search.base import ROOT, Candidate
+from multisample.search.toa import TOASettings, _Node, _Tree, is_fully_expanded
 
 
 def response(i: int, reward: float) -> Candidate:

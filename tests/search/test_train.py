@@ -19,16 +19,18 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from engine.backends.base import render_base_prompt
-from engine.cli import app
-from engine.prompts import load_prompts
-from engine.storage import CONFIG, PROGRESS, config_text, dumps_line
-from engine.training import dataset_rows
-from engine.types import Message
-from search.pairs import as_text_format
-from search.synthesize import PAIRS, RunJob, SynthesizeConfig
-from search.templates import load_templates
-from search.train import ADAPTERS, TRAINING, read_pairs, split_by_prompt
+from multisample.cli.app import app
+from multisample.engine.backends.base import render_base_prompt
+from multisample.engine.prompts import load_prompts
+from multisample.engine.storage import CONFIG, PROGRESS, config_text, dumps_line
+from multisample.engine.training import dataset_rows
+from multisample.engine.types import Message
+from multisample.jobs.train import ADAPTERS, TRAINING, read_pairs, split_by_prompt
+from multisample.search.pairs import as_text_format
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.job import RunJob
+from multisample.search.synthesize.records import PAIRS
+from multisample.search.templates import load_templates
 from tests.search.toy import ToyPool, ToyReward
 
 SYSTEM = "Answer in one short sentence."
@@ -45,10 +47,6 @@ MODELS = [
 
 @pytest.fixture(scope="module")
 def cli() -> CliRunner:
-    from engine.cli import _load_plugins
-
-    if not any(c.name == "train" for c in app.registered_commands):
-        _load_plugins()
     return CliRunner()
 
 
@@ -117,7 +115,7 @@ def train(cli: CliRunner, run: Path, *args: str) -> Any:
 
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
-    from engine.embedded import prepare
+    from multisample.engine.embedded import prepare
 
     return prepare("smollm2-135m-instruct")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 
-from engine.rewards.base import Reward
-from engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
+from multisample.engine.rewards.base import Reward
+from multisample.engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
 
 
 class ToyPool:

@@ -21,21 +21,24 @@ import random
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
+from pydantic import Field
 from rich.console import Console
 
-from engine.config import OpenAIModelSpec, VLLMModelSpec, load_config
-from engine.locks import lock, unlock
-from engine.model_folders import resolve_model_path
-from engine.storage import CONFIG, PROGRESS, read_jsonl
-from engine.training import Example, Hyperparameters, TrainingResult, train_adapter
-from engine.types import Message
-from search.pairs import PairMethod, is_conversational
-from search.synthesize import PAIRS, SynthesizeConfig, system_prompts
+from multisample.engine.config import OpenAIModelSpec, VLLMModelSpec
+from multisample.engine.config_files import load_config
+from multisample.engine.locks import lock, unlock
+from multisample.engine.model_folders import resolve_model_path
+from multisample.engine.storage import CONFIG, PROGRESS, read_jsonl
+from multisample.engine.training import Example, TrainingResult, TrainingSettings, train_adapter
+from multisample.engine.types import Message
+from multisample.search.pairs import PairMethod, is_conversational
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.records import PAIRS
 
 ADAPTERS = "adapters"
 TRAINING = "training.json"
@@ -45,18 +48,26 @@ class TrainInputError(RuntimeError):
     """What the user must fix before training (one line, names the file or option)."""
 
 
-@dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(TrainingSettings):
+    """What `multisample train` is asked (its command-line options are these fields): how
+    the adapter is trained (TrainingSettings), for which model, under which name, on
+    which pairs and with which split."""
+
     model: str | None = None
-    """The pool model to adapt; None: the first vLLM chat model the strategy used."""
+    """Pool model of the run's config to adapt; its weights come from the run's
+    config.yaml. None: the first vLLM chat model the strategy used."""
     name: str | None = None
-    """The adapter's name (folder under adapters/); None: '<model>-<method>'."""
-    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
-    validation: float = 0.1
-    """Share of the prompts held out (their pairs are never trained on)."""
-    pair_methods: tuple[str, ...] = ()
-    """Train only on pairs made by these methods; empty: all of them."""
+    """Adapter name: writes RUN/adapters/NAME/. None: MODEL-METHOD."""
+    validation: float = Field(0.1, ge=0.0, le=0.9)
+    """Share of the prompts held out for the validation loss; split by prompt id, seeded
+    by `seed`: no held-out prompt's pairs are trained on."""
+    seed: int = 0
+    """Seed of the split, the LoRA init and the order."""
+    pairs_method: list[str] = Field(default_factory=list)
+    """Train only on pairs made by this method (the option repeats), e.g.
+    max_mu_minus_2sigma. Empty: all."""
     overwrite: bool = False
+    """Replace an existing adapter of that name."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,7 @@ def read_pairs(run: Path) -> tuple[list[Pair], str]:
     turn of the prompt's own (from the data) is kept."""
     path = run / PAIRS
     done = {r["prompt_id"] for r in read_jsonl(run / PROGRESS)}
-    generators = system_prompts(load_run(run))
+    generators = load_run(run).system_prompts()
     pairs, formats = [], set()
     for record in read_jsonl(path):
         if record.get("prompt_id") not in done:
@@ -179,14 +190,14 @@ class Plan:
 
 def plan(run: Path, options: TrainOptions) -> Plan:
     config = load_run(run)
-    unknown = set(options.pair_methods) - set(get_args(PairMethod))
+    unknown = set(options.pairs_method) - set(get_args(PairMethod))
     if unknown:
         raise TrainInputError(
             f"--pairs-method: unknown {', '.join(sorted(unknown))}; "
             f"choose from {', '.join(get_args(PairMethod))}"
         )
     spec = pick_model(config, options.model)
-    name = options.name or f"{spec.name}-{options.hyperparameters.method}"
+    name = options.name or f"{spec.name}-{options.method}"
     if not name or "/" in name or name.startswith("."):
         raise TrainInputError(f"--name: {name!r} is not a folder name")
     target = run / ADAPTERS / name
@@ -204,14 +215,14 @@ def plan(run: Path, options: TrainOptions) -> Plan:
             f"model {spec.name!r} has a system_prompt: a conversation takes one; train a "
             "model without one"
         )
-    if options.pair_methods:
-        pairs = [p for p in pairs if p.method in options.pair_methods]
+    if options.pairs_method:
+        pairs = [p for p in pairs if p.method in options.pairs_method]
         if not pairs:
             raise TrainInputError(
-                f"--pairs-method: no pairs made by {', '.join(options.pair_methods)} "
+                f"--pairs-method: no pairs made by {', '.join(options.pairs_method)} "
                 f"in {run / PAIRS}"
             )
-    if options.hyperparameters.method == "sft":
+    if options.method == "sft":
         pairs = sft_examples(pairs)
     missing = [m for m in ("trl", "peft") if importlib.util.find_spec(m) is None]
     if missing:
@@ -219,7 +230,7 @@ def plan(run: Path, options: TrainOptions) -> Plan:
             f"training needs {' and '.join(missing)}: install the train extra "
             "(pip install 'multisample[train]')"
         )
-    seed = options.hyperparameters.seed
+    seed = options.seed
     train_ids, validation_ids = split_by_prompt(
         [p.prompt_id for p in pairs], options.validation, seed
     )
@@ -241,10 +252,9 @@ def training_record(
     run: Path, ready: Plan, options: TrainOptions, result: TrainingResult
 ) -> dict[str, Any]:
     """training.json: what the adapter was trained on, how, and how long it took."""
-    hp = options.hyperparameters
     return {
         "adapter": ready.name,
-        "method": hp.method,
+        "method": options.method,
         "source_run": str(run.resolve()),
         "config_sha256": config_hash(run),
         "base_model": {
@@ -257,15 +267,15 @@ def training_record(
         "pairs": {
             "file": PAIRS,
             "format": ready.pair_format,
-            "methods_filter": list(options.pair_methods) or None,
+            "methods_filter": list(options.pairs_method) or None,
             "train": len(ready.train),
             "validation": len(ready.validation),
             "methods": method_counts(ready.train, ready.validation),
         },
         "prompts": {"train": ready.train_prompts, "validation": ready.validation_prompts},
         "validation_fraction": options.validation,
-        "hyperparameters": asdict(hp),
-        "seed": hp.seed,
+        "hyperparameters": options.record(options.seed),
+        "seed": options.seed,
         "steps": result.steps,
         "loss_curve": result.loss_curve,
         "validation_loss": result.validation_loss,
@@ -298,8 +308,9 @@ def train_run(run: Path, options: TrainOptions, console: Console | None = None) 
                 ready.folder,
                 [p.example for p in ready.train],
                 [p.example for p in ready.validation],
-                options.hyperparameters,
+                options,
                 partial,
+                seed=options.seed,
                 prompt_format=ready.spec.prompt_format,
                 system_prompt=ready.spec.system_prompt,
                 console=console,

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from bandits.select.state import ANSWERS, ROUNDS
-from engine.storage import SUMMARY, read_jsonl
-from search.sweep import CELLS
-from search.synthesize import PAIRS, SAMPLES
+from multisample.bandits.select.state import ANSWERS, ROUNDS
+from multisample.engine.storage import SUMMARY, read_jsonl
+from multisample.search.sweep.config import CELLS
+from multisample.search.synthesize.records import PAIRS, SAMPLES
 
 if TYPE_CHECKING:
     import datasets

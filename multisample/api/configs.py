@@ -11,10 +11,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from engine.config import (
-    ConfigError,
+from multisample.engine.config import ConfigError, PoolConfig
+from multisample.engine.config_files import (
     Override,
-    PoolConfig,
     format_validation_error,
     read_config,
     validate_config,

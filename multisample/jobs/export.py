@@ -9,7 +9,7 @@
   model to give the search's answer at once.
 - Pairs (`--pairs`): the run's preference pairs as they are.
 
-Both are split by prompt with `search.train.split_by_prompt` (seeded, the same split
+Both are split by prompt with `multisample.jobs.train.split_by_prompt` (seeded, the same split
 `multisample train` makes with the same seed and fraction): a test prompt's sample and
 pairs are all in the test files. Only committed prompts are exported. The files are
 written into a temporary folder that then replaces RUN_DIR/export/ whole, so a reader
@@ -26,14 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import ConfigError, load_config
-from engine.prompts import load_prompts
-from engine.storage import CONFIG, PROGRESS, SUMMARY, dumps_line, read_jsonl
-from engine.types import Prompt
-from search.dataset_card import write_card
-from search.pairs import conversation
-from search.synthesize import PAIRS, PROMPTS, SAMPLES, SynthesizeConfig, system_prompts
-from search.train import split_by_prompt
+from multisample.engine.config import ConfigError
+from multisample.engine.config_files import load_config
+from multisample.engine.prompts import load_prompts
+from multisample.engine.storage import CONFIG, PROGRESS, SUMMARY, dumps_line, read_jsonl
+from multisample.engine.types import Prompt
+from multisample.jobs.train import split_by_prompt
+from multisample.search.pairs import conversation
+from multisample.search.synthesize.card import write_card
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.records import PAIRS, PROMPTS, SAMPLES
 
 EXPORT = "export"
 SPLIT = "split.json"
@@ -138,7 +140,7 @@ def export_run(run: Path, options: ExportOptions) -> dict[str, Any]:
     if options.sft:
         best = best_samples(run, committed)
         prompts = run_prompts(run, config, set(best))
-        systems = system_prompts(config)
+        systems = config.system_prompts()
         for prompt_id in sorted(best, key=order.__getitem__):
             sample = best[prompt_id]
             split = "test" if prompt_id in test else "train"

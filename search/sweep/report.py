@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from engine.intervals import mean_ci, sign_test_p_value
+from multisample.engine.intervals import mean_ci, sign_test_p_value
 
 KEYS = ["method", "budget", "seed"]
 """A cell: one method at one budget with one seed."""

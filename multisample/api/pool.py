@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from engine.config import PoolConfig
-from engine.pool import ModelPool
-from multisample.configs import ConfigSource, pool_config
-from multisample.loop import close_at_exit, forget_at_exit, run_here, run_sync
+from multisample.api.configs import ConfigSource, pool_config
+from multisample.api.loop import close_at_exit, forget_at_exit, run_here, run_sync
+from multisample.engine.config import PoolConfig
+from multisample.engine.pool import ModelPool
 
 
 class PoolNotStartedError(RuntimeError):

@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from engine.prompts import PromptsError, load_prompts
-from engine.types import Prompt
+from multisample.engine.prompts import PromptsError, load_prompts
+from multisample.engine.types import Prompt
 
 INPUTS = "inputs"
 PROMPTS_FILE = "prompts.jsonl"

@@ -1,0 +1,70 @@
+"""The jobs that make a run directory, each defined once for every face: its config class,
+the stem of a new run's name, its traps, its run coroutine and how its result is read back.
+A face (multisample.cli, multisample.api) only parses its input and presents the result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multisample.bandits.select.config import SelectConfig
+from multisample.bandits.select.loop import run_select
+from multisample.bandits.select.traps import select_traps
+from multisample.engine.config import RunConfig
+from multisample.jobs.results import RunResult, SelectResult, SweepResult
+from multisample.search.sweep.config import SweepConfig
+from multisample.search.sweep.run import sweep
+from multisample.search.synthesize.config import SynthesizeConfig
+from multisample.search.synthesize.run import synthesize
+from multisample.search.traps import sweep_traps, synthesize_traps
+
+RunCoroutine = Callable[..., Coroutine[Any, Any, dict[str, Any]]]
+"""`run(config, path, *, resume, console, pool, **extra) -> summary`."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job that makes a run directory."""
+
+    name: str
+    """Its command, and its config's kind (`multisample config schema NAME`)."""
+    config: type[RunConfig]
+    stem: Callable[[Any], str]
+    """The stem of a new run's name when its config was given in code (a run made from a
+    config file is named after the file): `<stem>-<UTC time>`."""
+    traps: Callable[[Any], list[str]]
+    """Warnings about a config that runs but does not do what was meant; raises
+    ConfigError for one that cannot work. Called before any engine starts."""
+    run: RunCoroutine
+    result: Callable[[Path], Any]
+    """Reads the finished run directory back (what the API returns)."""
+    resumable: frozenset[str] = frozenset()
+    """Fields a resume may change: they only say when to stop."""
+
+
+JOBS: dict[str, Job] = {
+    job.name: job
+    for job in (
+        Job(
+            "synthesize",
+            SynthesizeConfig,
+            lambda config: config.strategy.kind,
+            synthesize_traps,
+            synthesize,
+            RunResult.load,
+        ),
+        Job("sweep", SweepConfig, lambda config: "sweep", sweep_traps, sweep, SweepResult.load),
+        Job(
+            "select",
+            SelectConfig,
+            lambda config: "select",
+            select_traps,
+            run_select,
+            SelectResult.load,
+            resumable=frozenset({"rounds"}),
+        ),
+    )
+}
+"""Every job that makes a run directory, by name."""
