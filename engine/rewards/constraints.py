@@ -6,26 +6,13 @@ a short deterministic rule can check, so the share of constraints met is a rewar
 needs no model. The kinds, their parameters and the text rules were written for this
 project; they use only the standard library and pydantic.
 
-Text rules shared by several kinds (documented once here):
-
-* Words: runs of word characters, joined by inner apostrophes or hyphens
-  (``don't``, ``well-known`` are one word each); see :func:`words`.
-* Sentences: text ends a sentence at a run of ``.``, ``!``, ``?`` or ``…`` (plus any
-  closing quotes or brackets) followed by whitespace or the end of the text. Pieces
-  without a word character are not sentences. Abbreviations such as "e.g." count as
-  sentence ends; see :func:`sentences`.
-* Paragraphs: blocks of text separated by one or more lines that are blank or hold
-  only a markdown horizontal rule (``***``, ``---``, ``___``); see :func:`paragraphs`.
-* Keywords match whole words, case-insensitively; a multi-word keyword matches with
-  any whitespace between its words.
-* Phrases (``starts_with``, ``ends_with``) compare case-insensitively, after stripping
-  surrounding whitespace and collapsing runs of whitespace to one space.
-* As in IFEval, constraints that only forbid something (``max_words``,
-  ``forbidden_words``, ``no_commas``, ...) are met by an empty response; the
-  constraints that ask for something are not.
-* Unlike IFEval, ``all_lowercase`` and ``all_uppercase`` need at least one cased letter:
-  a response without any ("1.\n2.\n3.", or an empty one) fails them, because a search
-  that optimizes this reward would otherwise find such answers. See :func:`has_cased_letter`.
+The text rules the kinds share (words, sentences, paragraphs, keywords, phrases) are
+engine.rewards.text_rules's, documented there. As in IFEval, constraints that only forbid
+something (``max_words``, ``forbidden_words``, ``no_commas``, ...) are met by an empty
+response; the constraints that ask for something are not. Unlike IFEval, ``all_lowercase``
+and ``all_uppercase`` need at least one cased letter: a response without any ("1.\n2.\n3.",
+or an empty one) fails them, because a search that optimizes this reward would otherwise
+find such answers (`text_rules.has_cased_letter`).
 
 Constraints are frozen pydantic models discriminated by ``kind``; records store them as
 plain dicts (``{"kind": "max_words", "n": 50}``) and :func:`parse_constraints` turns a
@@ -49,75 +36,7 @@ from pydantic import (
 )
 
 from multisample.engine.registry import by_kind, tagged_union
-
-# --------------------------------------------------------------------------- text rules
-
-_WORD_RE = re.compile(r"\w+(?:['’-]\w+)*")
-"""A word: word characters, optionally joined by inner apostrophes or hyphens."""
-
-_SENTENCE_END_RE = re.compile(r"(?:[.!?…]+)[\"'”’)\]]*(?=\s|$)")
-"""The end of a sentence: terminal punctuation, closing quotes/brackets, then space or end."""
-
-_RULE_LINE_RE = re.compile(r"^\s*([*_-])(?:\s*\1){2,}\s*$")
-"""A markdown horizontal rule line: three or more of the same ``*``, ``-`` or ``_``."""
-
-_BULLET_RE = re.compile(r"^[ \t]*[*-][ \t]+\S", re.MULTILINE)
-"""A markdown bullet: a line starting (after indentation) with ``* `` or ``- ``, then text."""
-
-_HIGHLIGHT_RE = re.compile(r"\*\*(\S(?:[^\n*]*\S)?)\*\*|\*(\S(?:[^\n*]*\S)?)\*")
-"""A markdown highlight on one line: ``*text*`` or ``**text**``, no space inside the stars."""
-
-_PLACEHOLDER_RE = re.compile(r"\[([^\[\]\n]*\S[^\[\]\n]*)\]")
-"""A placeholder: non-blank text in square brackets on one line, such as ``[name]``."""
-
-_TITLE_RE = re.compile(r"<<([^\n<>]*\S[^\n<>]*)>>")
-"""A title: non-blank text in double angle brackets on one line, such as ``<<Hello>>``."""
-
-_JSON_FENCE_RE = re.compile(r"^```[ \t]*(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL | re.I)
-"""A fenced code block around the whole text, with an optional ``json`` tag."""
-
-
-def words(text: str) -> list[str]:
-    """The words of ``text`` in order (see the module docstring for the rule)."""
-    return _WORD_RE.findall(text)
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences of ``text`` in order, stripped (see the module docstring for the rule)."""
-    pieces: list[str] = []
-    start = 0
-    for match in _SENTENCE_END_RE.finditer(text):
-        pieces.append(text[start : match.end()])
-        start = match.end()
-    pieces.append(text[start:])
-    return [p.strip() for p in pieces if _WORD_RE.search(p)]
-
-
-def paragraphs(text: str) -> list[str]:
-    """The paragraphs of ``text`` in order: blocks between blank or horizontal-rule lines."""
-    blocks: list[list[str]] = [[]]
-    for line in text.splitlines():
-        if not line.strip() or _RULE_LINE_RE.match(line):
-            if blocks[-1]:
-                blocks.append([])
-        else:
-            blocks[-1].append(line)
-    return ["\n".join(block).strip() for block in blocks if block]
-
-
-def _normalize(text: str) -> str:
-    """Lowercase, with runs of whitespace collapsed to one space and the ends stripped."""
-    return " ".join(text.split()).lower()
-
-
-def _phrase_re(phrase: str) -> re.Pattern[str]:
-    """A case-insensitive whole-word pattern for a word or phrase."""
-    body = r"\s+".join(re.escape(part) for part in phrase.split())
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
-
-
-def _count_phrase(text: str, phrase: str) -> int:
-    return len(_phrase_re(phrase).findall(text))
+from multisample.engine.rewards import text_rules
 
 
 def _times(n: int) -> str:
@@ -189,7 +108,7 @@ class MaxWords(_Base):
     """The largest allowed number of words."""
 
     def check(self, response: str) -> bool:
-        return len(words(response)) <= self.n
+        return len(text_rules.words(response)) <= self.n
 
     def describe(self) -> str:
         return f"Answer in at most {_plural(self.n, 'word')}."
@@ -203,7 +122,7 @@ class MinWords(_Base):
     """The smallest required number of words."""
 
     def check(self, response: str) -> bool:
-        return len(words(response)) >= self.n
+        return len(text_rules.words(response)) >= self.n
 
     def describe(self) -> str:
         return f"Answer in at least {_plural(self.n, 'word')}."
@@ -217,7 +136,7 @@ class MaxSentences(_Base):
     """The largest allowed number of sentences."""
 
     def check(self, response: str) -> bool:
-        return len(sentences(response)) <= self.n
+        return len(text_rules.sentences(response)) <= self.n
 
     def describe(self) -> str:
         return f"Use at most {_plural(self.n, 'sentence')}."
@@ -231,7 +150,7 @@ class MinSentences(_Base):
     """The smallest required number of sentences."""
 
     def check(self, response: str) -> bool:
-        return len(sentences(response)) >= self.n
+        return len(text_rules.sentences(response)) >= self.n
 
     def describe(self) -> str:
         return f"Use at least {_plural(self.n, 'sentence')}."
@@ -245,7 +164,7 @@ class Paragraphs(_Base):
     """The required number of paragraphs."""
 
     def check(self, response: str) -> bool:
-        return len(paragraphs(response)) == self.n
+        return len(text_rules.paragraphs(response)) == self.n
 
     def describe(self) -> str:
         if self.n == 1:
@@ -264,7 +183,7 @@ class IncludeKeywords(_Base):
     """The words or phrases that must all appear."""
 
     def check(self, response: str) -> bool:
-        return all(_count_phrase(response, kw) > 0 for kw in self.keywords)
+        return all(text_rules.count_phrase(response, kw) > 0 for kw in self.keywords)
 
     def describe(self) -> str:
         label = "keyword" if len(self.keywords) == 1 else "keywords"
@@ -279,7 +198,7 @@ class ForbiddenWords(_Base):
     """The words or phrases that must not appear."""
 
     def check(self, response: str) -> bool:
-        return not any(_count_phrase(response, word) for word in self.words)
+        return not any(text_rules.count_phrase(response, word) for word in self.words)
 
     def describe(self) -> str:
         label = "word" if len(self.words) == 1 else "words"
@@ -298,7 +217,7 @@ class KeywordFrequency(_Base):
     """How the count compares with ``n``."""
 
     def check(self, response: str) -> bool:
-        return _compare(_count_phrase(response, self.keyword), self.relation, self.n)
+        return _compare(text_rules.count_phrase(response, self.keyword), self.relation, self.n)
 
     def describe(self) -> str:
         return f'Use the word "{self.keyword}" {_RELATION_WORDS[self.relation]} {_times(self.n)}.'
@@ -336,7 +255,7 @@ class CapitalWordFrequency(_Base):
     """How the count compares with ``n``."""
 
     def check(self, response: str) -> bool:
-        count = sum(1 for w in words(response) if len(w) >= 2 and w.isupper())
+        count = sum(1 for w in text_rules.words(response) if len(w) >= 2 and w.isupper())
         return _compare(count, self.relation, self.n)
 
     def describe(self) -> str:
@@ -351,12 +270,6 @@ class CapitalWordFrequency(_Base):
 # --------------------------------------------------------------------------- case and punctuation
 
 
-def has_cased_letter(text: str) -> bool:
-    """Whether `text` holds a letter that has a case (not digits, punctuation, or the
-    letters of scripts without case)."""
-    return any(ch.lower() != ch.upper() for ch in text)
-
-
 class AllLowercase(_Base):
     """No capital letters anywhere, and at least one cased letter (ours; IFEval passes a
     response without letters)."""
@@ -364,7 +277,7 @@ class AllLowercase(_Base):
     kind: Literal["all_lowercase"] = "all_lowercase"
 
     def check(self, response: str) -> bool:
-        return response == response.lower() and has_cased_letter(response)
+        return response == response.lower() and text_rules.has_cased_letter(response)
 
     def describe(self) -> str:
         return "Write your entire response in lowercase letters, with no capital letters at all."
@@ -377,7 +290,7 @@ class AllUppercase(_Base):
     kind: Literal["all_uppercase"] = "all_uppercase"
 
     def check(self, response: str) -> bool:
-        return response == response.upper() and has_cased_letter(response)
+        return response == response.upper() and text_rules.has_cased_letter(response)
 
     def describe(self) -> str:
         return "Write your entire response in capital letters, with no lowercase letters at all."
@@ -420,7 +333,7 @@ class JsonFormat(_Base):
 
     def check(self, response: str) -> bool:
         text = response.strip()
-        fenced = _JSON_FENCE_RE.match(text)
+        fenced = text_rules.JSON_FENCE_RE.match(text)
         if fenced:
             text = fenced.group(1).strip()
         try:
@@ -442,7 +355,7 @@ class Title(_Base):
     kind: Literal["title"] = "title"
 
     def check(self, response: str) -> bool:
-        return _TITLE_RE.search(response) is not None
+        return text_rules.TITLE_RE.search(response) is not None
 
     def describe(self) -> str:
         return "Give your answer a title wrapped in double angle brackets, such as <<my title>>."
@@ -456,7 +369,7 @@ class BulletCount(_Base):
     """The required number of bullet points."""
 
     def check(self, response: str) -> bool:
-        return len(_BULLET_RE.findall(response)) == self.n
+        return len(text_rules.BULLET_RE.findall(response)) == self.n
 
     def describe(self) -> str:
         return (
@@ -473,7 +386,7 @@ class HighlightedSections(_Base):
     """The smallest required number of highlighted sections."""
 
     def check(self, response: str) -> bool:
-        return len(_HIGHLIGHT_RE.findall(response)) >= self.n
+        return len(text_rules.HIGHLIGHT_RE.findall(response)) >= self.n
 
     def describe(self) -> str:
         return (
@@ -490,7 +403,7 @@ class Placeholders(_Base):
     """The smallest required number of placeholders."""
 
     def check(self, response: str) -> bool:
-        return len(_PLACEHOLDER_RE.findall(response)) >= self.n
+        return len(text_rules.PLACEHOLDER_RE.findall(response)) >= self.n
 
     def describe(self) -> str:
         return (
@@ -527,7 +440,7 @@ class StartsWith(_Base):
     """The phrase the response must start with."""
 
     def check(self, response: str) -> bool:
-        text, phrase = _normalize(response), _normalize(self.phrase)
+        text, phrase = text_rules.normalize(response), text_rules.normalize(self.phrase)
         # A phrase that ends in a word character must end a word: "Dear" does not start "Dearest".
         cut = text[len(phrase) : len(phrase) + 1]
         return text.startswith(phrase) and not (cut.isalnum() and phrase[-1].isalnum())
@@ -545,7 +458,7 @@ class EndsWith(_Base):
     """The phrase the response must end with."""
 
     def check(self, response: str) -> bool:
-        text, phrase = _normalize(response), _normalize(self.phrase)
+        text, phrase = text_rules.normalize(response), text_rules.normalize(self.phrase)
         # A phrase starting with a word character must start a word: "end" does not end "weekend".
         cut = text[-len(phrase) - 1 : -len(phrase)]
         return text.endswith(phrase) and not (cut.isalnum() and phrase[0].isalnum())

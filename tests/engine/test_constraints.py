@@ -16,13 +16,10 @@ from multisample.engine.rewards.constraints import (
     MaxWords,
     NoCommas,
     fraction_met,
-    has_cased_letter,
     instructions,
-    paragraphs,
     parse_constraints,
-    sentences,
-    words,
 )
+from multisample.engine.rewards.text_rules import has_cased_letter, paragraphs, sentences, words
 
 # (spec, response, expected): at least one True and one False row per kind.
 CASES: list[tuple[dict[str, Any], str, bool]] = [
