@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from multisample.engine.locks import holding
+from multisample.engine.storage import install_folder
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -294,9 +295,8 @@ def prepare(name: str, cache: Path | None = None, progress: Progress | None = No
         start = time.perf_counter()
         partial = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-{os.getpid()}-", dir=models))
         try:
-            partial.chmod(0o755)  # mkdtemp makes it private; the cache is shareable
             _convert(spec, partial, progress)
-            _replace(partial, target)
+            install_folder(partial, target)  # made private by mkdtemp: shared as the umask says
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -306,7 +306,7 @@ def prepare(name: str, cache: Path | None = None, progress: Progress | None = No
 
 def _remove_stale_partials(models: Path, name: str) -> None:
     """Remove temporary folders left by conversions whose process is gone (and old copies
-    that a crash between the two renames of :func:`_replace` left behind)."""
+    that a crash between the two renames of `install_folder` left behind)."""
     for old in models.glob(f".{name}.old-*"):
         logger.info("removing leftover old copy %s", old)
         shutil.rmtree(old, ignore_errors=True)
@@ -329,20 +329,6 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
-
-
-def _replace(partial: Path, target: Path) -> None:
-    """Rename ``partial`` to ``target``, moving an old ``target`` aside first."""
-    old: Path | None = None
-    if target.exists() or target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-    os.replace(partial, target)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
 
 
 def _locate_gguf(spec: EmbeddedModel, workdir: Path) -> Path:

@@ -40,9 +40,10 @@ def unlock(fd: int) -> None:
 
 def locked_elsewhere(path: Path) -> bool:
     """Does another holder have the lock of ``path``? Asked without creating anything: no
-    lock file means no process ever held it."""
+    lock file means no process ever held it. Opened for writing, as an exclusive lock
+    needs on NFS (which answers EBADF to one asked through a read-only descriptor)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDWR)
     except OSError:
         return False
     try:

@@ -12,8 +12,19 @@ progress line are dropped; temporary files of an interrupted atomic write are de
 failed write (disk full, a read-only or vanished directory) raises RunDirectoryError with
 the file and the reason, and leaves the directory resumable.
 
+Durable: every append and every whole file is flushed to the disk (fsync) before it
+counts, and so is the directory after a file is created or renamed into it, so a power
+loss cannot leave a committed record pointing at a file the disk never got. Files are
+created with the permissions the umask gives, as any other program's.
+
+Nothing else is touched: a new run starts only in a new or empty folder, and a resume
+repairs only the run's own record files (`RunDirectory.RECORDS`).
+
 One process at a time: a run directory is held (an flock on `.lock`) from `open` until
 its summary is written, so the same run resumed twice at once is refused, not run twice.
+On a network filesystem, Linux emulates flock with the server's byte-range locks (NFSv4,
+or NLM on NFSv3): two machines are kept off one run where the server grants locks; on a
+mount without them (`nolock`) the lock holds only among the processes of one machine.
 """
 
 from __future__ import annotations
@@ -21,15 +32,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import shutil
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from multisample.engine.config import ConfigError
+from multisample.engine.config import ConfigError, format_path
 from multisample.engine.config_files import load_config
 from multisample.engine.locks import lock, locked_elsewhere, unlock
 
@@ -37,6 +49,11 @@ PROGRESS = "progress.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 LOCK = ".lock"
+INPUTS = "inputs"
+"""What a run was given in memory (its prompts file), written before the run starts."""
+BEFORE_START = {LOCK, INPUTS}
+"""What a run's folder may hold before the run starts: a new run takes a folder that is
+new, empty, or holds only these."""
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +82,61 @@ def _write_failed(path: Path, exc: OSError) -> RunDirectoryError:
     )
 
 
+def sync_directory(path: Path) -> None:
+    """Flush a directory's entries to the disk (a file created, renamed or removed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(folder: Path) -> None:
+    """Flush every file and folder under `folder` to the disk (a folder written file by
+    file, such as an adapter, before it is renamed into place and committed)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            sync_directory(path)
+    sync_directory(folder)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+"""The process's umask, read once: what permissions new files and folders get."""
+
+
+def install_folder(partial: Path, target: Path) -> None:
+    """Put a folder written whole in `partial` at `target` (an adapter, an export): its
+    files and names flushed to the disk first, a folder already at `target` moved aside
+    and deleted only once the new one is in place, and the permissions the umask gives
+    (a temporary folder is made private)."""
+    partial.chmod(0o777 & ~UMASK)
+    sync_tree(partial)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
+        target.rename(old)
+    partial.rename(target)
+    sync_directory(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file so that readers see the old or the new content, never a mix."""
+    """Write a whole file so that readers see the old or the new content, never a mix,
+    and both the file and its name are on the disk when this returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    # Created as open() creates a file, so the umask decides its permissions.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -76,8 +144,9 @@ def write_atomic(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    sync_directory(path.parent)
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -86,6 +155,11 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     Read as bytes: a torn line may end inside a multi-byte character. A complete line
     that does not parse (the file was edited or damaged) is a RunDirectoryError naming
     the file and line: a record is never dropped silently."""
+    return (record for _, record in numbered_jsonl(path))
+
+
+def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`read_jsonl` with each record's line number, for messages about one record."""
     if not path.exists():
         return
     with path.open("rb") as handle:
@@ -102,18 +176,49 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 ) from None
             if not isinstance(record, dict):
                 raise RunDirectoryError(f"{path}:{number}: damaged record (not a JSON object)")
-            yield record
+            yield number, record
+
+
+def checked_jsonl(path: Path, shape: type[BaseModel]) -> Iterator[dict[str, Any]]:
+    """`read_jsonl`, each record checked against `shape` (the fields a reader relies on;
+    others pass): one that does not fit is a RunDirectoryError naming the file, the line
+    and the field, instead of a failure far from the cause."""
+    for number, record in numbered_jsonl(path):
+        try:
+            shape.model_validate(record)
+        except ValidationError as exc:
+            item = exc.errors()[0]
+            raise RunDirectoryError(
+                f"{path}:{number}: {format_path(item['loc'])}: {item['msg']}; repair or "
+                "delete that line"
+            ) from None
+        yield record
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """A JSON file of the run directory (summary.json, state.json): a damaged one (torn,
+    edited) is a RunDirectoryError naming it."""
+    try:
+        document = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirectoryError(f"{path}: damaged ({exc}); repair or delete it") from None
+    if not isinstance(document, dict):
+        raise RunDirectoryError(f"{path}: damaged (not a JSON object); repair or delete it")
+    return document
 
 
 def _append_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
     """Append `data` to a file and flush it to the OS, and with `sync` to the disk (the
     one low-level append). Flushed data survives the process being killed; only a
     synced write survives the machine going down."""
+    created = not path.exists()
     with path.open("ab") as handle:
         handle.write(data)
         handle.flush()
         if sync:
             os.fsync(handle.fileno())
+    if sync and created:
+        sync_directory(path.parent)  # the new file's name, too
 
 
 def append_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
@@ -215,6 +320,17 @@ def check_run_directory(
 
 
 def _check_creatable(path: Path) -> None:
+    """A new run goes into a new folder, an empty one, or one holding only what a run
+    writes before it starts: never among files that are not a run's."""
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in BEFORE_START)
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise RunDirectoryError(
+                f"{path}: not a run directory (no {CONFIG}) and not empty ({shown}); a new "
+                "run takes a new or empty folder: choose another --name or output directory"
+            )
+        return
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         reason = f"{existing} is a file, not a directory"
@@ -261,21 +377,42 @@ def _release(path: Path) -> None:
         unlock(fd)
 
 
+class _ProgressShape(BaseModel):
+    prompt_id: str
+
+
 class RunDirectory:
+    """A run directory whose unit of commit is a prompt (progress.jsonl)."""
+
+    RECORDS: ClassVar[tuple[str, ...]] = ()
+    """The run's own JSONL files of prompt records, which a resume repairs; a subclass
+    names them (a synthesize run its samples, pairs and prompts). Nothing else is
+    rewritten."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     @classmethod
     def open(
-        cls, path: Path, config: BaseModel, resume: bool, exclude: set[str] | None = None
+        cls,
+        path: Path,
+        config: BaseModel,
+        resume: bool,
+        exclude: set[str] | None = None,
+        *,
+        lock: bool = True,
     ) -> RunDirectory:
         """Create a new run directory, or reopen one to resume it, and hold it until its
-        summary is written (`check_run_directory` says what is refused)."""
+        summary is written (`check_run_directory` says what is refused). `lock=False`
+        for a directory inside one its process holds already (a sweep's cells)."""
         run = cls(path)
+        check_run_directory(path, config, resume, exclude)  # before anything is created
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            acquired = _acquire(path)  # before anything is read or repaired
-            try:
+            if not path.exists():
+                path.mkdir(parents=True)
+                sync_directory(path.parent)
+            acquired = lock and _acquire(path)  # before anything is read or repaired
+            try:  # again, now that no other process can start here
                 exists = check_run_directory(path, config, resume, exclude)
             except RunDirectoryError:
                 if acquired:
@@ -298,7 +435,7 @@ class RunDirectory:
 
     def completed(self) -> set[str]:
         """Ids of the prompts whose records are all on disk."""
-        return {r["prompt_id"] for r in read_jsonl(self.path / PROGRESS)}
+        return {r["prompt_id"] for r in checked_jsonl(self.path / PROGRESS, _ProgressShape)}
 
     def is_complete(self) -> bool:
         return (self.path / SUMMARY).exists()
@@ -333,16 +470,17 @@ class RunDirectory:
         _release(self.path)
 
     def _repair(self) -> None:
-        """Drop records of prompts that were not marked done, torn lines, and temporary
-        files of interrupted atomic writes."""
+        """Drop the records of prompts that were not marked done, and torn lines, from the
+        run's own record files; delete temporary files of interrupted atomic writes."""
         (self.path / SUMMARY).unlink(missing_ok=True)
         for temp in self.path.rglob(".*.tmp"):
             temp.unlink(missing_ok=True)
+        cut_torn_line(self.path / PROGRESS)
         done = self.completed()
-        for file in self.path.glob("*.jsonl"):
-            kept = [
-                r for r in read_jsonl(file) if file.name == PROGRESS or r.get("prompt_id") in done
-            ]
+        for file in [self.path / name for name in self.RECORDS]:
+            if not file.exists():
+                continue
+            kept = [r for r in read_jsonl(file) if r.get("prompt_id") in done]
             data = "".join(dumps_line(r) for r in kept).encode("utf-8")
             if data != file.read_bytes():
                 dropped = len(list(read_jsonl(file))) - len(kept)

@@ -31,6 +31,9 @@ from multisample.engine.config import Settings
 from multisample.engine.progress import progress_bar
 from multisample.engine.types import Message, message_dicts
 
+TRAINING = "training.json"
+"""The record each adapter folder holds of how it was trained."""
+
 Method = Literal["dpo", "sft"]
 PromptFormat = Literal["chat", "base"]
 

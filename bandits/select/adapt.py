@@ -44,11 +44,9 @@ from multisample.engine.config import VLLMModelSpec
 from multisample.engine.model_folders import resolve_model_path
 from multisample.engine.pool import ModelPool
 from multisample.engine.seeds import derive_seed
-from multisample.engine.storage import read_jsonl
-from multisample.engine.training import Example, TrainingResult, TrainingSettings
+from multisample.engine.storage import install_folder, read_jsonl, write_atomic
+from multisample.engine.training import TRAINING, Example, TrainingResult, TrainingSettings
 from multisample.engine.types import Message
-
-TRAINING = "training.json"
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ class Adaptation:
             await self.load_version(name, version)
             record["serve_seconds"] = round(time.perf_counter() - started, 2)
             folder = version_folder(self.run.path, name, version)
-            (folder / TRAINING).write_text(json.dumps(record, indent=1) + "\n")
+            write_atomic(folder / TRAINING, json.dumps(record, indent=1) + "\n")
             state.adapters[name] = AdapterVersion(version, state.round)
             self.run.commit_state(state)
 
@@ -237,7 +235,7 @@ class Adaptation:
             "train_seconds": result.train_seconds,
             "versions": result.versions,
         }
-        partial.rename(folder)
+        install_folder(partial, folder)
         return record
 
     async def load_version(self, name: str, version: int) -> None:
@@ -254,6 +252,5 @@ class Adaptation:
             shutil.rmtree(partial, ignore_errors=True)
             base = resolve_model_path(spec.model)
             await asyncio.to_thread(self.merger, base, folder, partial)
-            shutil.rmtree(merged, ignore_errors=True)
-            partial.rename(merged)
+            install_folder(partial, merged)
             await self.pool.load_weights(spec.name, merged)

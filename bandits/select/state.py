@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,13 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from multisample.bandits.adaptation import ADAPTATION, adaptation_records
+from multisample.bandits.adaptation import adaptation_records, dpo_file, sft_file
 from multisample.bandits.policies.base import Policy, RoundOutcome
 from multisample.bandits.policies.persistence import policy_from_state
 from multisample.bandits.select.arbiters import Verdict
 from multisample.bandits.simulator import strong_regret, weak_regret
 from multisample.engine.config import ConfigError
-from multisample.engine.storage import SUMMARY, RunDirectory, read_jsonl, write_atomic
+from multisample.engine.storage import (
+    SUMMARY,
+    RunDirectory,
+    RunDirectoryError,
+    dumps_line,
+    read_jsonl,
+    write_atomic,
+)
 from multisample.engine.types import message_dicts
 
 STATE = "state.json"
@@ -285,20 +293,53 @@ class SelectRun(RunDirectory):
         write_atomic(self.path / STATE, json.dumps(state.document(), indent=1) + "\n")
 
     def _repair(self) -> None:
-        """Drop records of rounds after the committed one, and torn lines. (`run_select`
-        checks the state file before it opens the run.)"""
+        """Drop the records of rounds after the committed one, and torn lines, from the
+        run's own record files, and the adapter versions trained but not committed (or
+        torn); nothing else is touched. (`run_select` checks the state file before it
+        opens the run.)"""
         (self.path / SUMMARY).unlink(missing_ok=True)
         state = self.path / STATE
         document = json.loads(state.read_bytes()) if state.exists() else {}
         committed = document.get("round", 0)
+        candidates = [str(c) for c in document.get("candidates", [])]
         versions = {n: a["version"] for n, a in document.get("adapters", {}).items()}
-        for folder in (self.path / ADAPTERS).glob("*/*"):
-            # A version trained but not committed is trained again, from the committed one.
-            number = _version_number(folder.name)
-            if number is None or number > versions.get(folder.parent.name, 0):
+        for candidate in candidates:
+            for folder in _uncommitted(
+                self.path / ADAPTERS / candidate, versions.get(candidate, 0)
+            ):
+                # Trained again from the committed version.
                 shutil.rmtree(folder)
-        for file in [*self.path.glob("*.jsonl"), *self.path.glob(f"{ADAPTATION}/*.jsonl")]:
-            kept = [r for r in read_jsonl(file) if r["round"] <= committed]
-            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
-            if text.encode() != file.read_bytes():
-                write_atomic(file, text)
+        records = [ROUNDS, ANSWERS]
+        records += [name(c) for c in candidates for name in (sft_file, dpo_file)]
+        for file in [self.path / name for name in records]:
+            if file.exists():
+                kept = [r for r in _numbered(file) if r["round"] <= committed]
+                text = "".join(dumps_line(r) for r in kept)
+                if text.encode() != file.read_bytes():
+                    write_atomic(file, text)
+
+
+def _uncommitted(folder: Path, committed: int) -> list[Path]:
+    """A candidate's version folders after its committed one, and those left half written
+    (`v<N>.partial`, `merged.partial`); not what the run did not write."""
+    if not folder.is_dir():
+        return []
+    return [
+        child
+        for child in folder.iterdir()
+        if child.is_dir()
+        and (
+            child.name.endswith(".partial")
+            or ((number := _version_number(child.name)) is not None and number > committed)
+        )
+    ]
+
+
+def _numbered(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of one of the run's files, each with the round it belongs to."""
+    for number, record in enumerate(read_jsonl(path), start=1):
+        if not isinstance(record.get("round"), int):
+            raise RunDirectoryError(
+                f"{path}:{number}: round: not a round number; repair or delete that line"
+            )
+        yield record

@@ -19,7 +19,6 @@ never sees one export's SFT beside another's pairs; the dataset card then lists 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,13 +28,28 @@ from typing import Any
 from multisample.engine.config import ConfigError
 from multisample.engine.config_files import load_config
 from multisample.engine.prompts import load_prompts
-from multisample.engine.storage import CONFIG, PROGRESS, SUMMARY, dumps_line, read_jsonl
+from multisample.engine.storage import (
+    CONFIG,
+    PROGRESS,
+    SUMMARY,
+    checked_jsonl,
+    dumps_line,
+    install_folder,
+    read_document,
+    read_jsonl,
+)
 from multisample.engine.types import Prompt
 from multisample.jobs.train import split_by_prompt
 from multisample.search.pairs import conversation
 from multisample.search.synthesize.card import write_card
 from multisample.search.synthesize.config import SynthesizeConfig
-from multisample.search.synthesize.records import PAIRS, PROMPTS, SAMPLES
+from multisample.search.synthesize.records import (
+    PAIRS,
+    PROMPTS,
+    SAMPLES,
+    PairShape,
+    SampleShape,
+)
 
 EXPORT = "export"
 SPLIT = "split.json"
@@ -71,7 +85,7 @@ def parse_split(text: str) -> float:
 def best_samples(run: Path, committed: set[str]) -> dict[str, dict[str, Any]]:
     """Each committed prompt's best scored sample (highest reward, earliest id on a tie)."""
     best: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(run / SAMPLES):
+    for record in checked_jsonl(run / SAMPLES, SampleShape):
         if record["prompt_id"] not in committed or record.get("reward") is None:
             continue
         held = best.get(record["prompt_id"])
@@ -147,8 +161,8 @@ def export_run(run: Path, options: ExportOptions) -> dict[str, Any]:
             record = sft_record(prompts[prompt_id], sample, systems.get(sample["model"]))
             files.setdefault(f"sft-{split}.jsonl", []).append(record)
     if options.pairs:
-        for record in read_jsonl(run / PAIRS):
-            if record.get("prompt_id") in committed:
+        for record in checked_jsonl(run / PAIRS, PairShape):
+            if record["prompt_id"] in committed:
                 split = "test" if record["prompt_id"] in test else "train"
                 files.setdefault(f"pairs-{split}.jsonl", []).append(record)
     manifest = {
@@ -160,7 +174,7 @@ def export_run(run: Path, options: ExportOptions) -> dict[str, Any]:
     }
     _replace_export(run, files, manifest)
     if (run / SUMMARY).is_file():
-        summary = json.loads((run / SUMMARY).read_text(encoding="utf-8"))
+        summary = read_document(run / SUMMARY)
         write_card(run, config, summary)
     return manifest
 
@@ -177,19 +191,9 @@ def _replace_export(run: Path, files: dict[str, list[dict[str, Any]]], manifest:
     building = Path(tempfile.mkdtemp(dir=run, prefix=f".{EXPORT}.new-"))
     try:
         for name, rows in files.items():
-            with (building / name).open("w", encoding="utf-8") as handle:
-                handle.write("".join(dumps_line(r) for r in rows))
-                handle.flush()
-                os.fsync(handle.fileno())
+            (building / name).write_text("".join(dumps_line(r) for r in rows), encoding="utf-8")
         (building / SPLIT).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        target = run / EXPORT
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=run, prefix=f".{EXPORT}.old-"))
-            os.replace(target, old / EXPORT)
-            os.replace(building, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(building, target)
+        install_folder(building, run / EXPORT)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

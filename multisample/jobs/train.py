@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -33,15 +32,20 @@ from multisample.engine.config import OpenAIModelSpec, VLLMModelSpec
 from multisample.engine.config_files import load_config
 from multisample.engine.locks import lock, unlock
 from multisample.engine.model_folders import resolve_model_path
-from multisample.engine.storage import CONFIG, PROGRESS, read_jsonl
-from multisample.engine.training import Example, TrainingResult, TrainingSettings, train_adapter
+from multisample.engine.storage import CONFIG, PROGRESS, install_folder, read_jsonl
+from multisample.engine.training import (
+    TRAINING,
+    Example,
+    TrainingResult,
+    TrainingSettings,
+    train_adapter,
+)
 from multisample.engine.types import Message
 from multisample.search.pairs import PairMethod, is_conversational
 from multisample.search.synthesize.config import SynthesizeConfig
 from multisample.search.synthesize.records import PAIRS
 
 ADAPTERS = "adapters"
-TRAINING = "training.json"
 
 
 class TrainInputError(RuntimeError):
@@ -318,22 +322,10 @@ def train_run(run: Path, options: TrainOptions, console: Console | None = None) 
             record = training_record(run, ready, options, result)
             text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
             (partial / TRAINING).write_text(text, encoding="utf-8")
-            _install(partial, ready.target)
+            install_folder(partial, ready.target)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
     finally:
         unlock(held)
     return record
-
-
-def _install(partial: Path, target: Path) -> None:
-    """Rename the finished folder into place; an adapter it replaces (--overwrite) is
-    moved aside first and deleted only once the new one is in place."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    partial.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

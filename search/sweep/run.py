@@ -136,6 +136,7 @@ def _open_jobs(
             resume,
             pool,
             reward,
+            lock=False,  # the sweep's directory is held: one lock for all its cells
         )
         for cell in config.searches()
     }

@@ -29,6 +29,7 @@ from multisample.search.synthesize.records import (
     PAIRS,
     PROMPTS,
     SAMPLES,
+    SynthesizeRun,
     prompt_record,
     summarize,
     tree_path,
@@ -95,9 +96,12 @@ class RunJob:
         resume: bool,
         pool: ModelPool,
         reward: Reward,
+        *,
+        lock: bool = True,
     ) -> RunJob:
-        """Create (or reopen, to resume) the run directory and list what is left to do."""
-        run = RunDirectory.open(run_path, config, resume)
+        """Create (or reopen, to resume) the run directory and list what is left to do;
+        `lock=False` for a sweep's cell (the sweep's directory is held already)."""
+        run = SynthesizeRun.open(run_path, config, resume, lock=lock)
         done = run.completed()
         todo = [p for p in prompts.prompts if p.id not in done]
         journal = Journal.open(run.path, done)

@@ -4,11 +4,14 @@ summary over every prompt on disk."""
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
+
+from pydantic import BaseModel, Field
 
 from multisample.engine.budget import estimate_flops
 from multisample.engine.storage import RunDirectory
@@ -21,6 +24,32 @@ PAIRS = "pairs.jsonl"
 PROMPTS = "prompts.jsonl"
 """Each committed prompt as it was read (its turns, reference, constraints, metadata):
 what `multisample export` builds its conversations from."""
+
+
+class SampleShape(BaseModel):
+    """The fields of a samples.jsonl record that its readers rely on (others pass)."""
+
+    prompt_id: str
+    id: int
+    model: str
+    text: str
+    reward: float | None
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+
+
+class PairShape(BaseModel):
+    """The fields of a pairs.jsonl record that its readers rely on."""
+
+    prompt_id: str
+    method: str
+
+
+class SynthesizeRun(RunDirectory):
+    """A synthesize run directory (a sweep's cell too): its record files, which a resume
+    repairs, are the samples, the pairs and the prompts."""
+
+    RECORDS = (SAMPLES, PAIRS, PROMPTS)
 
 
 def with_metadata(prompt: Prompt, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,9 +66,17 @@ def prompt_record(prompt: Prompt) -> dict[str, Any]:
     return {"prompt_id": record.pop("id"), **record}
 
 
+MAX_NAME_BYTES = 200
+"""Longest tree file name made from a prompt id (filesystems allow 255 bytes)."""
+
+
 def tree_path(prompt_id: str) -> str:
-    """Relative path of a prompt's tree; ids may hold any character, file names may not."""
-    return f"trees/{quote(prompt_id, safe='')}.json"
+    """Relative path of a prompt's tree: the id, quoted (ids may hold any character, file
+    names may not); an id too long for a file name by its SHA-256 instead."""
+    name = quote(prompt_id, safe="")
+    if len(name) > MAX_NAME_BYTES:
+        name = "sha256-" + hashlib.sha256(prompt_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"trees/{name}.json"
 
 
 def summarize(

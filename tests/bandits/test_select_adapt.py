@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from multisample.bandits.select.adapt import TRAINING, TrainingJob
+from multisample.bandits.select.adapt import TrainingJob
 from multisample.bandits.select.config import SelectConfig
 from multisample.bandits.select.loop import run_select
 from multisample.bandits.select.state import ANSWERS, ROUNDS, STATE
 from multisample.engine.storage import read_jsonl
-from multisample.engine.training import TrainingResult
+from multisample.engine.training import TRAINING, TrainingResult
 from multisample.engine.types import Generation, GenerationRequest
 from tests.engine.test_adapters import fake_base
 from tests.search.toy import ToyPool
