@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -21,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from multisample.engine.types import SamplingSettings
 
@@ -28,6 +30,11 @@ T = TypeVar("T")
 
 EMBEDDED_TASKS = "embedded:tasks"
 """The name configs use for the task set shipped with multisample."""
+
+
+SECRET_ERROR = "holds_a_secret"
+"""The error type a validator raises for a value that holds a credential: the message
+about it never echoes the value (engine.config_files)."""
 
 
 class ConfigError(ValueError):
@@ -96,6 +103,15 @@ class _ModelBase(Settings):
     folder's config.json when omitted (vLLM models); required for FLOPs of endpoints."""
 
 
+UNTRUSTED_ENGINE_ARGS = {
+    "worker_cls",
+    "worker_extension_cls",
+    "logits_processors",
+    "allowed_local_media_path",
+}
+"""vLLM engine arguments that import code by name or open the disk to requests."""
+
+
 class ActorSpec(Settings):
     """A vLLM engine in a Ray actor of its own: a vLLM model (each of its replicas is one)
     or a classifier reward model (engine.rewards.classifier). The fields every such engine
@@ -139,6 +155,20 @@ class ActorSpec(Settings):
     custom label given to one node with `ray start --resources`, to pin it to that node."""
     trust_remote_code: bool = False
     """Run code shipped with the model folder. Off unless you trust the folder."""
+    trust_engine_args: bool = False
+    """Let `engine_args` name code for vLLM to import (worker_cls, worker_extension_cls,
+    logits_processors) or folders its requests may read (allowed_local_media_path). Off:
+    such arguments are refused, as a config may come from someone else."""
+
+    @model_validator(mode="after")
+    def _no_code_unless_trusted(self) -> ActorSpec:
+        risky = sorted(set(self.engine_args) & UNTRUSTED_ENGINE_ARGS)
+        if risky and not self.trust_engine_args:
+            raise ValueError(
+                f"engine_args.{risky[0]} makes the engine import code or read local files; "
+                "set trust_engine_args: true on this spec if you trust this config"
+            )
+        return self
 
     @field_validator("engine_args")
     @classmethod
@@ -254,8 +284,10 @@ class OpenAIModelSpec(_ModelBase):
     model: str
     """The model name the server expects in requests."""
     base_url: str
-    """Server root including the API prefix, e.g. http://127.0.0.1:8000/v1."""
-    api_key_env: str | None = None
+    """Server root including the API prefix, e.g. http://127.0.0.1:8000/v1: http or https,
+    with no credentials (`user:password@`) or query in it (they would reach logs, errors
+    and the run directory; a key goes in the variable `api_key_env` names)."""
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Name of the environment variable holding the API key (the key itself never goes
     in a config file, a log or the run directory)."""
     max_concurrency: int = Field(16, ge=1)
@@ -263,13 +295,28 @@ class OpenAIModelSpec(_ModelBase):
     as many connections (at least httpx's 100 and 20)."""
     timeout_s: float = Field(120.0, gt=0)
     """Deadline of one HTTP attempt, whole response included, in seconds."""
-    max_retries: int = Field(5, ge=0)
+    max_retries: int = Field(5, ge=0, le=100)
     """Retries of one request on timeouts, connection errors, truncated or unreadable
     responses, 408, 409, 429 and 5xx, with exponential backoff; when they run out the
     run stops with the last error (finished prompts are kept; --resume)."""
     backoff_s: float = Field(0.5, gt=0)
     """First backoff delay in seconds; doubled on each retry, capped at 30 s (a server's
     Retry-After header takes precedence)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// address with a host")
+        if parts.username is not None or parts.password is not None or parts.query:
+            # Raised so that the value, which may hold a key, is never echoed.
+            raise PydanticCustomError(
+                SECRET_ERROR,
+                "credentials (user:password@) or a query in the address would reach logs, "
+                "errors and the run directory; give a key through api_key_env",
+            )
+        return url
 
 
 def _backend_of(value: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from multisample.engine.config import ConfigError, format_path
+from multisample.engine.config import SECRET_ERROR, ConfigError, format_path
 
 Config = TypeVar("Config", bound=BaseModel)
 
@@ -83,7 +83,7 @@ def format_validation_error(
     for item in error.errors():
         got = item.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        if _looks_secret(item["loc"]):
+        if _looks_secret(item["loc"]) or item["type"] == SECRET_ERROR:
             shown = " (value not shown)"  # e.g. an API key pasted where it does not belong
         missing = item["type"] == "missing"
         steps = _data_path(data, item["loc"], missing)
@@ -140,11 +140,18 @@ class Override:
         path, equals, value = text.partition("=")
         steps = tuple(path.replace("[", ".").replace("]", "").strip().split("."))
         if not equals or not all(steps):
-            raise ConfigError(f"--set {text}: expected PATH=VALUE, e.g. budget.generations=8")
+            raise ConfigError(f"--set {text:.200}: expected PATH=VALUE, e.g. budget.generations=8")
+        too_deep = ConfigError(f"--set {text:.200}: nested deeper than {MAX_DEPTH} levels")
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {text}: not a YAML value: {_yaml_problem(exc)}") from None
+            raise ConfigError(
+                f"--set {text:.200}: not a YAML value: {_yaml_problem(exc)}"
+            ) from None
+        except RecursionError:
+            raise too_deep from None
+        if len(steps) + depth(parsed) > MAX_DEPTH:
+            raise too_deep
         return cls(text, steps, parsed)
 
     def touches(self, steps: tuple[Any, ...]) -> bool:
@@ -190,6 +197,34 @@ class Override:
         )
 
 
+MAX_DEPTH = 32
+"""The deepest nesting a config may have (its deepest setting is 6 levels down): deeper
+data is refused in one line before it reaches anything recursive."""
+
+
+def depth(value: Any) -> int:
+    """How deeply `value` nests lists and mappings (a scalar: 0), counted without
+    recursion, up to MAX_DEPTH + 1."""
+    deepest, level = 0, [value]
+    while level and deepest <= MAX_DEPTH:
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list | tuple)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        deepest += bool(level) or 0
+        if not level:
+            break
+    return deepest
+
+
+def check_depth(data: Any, source: str) -> None:
+    """ConfigError when `data` nests deeper than MAX_DEPTH."""
+    if depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{source}: nested deeper than {MAX_DEPTH} levels")
+
+
 def _read_yaml(path: Path) -> tuple[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -206,6 +241,7 @@ def _read_yaml(path: Path) -> tuple[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    check_depth(data, str(path))
     return text, data
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, BinaryIO, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -146,9 +146,9 @@ def conversation_id(prompt: Prompt) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
-def _read(path: Path) -> bytes:
+def _open(path: Path) -> BinaryIO:
     try:
-        return path.read_bytes()
+        return path.open("rb")
     except FileNotFoundError:
         raise PromptsError(f"{path}: no such prompts file") from None
     except OSError as exc:
@@ -156,30 +156,35 @@ def _read(path: Path) -> bytes:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) of each non-blank line, or a PromptsError naming the line."""
-    raw = _read(path).removeprefix(b"\xef\xbb\xbf")
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PromptsError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PromptsError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-        except RecursionError:
-            raise PromptsError(f"{where}: not valid JSON: nested too deeply") from None
-        if not isinstance(data, dict):
-            raise PromptsError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        broken = _unpaired_surrogate(data)
-        if broken is not None:
-            # JSON may escape half of a surrogate pair ("\\ud800"); no text holds one, and
-            # tokenizers and files reject it later, in the middle of a run.
-            raise PromptsError(f"{where}: {broken}: not valid Unicode (an unpaired surrogate)")
-        yield number, data
+    """(line number, object) of each non-blank line, read one line at a time (a `limit`
+    reads no further), or a PromptsError naming the line."""
+    with _open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PromptsError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise PromptsError(
+                    f"{where}: not valid JSON: {exc.msg} (column {exc.colno})"
+                ) from None
+            except RecursionError:
+                raise PromptsError(f"{where}: not valid JSON: nested too deeply") from None
+            if not isinstance(data, dict):
+                raise PromptsError(f"{where}: expected a JSON object, got {type(data).__name__}")
+            broken = _unpaired_surrogate(data)
+            if broken is not None:
+                # JSON may escape half of a surrogate pair ("\\ud800"); no text holds one, and
+                # tokenizers and files reject it later, in the middle of a run.
+                raise PromptsError(f"{where}: {broken}: not valid Unicode (an unpaired surrogate)")
+            yield number, data
 
 
 def _strict_lines(path: Path) -> Iterator[tuple[int, Prompt]]:

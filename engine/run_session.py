@@ -51,21 +51,28 @@ async def running(
         yield Session(started, scorer)
 
 
+PREFLIGHT_BATCH = 256
+"""Prompts whose tokens are counted at once: enough to keep an engine busy, few enough
+that a file of a million prompts is not a million tasks."""
+
+
 async def preflight(pool: ModelPool, prompts: PromptFile, models: list[str]) -> None:
     """Every prompt must fit every model's context window, with room for a response."""
     for model in models:
         window = await pool.context_length(model)
         if window is None:
             continue
-        counts = await asyncio.gather(
-            *(pool.count_tokens(model, p.conversation()) for p in prompts.prompts)
-        )
-        for prompt, count in zip(prompts.prompts, counts, strict=True):
-            if count is not None and count >= window:
-                raise PromptsError(
-                    f"{prompts.where(prompt.id)}: prompt {prompt.id!r} is {count} tokens, "
-                    f"but model {model!r} has a context window of {window}"
-                )
+        for start in range(0, len(prompts.prompts), PREFLIGHT_BATCH):
+            batch = prompts.prompts[start : start + PREFLIGHT_BATCH]
+            counts = await asyncio.gather(
+                *(pool.count_tokens(model, p.conversation()) for p in batch)
+            )
+            for prompt, count in zip(batch, counts, strict=True):
+                if count is not None and count >= window:
+                    raise PromptsError(
+                        f"{prompts.where(prompt.id)}: prompt {prompt.id!r} is {count} tokens, "
+                        f"but model {model!r} has a context window of {window}"
+                    )
 
 
 async def run_all(searches: Iterable[Coroutine[Any, Any, None]]) -> None:

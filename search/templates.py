@@ -11,11 +11,10 @@ Each template is a text file formatted with `str.format`; the fields a template 
 
 from __future__ import annotations
 
-import string
 from importlib import resources
-from pathlib import Path
 
 from multisample.engine.config import ConfigError
+from multisample.engine.templates import read_template
 
 FIELDS: dict[str, set[str]] = {
     "refine": {"question", "answer"},
@@ -33,21 +32,14 @@ def default_template(name: str) -> str:
 
 def load_templates(overrides: dict[str, str] | None = None) -> dict[str, str]:
     """The built-in templates with the files named in `overrides` ({name: path}) in
-    their place; a missing file, an unknown name or an unknown field is a ConfigError."""
+    their place; a missing file, an unknown name or a template that cannot work
+    (engine.templates) is a ConfigError."""
     templates = {name: default_template(name) for name in FIELDS}
     for name, path in (overrides or {}).items():
         if name not in FIELDS:
             raise ConfigError(f"templates.{name}: unknown template; known: {', '.join(FIELDS)}")
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"templates.{name}: cannot read {path}: {exc}") from None
-        used = {field for _, field, _, _ in string.Formatter().parse(text) if field}
-        unknown = used - FIELDS[name]
-        if unknown:
-            raise ConfigError(
-                f"templates.{name}: {path} uses unknown field(s) {sorted(unknown)}; "
-                f"allowed: {sorted(FIELDS[name])}"
-            )
-        templates[name] = text
+            templates[name] = read_template(path, FIELDS[name])
+        except ConfigError as exc:
+            raise ConfigError(f"templates.{name}: {exc}") from None
     return templates

@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from multisample.engine.rewards.base import Reward
+from multisample.engine.terminal import printable
 from multisample.engine.types import Prompt
 
 
@@ -73,13 +74,14 @@ class HumanArbiter:
         verdicts: list[Verdict] = []
         for query, x, y in zip(queries, first, second, strict=True):
             swap = self.coin.random() < 0.5
-            shown = (y, x) if swap else (x, y)
-            self.console.rule(f"query {query.id}")
+            answers = (y, x) if swap else (x, y)
+            self.console.rule(Text(f"query {printable(query.id)}"))
             for turn in query.history:  # the conversation so far, then the query
-                self.console.print(f"[{turn.role}] {turn.content}", markup=False, style="dim")
-            self.console.print(query.prompt, markup=False)
+                self.console.print(Text(f"[{turn.role}] {printable(turn.content)}", style="dim"))
+            self.console.print(Text(printable(query.prompt)))
             panels = [
-                Panel(Text(text or "(empty)"), title=str(i + 1)) for i, text in enumerate(shown)
+                Panel(Text(printable(text) or "(empty)"), title=str(i + 1))
+                for i, text in enumerate(answers)
             ]
             self.console.print(Columns(panels, equal=True, expand=True))
             choice = self._choice()

@@ -43,6 +43,9 @@ MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 60.0
 """Longest wait a server's Retry-After header may impose on one attempt."""
 _BODY_EXCERPT_CHARS = 200
+
+MAX_RESPONSE_BYTES = 32 * 2**20
+"""The largest response body read (one completion's JSON is kilobytes)."""
 """How much of a non-JSON error body goes into an error message."""
 HTTPX_MAX_CONNECTIONS = 100
 HTTPX_KEEPALIVE_CONNECTIONS = 20
@@ -304,7 +307,7 @@ class OpenAIBackend:
             try:
                 # httpx's timeout bounds each read; this bounds the whole response.
                 async with asyncio.timeout(self.spec.timeout_s):
-                    response = await client.post(url, json=payload)
+                    response = await self._post(client, url, payload)
             except (httpx.TimeoutException, TimeoutError):
                 raise _RetryableError(f"timed out after {self.spec.timeout_s:g} s") from None
             except httpx.ConnectError as exc:
@@ -338,6 +341,29 @@ class OpenAIBackend:
         if not isinstance(body, dict) or not body.get("choices"):
             raise _RetryableError(f"HTTP {status} with a JSON body that has no 'choices'")
         return body, latency
+
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, payload: dict[str, Any]
+    ) -> httpx.Response:
+        """POST, and read the body up to MAX_RESPONSE_BYTES: a server that sends more is an
+        error (one generation's JSON is far smaller), not a memory to fill."""
+        async with client.stream("POST", url, json=payload) as streamed:
+            chunks, size = [], 0
+            async for chunk in streamed.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    self.failures += 1
+                    raise BackendError(
+                        f"model {self.name!r}: {url} sent more than "
+                        f"{MAX_RESPONSE_BYTES // 2**20} MiB for one response"
+                    )
+                chunks.append(chunk)
+        return httpx.Response(
+            streamed.status_code,
+            headers=streamed.headers,
+            content=b"".join(chunks),
+            request=streamed.request,
+        )
 
     # --- messages --------------------------------------------------------------------------
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
-import string
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from multisample.engine import templates
+from multisample.engine.config import ConfigError
 from multisample.engine.pool import ModelPool
 from multisample.engine.rewards.base import BaseRewardSpec, Reward, RewardError
 from multisample.engine.types import GenerationRequest, Message, Prompt, SamplingSettings
@@ -73,29 +73,12 @@ class JudgeRewardSpec(BaseRewardSpec):
 
 
 def read_template(path: str) -> str:
-    """A judge template file's text; RewardError when it cannot be read, does not show
-    the judge the {answer}, or uses a field other than TEMPLATE_FIELDS (which would
-    fail only at the first score, with the engines already up)."""
+    """A judge template file's text; RewardError when it cannot be read or cannot work
+    (engine.templates): every field one of TEMPLATE_FIELDS, the {answer} shown."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RewardError(f"cannot read {path}: {exc}") from None
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as exc:
-        braces = "write {{ and }} for literal braces"
-        raise RewardError(f"{path}: not a template ({exc}; {braces})") from None
-    # '{answer.upper}' and '{answer[0]}' name the field 'answer'; '{}' names none (positional).
-    used = {name.split(".")[0].split("[")[0] for _, name, _, _ in parsed if name is not None}
-    unknown = sorted(used - TEMPLATE_FIELDS)
-    if unknown:
-        raise RewardError(
-            f"{path}: unknown field(s) {', '.join('{' + f + '}' for f in unknown)}; "
-            f"allowed: {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}"
-        )
-    if "answer" not in used:
-        raise RewardError(f"{path}: the template never shows the judge the {{answer}}")
-    return text
+        return templates.read_template(path, TEMPLATE_FIELDS, {"answer"}, "the judge")
+    except ConfigError as exc:
+        raise RewardError(str(exc)) from None
 
 
 def expected_digit(top_logprobs: dict[str, float]) -> float | None:

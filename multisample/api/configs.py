@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from multisample.engine.config import ConfigError, PoolConfig
 from multisample.engine.config_files import (
     Override,
+    check_depth,
     format_validation_error,
     read_config,
     validate_config,
@@ -101,6 +102,7 @@ def _validate(
     text: str | None,
     applied: list[Override],
 ) -> C:
+    check_depth(data, path or "config")
     if path is not None and text is not None:
         return validate_config(Path(path), kind, text, data, applied)
     try:

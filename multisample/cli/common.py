@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.markup import escape
 
 from multisample.engine.backends.base import BackendError
 from multisample.engine.config import ConfigError
 from multisample.engine.config_files import load_config
 from multisample.engine.rewards.base import RewardError
 from multisample.engine.storage import CONFIG, RunDirectoryError
-from multisample.engine.terminal import STDERR
+from multisample.engine.terminal import STDERR, shown
 from multisample.jobs.registry import Job
 from multisample.jobs.targets import CLI, Target, locate
 
@@ -26,7 +25,7 @@ T = TypeVar("T")
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a user-facing error (no traceback) and exit non-zero."""
-    STDERR.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    STDERR.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from multisample.cli.common import fail, guarded
 from multisample.cli.options import parse_options, with_options
-from multisample.engine.terminal import STDERR
+from multisample.engine.terminal import STDERR, shown
 from multisample.jobs.train import TrainInputError, TrainOptions, train_run
 
 
@@ -42,7 +42,7 @@ def train_command(
     record = guarded(body)
     console = Console(soft_wrap=True)
     curve = record["loss_curve"]
-    console.print(f"[bold]adapter:[/] {run / 'adapters' / record['adapter']}")
+    console.print(f"[bold]adapter:[/] {shown(run / 'adapters' / record['adapter'])}")
     console.print(
         f"{record['method']} on {record['base_model']['name']}: {record['pairs']['train']} "
         f"training / {record['pairs']['validation']} validation examples, "
@@ -99,7 +99,7 @@ def export_command(
 
     manifest = guarded(body)
     console = Console(soft_wrap=True)
-    console.print(f"[bold]export:[/] {run / 'export'}")
+    console.print(f"[bold]export:[/] {shown(run / 'export')}")
     for name, rows in manifest["rows"].items():
         console.print(f"{name}: {rows} rows")
     console.print(

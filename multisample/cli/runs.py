@@ -12,6 +12,7 @@ from rich.table import Table
 
 from multisample.bandits.select.config import HumanPreference
 from multisample.cli.common import OutputDir, Overrides, Resume, RunName, run_job
+from multisample.engine.terminal import shown
 from multisample.jobs.registry import JOBS
 
 
@@ -39,7 +40,7 @@ def sweep_command(
     """Methods x budgets x seeds over one prompts file: quality against compute."""
     summary = run_job(JOBS["sweep"], config, name, output_dir, resume, overrides)
     console = Console()
-    console.print(f"[bold]sweep:[/] {summary['run_dir']}")
+    console.print(f"[bold]sweep:[/] {shown(summary['run_dir'])}")
     console.print(
         f"{summary['cells']} cells ({len(summary['methods'])} methods x "
         f"{len(summary['budgets'])} budgets x {len(summary['seeds'])} seeds), "
@@ -55,7 +56,7 @@ def sweep_command(
                 f"p = {lead['p_value']:.2g}, {verdict})"
             )
         console.print(line, soft_wrap=True)
-    console.print(f"report: {Path(summary['run_dir']) / 'report.md'}")
+    console.print(f"report: {shown(Path(summary['run_dir']) / 'report.md')}")
 
 
 def select_command(
@@ -88,10 +89,10 @@ def select_command(
 def print_synthesize_summary(summary: dict[str, Any]) -> None:
     console = Console()
     first, best = summary["mean_reward_first_sample"], summary["mean_reward_best"]
-    console.print(f"[bold]run:[/] {summary['run_dir']}")
+    console.print(f"[bold]run:[/] {shown(summary['run_dir'])}")
     console.print(
         f"{summary['prompts']} prompts, {summary['samples']} samples, {summary['pairs']} DPO pairs "
-        f"({summary['strategy']})"
+        f"({shown(summary['strategy'])})"
     )
     if first is not None and best is not None:
         console.print(
@@ -105,19 +106,19 @@ def print_synthesize_summary(summary: dict[str, Any]) -> None:
 
 def print_select_summary(summary: dict[str, Any]) -> None:
     console = Console()
-    console.print(f"[bold]run:[/] {summary['run_dir']} ({summary['status']})")
+    console.print(f"[bold]run:[/] {shown(summary['run_dir'])} ({summary['status']})")
     console.print(
         f"{summary['rounds']} rounds, {summary['queries']} queries ({summary['policy']}); "
-        f"current best: [bold]{summary['best']}[/]"
+        f"current best: [bold]{shown(summary['best'])}[/]"
     )
     names = summary["candidates"]
-    table = Table("wins of \\ over", *names, "queries")
+    table = Table("wins of \\ over", *map(shown, names), "queries")
     for name, row in zip(names, summary["wins"], strict=True):
-        table.add_row(name, *map(str, row), str(summary["queries_per_candidate"][name]))
+        table.add_row(shown(name), *map(str, row), str(summary["queries_per_candidate"][name]))
     console.print(table)
     if summary["cumulative_regret"] is not None:
         regret = summary["cumulative_regret"]
         console.print(
-            f"true best: {summary['true_best']}; cumulative regret strong "
+            f"true best: {shown(summary['true_best'])}; cumulative regret strong "
             f"{regret['strong']:.1f}, weak {regret['weak']:.1f}"
         )

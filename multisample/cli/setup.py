@@ -16,7 +16,7 @@ from rich.table import Table
 from multisample.cli.common import Overrides, fail, guarded
 from multisample.engine.config import ConfigError, PoolConfig
 from multisample.engine.config_files import read_config, validate_config
-from multisample.engine.terminal import STDERR
+from multisample.engine.terminal import STDERR, shown
 from multisample.jobs.registry import JOBS
 
 models_app = typer.Typer(help="Prepare and list the embedded default models.", no_args_is_help=True)
@@ -52,7 +52,7 @@ def models_prepare(
         ) as progress:
             for name in names or list(EMBEDDED):
                 folder = prepare(name, cache, progress)
-                progress.console.print(f"{name}: {folder}")
+                progress.console.print(f"{name}: {shown(folder)}")
 
     guarded(body)
 

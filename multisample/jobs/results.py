@@ -4,7 +4,6 @@ part), with `to_dataset` for a Hugging Face `datasets.Dataset` of any of its tab
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from multisample.bandits.select.state import ANSWERS, ROUNDS
-from multisample.engine.storage import SUMMARY, read_jsonl
+from multisample.engine.storage import SUMMARY, read_document, read_jsonl
 from multisample.search.sweep.config import CELLS
 from multisample.search.synthesize.records import PAIRS, SAMPLES
 
@@ -34,7 +33,7 @@ def as_dataset(rows: list[dict[str, Any]] | pd.DataFrame) -> datasets.Dataset:
 
 
 def _summary(path: Path) -> dict[str, Any]:
-    return json.loads((path / SUMMARY).read_text(encoding="utf-8"))
+    return read_document(path / SUMMARY)
 
 
 def _pick(tables: dict[str, Any], name: str, kind: str) -> Any:

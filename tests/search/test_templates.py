@@ -31,7 +31,7 @@ def test_an_override_replaces_one_template(tmp_path: Path) -> None:
     ("name", "text", "message"),
     [
         ("nope", "x", "templates.nope: unknown template"),
-        ("refine", "{answer} {typo}", "unknown field(s) ['typo']"),
+        ("refine", "{answer} {typo}", "unknown field(s) {typo}"),
     ],
 )
 def test_bad_overrides_are_config_errors(
