@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo sweep test install models lint format bench mutation clean
+.PHONY: demo sweep test install models lint format bench fuzz mutation clean
 
 demo: models
 	$(BIN)/multisample synthesize configs/demo.yaml --name demo-$$(date -u +%Y%m%d-%H%M%S)
@@ -54,6 +54,11 @@ format: $(STAMP)
 
 bench: models
 	$(BIN)/python benchmarks/throughput.py
+
+# Longer fuzzing than `make test` runs of what reads a user's or a crash's bytes: the
+# prompts loader, config files with --set, the journal, the run directory's repair.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/reliability/test_fuzz.py
 
 # Mutation testing of the pure math (docs/TESTING.md); not part of `make test`. Every
 # mutant of the functions below runs against the fast tests that reach it (pyproject.toml,

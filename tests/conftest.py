@@ -8,10 +8,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from multisample.engine.config import PoolConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# No Hypothesis deadline: on a loaded machine an example may take longer than the
+# default 200 ms without anything being wrong. `make fuzz` selects the "fuzz" profile.
+settings.register_profile("default", deadline=None)
+settings.register_profile("fuzz", deadline=None, max_examples=3000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 CHAT_MODEL = "smollm2"
 BASE_MODEL = "gemma3"
