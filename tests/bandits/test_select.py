@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -28,8 +29,9 @@ from multisample.bandits.select.state import (
     SelectStateError,
 )
 from multisample.engine.config import ConfigError
-from multisample.engine.storage import read_jsonl
+from multisample.engine.storage import config_text, read_jsonl
 from multisample.engine.types import Message, Prompt
+from tests.bandits.test_select_kill import CONFIG, start
 
 MODELS = [
     {"name": "chat", "model": "/models/a"},
@@ -278,3 +280,24 @@ def test_queries_cycle_reshuffled_when_rounds_need_more(tmp_path: Path) -> None:
 def test_queries_from_stdin_one_per_line() -> None:
     stream = query_stream(config(prompts="-"), io.StringIO("first\n\nsecond\n"))
     assert [(q.id, q.prompt) for q in stream] == [("stdin-1", "first"), ("stdin-3", "second")]
+
+
+def test_corrupt_state_is_refused_and_kept(tmp_path: Path) -> None:
+    """Checked before any engine starts; the file is left exactly as it was."""
+    config = tmp_path / "select.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    run.mkdir()  # a run stopped before it committed a round, whose state is then damaged
+    saved = SelectConfig.model_validate(CONFIG)
+    (run / "config.yaml").write_text(config_text(saved, exclude={"rounds"}))
+    for content, message in [
+        (b'{"round": 3, "pol', "not a readable state file"),
+        (json.dumps({"status": "complete"}).encode(), "not a multisample select state"),
+    ]:
+        (run / STATE).write_bytes(content)
+        done = start(config, tmp_path, resume=True)
+        _, stderr = done.communicate(timeout=120)
+        assert done.returncode == 2
+        text = stderr.decode()
+        assert message in text and str(run / STATE) in text and "Traceback" not in text
+        assert (run / STATE).read_bytes() == content

@@ -133,22 +133,3 @@ def test_killed_select_resumes_with_nothing_lost_or_counted_twice(tmp_path: Path
     for file in [*run.glob("*.jsonl"), *run.glob("adaptation/*.jsonl")]:
         for line in file.read_bytes().splitlines():
             json.loads(line)
-
-
-def test_corrupt_state_is_refused_and_kept(tmp_path: Path) -> None:
-    """Checked before any engine starts; the file is left exactly as it was."""
-    config = tmp_path / "select.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
-    run = tmp_path / "run"
-    run.mkdir()
-    for content, message in [
-        (b'{"round": 3, "pol', "not a readable state file"),
-        (json.dumps({"status": "complete"}).encode(), "not a multisample select state"),
-    ]:
-        (run / STATE).write_bytes(content)
-        done = start(config, tmp_path, resume=True)
-        _, stderr = done.communicate(timeout=120)
-        assert done.returncode == 2
-        text = stderr.decode()
-        assert message in text and str(run / STATE) in text and "Traceback" not in text
-        assert (run / STATE).read_bytes() == content

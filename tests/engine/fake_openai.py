@@ -126,6 +126,7 @@ class FakeOpenAIServer:
         self.requests: dict[str, list[Recorded]] = defaultdict(list)
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
+        self.gates: dict[str, threading.Event] = {}
         self.base_url = ""
 
     def script(self, model: str, *faults: Fault) -> None:
@@ -137,6 +138,18 @@ class FakeOpenAIServer:
     ) -> None:
         with self.lock:
             self.chaos[model] = Chaos(rate, faults, max_per_request, random.Random(seed))
+
+    def hold(self, model: str) -> None:
+        """Answer no request of `model` (those in flight and those to come) until
+        `release(model)`: a test then knows that work is unfinished."""
+        with self.lock:
+            self.gates.setdefault(model, threading.Event())
+
+    def release(self, model: str) -> None:
+        with self.lock:
+            gate = self.gates.pop(model, None)
+        if gate is not None:
+            gate.set()
 
     def poison(self, model: str, marker: str, fault: Fault) -> None:
         """Answer every request whose last user turn contains `marker` with `fault`."""
@@ -190,6 +203,10 @@ class FakeOpenAIServer:
             delay = self.delay_s.get(model, 0.0) + (fault.hang_s if fault else 0.0)
             if delay:
                 await asyncio.sleep(delay)
+            with self.lock:
+                gate = self.gates.get(model)
+            if gate is not None:
+                await asyncio.to_thread(gate.wait)
             if fault is not None and (fault.status != 200 or fault.body is not None):
                 return Response(
                     fault.body or "",

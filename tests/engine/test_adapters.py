@@ -463,10 +463,12 @@ async def test_engine_adds_adapters_and_versions_without_a_restart(
     await pool.add_adapter("smol", "smol-two", loras["two"])
     two = await pool.generate("smol-two", greedy_requests())
     assert [g.text for g in two] == loras["two_answers"]
-    # A new version of 'smol-one' (here: the other weights) replaces the old one.
-    newer = await pool.add_adapter("smol", "smol-one", loras["two"])
-    assert newer.version == 2
-    one = await pool.generate("smol-one", greedy_requests())
-    assert [g.text for g in one] == loras["two_answers"]
-    assert {g.adapter_version for g in one} == {2}
+    # A new version of an adapter (here: the other weights) replaces the old one. (An
+    # adapter of its own: the engine's 'smol-one' is another test's.)
+    first = await pool.add_adapter("smol", "smol-versions", loras["one"])
+    newer = await pool.add_adapter("smol", "smol-versions", loras["two"])
+    assert (first.version, newer.version) == (1, 2)
+    again = await pool.generate("smol-versions", greedy_requests())
+    assert [g.text for g in again] == loras["two_answers"]
+    assert {g.adapter_version for g in again} == {2}
     assert backend.actor is actor and pool.events()["smol"] == {"engine_restarts": 0}

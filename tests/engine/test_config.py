@@ -17,11 +17,13 @@ from multisample.engine.config import (
     VLLMModelSpec,
 )
 from multisample.engine.config_files import load_config
+from multisample.engine.pool import ModelPool
 from multisample.engine.rewards.classifier import ClassifierRewardSpec
 from multisample.engine.rewards.combine import CallableRewardSpec, WeightedRewardSpec
 from multisample.engine.rewards.embedding import EmbeddingRewardSpec
 from multisample.engine.rewards.judge import JudgeRewardSpec
 from multisample.engine.rewards.registry import RewardSpec
+from multisample.engine.types import SamplingSettings
 
 
 class RewardHolder(BaseModel):
@@ -527,3 +529,13 @@ def test_local_cluster_has_a_cpu_for_the_reward_model_too(
     monkeypatch.setattr(actors.os, "cpu_count", lambda: 2)
     actors.connect(run_with_classifier_reward())
     assert calls[0]["num_cpus"] == 4  # 1 + 0.5 + 2, rounded up
+
+
+def test_sampling_overrides_of_a_model_spec() -> None:
+    config = PoolConfig.model_validate(
+        {"models": [{"name": "a", "model": "x", "sampling": {"temperature": 0.1}}]}
+    )
+    pool = ModelPool(config, SamplingSettings(temperature=0.9, max_tokens=77))
+    merged = pool.sampling("a")
+    assert merged.temperature == 0.1
+    assert merged.max_tokens == 77  # fields the spec does not set keep the run's value

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -109,13 +108,11 @@ def test_second_prepare_is_a_noop(smol: Path, cache: Path) -> None:
 
     before = _snapshot(smol)
     progress = Progress(console=Console(file=io.StringIO()))
-    start = time.perf_counter()
     with progress:
         again = prepare(SMOL, cache, progress)
-    elapsed = time.perf_counter() - start
     assert again == smol
     assert _snapshot(smol) == before
-    assert elapsed < 15, elapsed  # hashing ~270 MB, no conversion
+    # The files were hashed, nothing was converted again.
     descriptions = [t.description for t in progress.tasks]
     assert any("verifying" in d for d in descriptions)
     assert not any("dequantizing" in d for d in descriptions)

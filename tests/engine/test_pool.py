@@ -112,18 +112,6 @@ async def test_many_seeded_long_prompts_at_once(pool: ModelPool) -> None:
     assert all(g.completion_tokens > 0 for g in generations)
 
 
-def test_sampling_overrides_of_a_model_spec() -> None:
-    from multisample.engine.config import PoolConfig
-
-    config = PoolConfig.model_validate(
-        {"models": [{"name": "a", "model": "x", "sampling": {"temperature": 0.1}}]}
-    )
-    pool = ModelPool(config, SamplingSettings(temperature=0.9, max_tokens=77))
-    merged = pool.sampling("a")
-    assert merged.temperature == 0.1
-    assert merged.max_tokens == 77  # fields the spec does not set keep the run's value
-
-
 async def test_each_engine_computes_on_its_own_cores(pool: ModelPool) -> None:
     """vLLM's own binding put every engine's compute threads on core 0 of this machine;
     the pool gives each engine its share (engine.cpu_binding). Checked on the threads of

@@ -68,7 +68,8 @@ class ReplicaActor:
         self.batches.append([r.seed for r in requests])
         if self.hold is not None:
             await self.hold.wait()
-        await asyncio.sleep(random.uniform(0, 0.003))  # replicas answer in any order
+        for _ in range(random.randint(0, 3)):  # replicas answer in any order
+            await asyncio.sleep(0)
         if self.dead:
             raise ActorDiedError()
         model = "m" if adapter is None else adapter.name
@@ -103,6 +104,13 @@ class ReplicaActor:
     async def _shutdown(self) -> None:
         if self.dead:
             raise ActorDiedError()
+
+
+async def until(condition: Any) -> None:
+    """Wait for `condition()` to hold, giving the event loop's other tasks their turns
+    (the test's own timeout bounds a wait that never ends)."""
+    while not condition():
+        await asyncio.sleep(0)
 
 
 def fake_actors(monkeypatch: pytest.MonkeyPatch, backend: VLLMBackend) -> list[ReplicaActor]:
@@ -176,10 +184,10 @@ async def test_a_busy_replica_gets_fewer_requests(monkeypatch: pytest.MonkeyPatc
     await backend.start()
     made[0].hold = asyncio.Event()
     first = asyncio.ensure_future(backend.generate(requests(range(2))))  # one to each
-    await asyncio.sleep(0.02)  # replica 1 answered; replica 0 still holds its request
-    assert [r.in_flight for r in backend.replicas] == [1, 0]
+    # Replica 1 answers; replica 0 holds its request.
+    await until(lambda: [r.in_flight for r in backend.replicas] == [1, 0])
     second = asyncio.ensure_future(backend.generate(requests(range(10, 13))))
-    await asyncio.sleep(0.01)
+    await until(lambda: len(made[0].batches) == 2 and len(made[1].batches) == 2)
     # The idle replica is filled to the busy one's level first, then they alternate.
     assert made[0].batches == [[0], [10]] and made[1].batches == [[1], [11, 12]]
     made[0].hold.set()
@@ -215,18 +223,18 @@ async def test_a_dead_replicas_requests_go_to_the_others_while_it_restarts(
     monkeypatch.setattr(backend, "_new_actor", slow_new_actor)
     batch = requests(range(8))
     pending = asyncio.ensure_future(backend.generate(batch))
-    await asyncio.sleep(0.01)
+    await until(lambda: made[0].batches and made[1].batches)  # both hold their share
     made[0].die()
     made[0].hold.set()
     # Answered while replica 0's new engine is still starting: replica 1 took its share.
-    generations = await asyncio.wait_for(pending, timeout=2)
+    generations = await pending
     assert not restart_may_finish.is_set()
     assert [g.text for g in generations] == [f"m seed{s} hi" for s in range(8)]
     assert made[1].batches == [[4, 5, 6, 7], [0, 1, 2, 3]]
     assert backend.restarts == 1 and backend.replicas[0].restarting is not None
     restart_may_finish.set()
-    await asyncio.sleep(0.05)
-    assert backend.replicas[0].serving and backend.replicas[0].actor is made[2]
+    await until(lambda: backend.replicas[0].serving)
+    assert backend.replicas[0].actor is made[2]
     later = await backend.generate(requests(range(20, 24)))
     assert [g.seed for g in later] == [20, 21, 22, 23]
     assert made[2].batches == [[20, 21]]  # back in rotation
@@ -260,7 +268,7 @@ async def test_adapters_and_weights_reach_every_replica_and_survive_a_restart(
     made[1].die()
     generations = await backend.generate(requests(range(4)), adapter="tuned")
     assert {g.model for g in generations} == {"tuned"}
-    await asyncio.sleep(0.05)  # the restart finishes
+    await until(lambda: backend.replicas[1].serving)  # the restart finishes
     assert made[2].weights == ["/merged/v1"] and made[2].loaded == [adapter]
 
 

@@ -181,7 +181,8 @@ async def test_killed_engine_process_is_restarted_and_requests_reissued(
     prompt = (Message("user", "Count from one to fifty in words."),)
     requests = [GenerationRequest(prompt, SamplingSettings(max_tokens=48), s) for s in range(24)]
     task = asyncio.ensure_future(pool.generate(CHAT_MODEL, requests))
-    await asyncio.sleep(1.0)
+    while backend.replicas[0].in_flight < len(requests):  # sent to the engine, not answered
+        await asyncio.sleep(0)
     os.kill(core, signal.SIGKILL)
     generations = await asyncio.wait_for(task, timeout=600)
     ledger(

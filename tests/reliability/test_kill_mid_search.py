@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +119,20 @@ async def test_sigkill_mid_search_loses_only_the_calls_in_flight(
     journaled_at: list[int] = []  # generations of unfinished searches in the journal
     for attempt, fraction in enumerate(FRACTIONS):
         process = start_cli(*args, *(["--resume"] if attempt else []), log=log)
+        slow = settings["models"][1]["model"]  # model b's
         try:
-            deadline = time.monotonic() + 120
             while served(server, settings, answered=True) < uninterrupted * (1 + fraction):
                 assert process.poll() is None, log.read_text(encoding="utf-8")[-3000:]
-                assert time.monotonic() < deadline, "the run made no progress"
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.03)  # a moment later: while model b's calls are in flight
+            # From here model b answers nothing: the run cannot finish, and the kill finds
+            # b's calls in flight while a's are back (and journaled).
+            server.hold(slow)
+            while server.in_flight[slow] == 0:
+                assert process.poll() is None, log.read_text(encoding="utf-8")[-3000:]
+                await asyncio.sleep(0.01)
         finally:
             kill_session(process)
+            server.release(slow)
         assert not (run / SUMMARY).exists(), "the run finished before the kill"
         committed, journaled = on_disk(run)
         made = served(server, settings) - uninterrupted

@@ -7,13 +7,14 @@ from collections import Counter
 import pytest
 from pydantic import TypeAdapter
 
-from multisample.engine.config import BudgetConfig
+from multisample.engine.config import BudgetConfig, ConfigError
 from multisample.engine.registry import kind_of
 from multisample.engine.types import Prompt, SamplingSettings
 from multisample.search.base import ROOT, SearchContext
 from multisample.search.best_of_n import BestOfNSettings
 from multisample.search.ensemble import EnsembleSettings
 from multisample.search.registry import STRATEGIES, StrategySettings, run_strategy
+from multisample.search.synthesize.config import SynthesizeConfig
 from tests.search.toy import ToyPool, ToyReward
 
 PROMPT = Prompt(id="q1", prompt="Say something.")
@@ -140,3 +141,14 @@ async def test_ensemble_splits_the_budget_evenly_over_the_models() -> None:
         EnsembleSettings(models=["c"]),
     )
     assert {c.model for c in chosen.candidates} == {"c"}
+
+
+def test_strategy_models_must_exist() -> None:
+    config = SynthesizeConfig.model_validate(
+        {
+            "models": [{"name": "a", "model": "x"}],
+            "strategy": {"kind": "best_of_n", "model": "nope"},
+        }
+    )
+    with pytest.raises(ConfigError, match="no model named 'nope'"):
+        config.check_models()
