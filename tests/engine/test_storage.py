@@ -31,6 +31,12 @@ class Settings(BaseModel):
     rounds: int | None = None
 
 
+class Run(RunDirectory):
+    """A run whose record files are those these tests write (a resume repairs them)."""
+
+    RECORDS = ("samples.jsonl", "pairs.jsonl")
+
+
 SETTINGS = Settings()
 CONFIG_TEXT = "strategy: best_of_n\nseed: 0\nsampling:\n  temperature: 0.8\nrounds: null\n"
 
@@ -74,7 +80,7 @@ def temp_files(directory: Path) -> list[Path]:
 
 def test_open_creates_directory_and_config(tmp_path: Path) -> None:
     path = tmp_path / "runs" / "first"
-    run = RunDirectory.open(path, SETTINGS, resume=False)
+    run = Run.open(path, SETTINGS, resume=False)
     assert run.path == path
     assert path.is_dir()
     assert (path / CONFIG).read_text(encoding="utf-8") == CONFIG_TEXT
@@ -84,29 +90,29 @@ def test_open_creates_directory_and_config(tmp_path: Path) -> None:
 
 
 def test_open_existing_empty_directory(tmp_path: Path) -> None:
-    RunDirectory.open(tmp_path, SETTINGS, resume=False)
+    Run.open(tmp_path, SETTINGS, resume=False)
     assert (tmp_path / CONFIG).read_text(encoding="utf-8") == CONFIG_TEXT
 
 
 def test_open_again_without_resume_refuses(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     before = snapshot(run.path)
     with pytest.raises(RunDirectoryError, match="a run already exists here; pass --resume"):
-        RunDirectory.open(run.path, SETTINGS, resume=False)
+        Run.open(run.path, SETTINGS, resume=False)
     with pytest.raises(RunDirectoryError):
-        RunDirectory.open(run.path, Settings(seed=1), resume=False)
+        Run.open(run.path, Settings(seed=1), resume=False)
     assert snapshot(run.path) == before
 
 
 def test_resume_with_different_config_refuses(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     run.append("samples.jsonl", [sample("p2", 0)])  # would be dropped by a repair
     before = snapshot(run.path)
     other = Settings(seed=1, sampling={"temperature": 0.7})
     with pytest.raises(RunDirectoryError, match="different config") as info:
-        RunDirectory.open(run.path, other, resume=True)
+        Run.open(run.path, other, resume=True)
     assert "(seed, sampling.temperature differ)" in str(info.value)
     assert str(run.path / CONFIG) in str(info.value)
     assert snapshot(run.path) == before
@@ -115,14 +121,14 @@ def test_resume_with_different_config_refuses(tmp_path: Path) -> None:
 def test_resume_of_a_run_from_before_a_field_was_added(tmp_path: Path) -> None:
     """Configs are compared parsed: a field a later version added, with its default, does
     not block resuming a run whose config.yaml predates it."""
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     (run.path / CONFIG).write_text("strategy: best_of_n\nseed: 0\n", encoding="utf-8")
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert resumed.completed() == {"p1"}
     assert (run.path / CONFIG).read_text(encoding="utf-8") == "strategy: best_of_n\nseed: 0\n"
     with pytest.raises(RunDirectoryError, match=r"\(seed differ\)"):
-        RunDirectory.open(run.path, Settings(seed=2), resume=True)
+        Run.open(run.path, Settings(seed=2), resume=True)
 
 
 @pytest.mark.parametrize(
@@ -136,26 +142,26 @@ def test_resume_of_a_run_from_before_a_field_was_added(tmp_path: Path) -> None:
 def test_resume_refuses_a_saved_config_that_does_not_load(
     tmp_path: Path, saved: str, problem: str
 ) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     (run.path / CONFIG).write_text(saved, encoding="utf-8")
     before = snapshot(run.path)
     with pytest.raises(RunDirectoryError, match="saved config does not load") as info:
-        RunDirectory.open(run.path, SETTINGS, resume=True)
+        Run.open(run.path, SETTINGS, resume=True)
     assert problem in str(info.value)
     assert snapshot(run.path) == before
 
 
 def test_resume_may_change_an_excluded_field(tmp_path: Path) -> None:
     """select leaves `rounds` out: a resumed run may raise it to play on."""
-    run = RunDirectory.open(tmp_path / "r", Settings(rounds=3), resume=False, exclude={"rounds"})
+    run = Run.open(tmp_path / "r", Settings(rounds=3), resume=False, exclude={"rounds"})
     assert "rounds" not in (run.path / CONFIG).read_text(encoding="utf-8")
-    RunDirectory.open(run.path, Settings(rounds=9), resume=True, exclude={"rounds"})
+    Run.open(run.path, Settings(rounds=9), resume=True, exclude={"rounds"})
     with pytest.raises(RunDirectoryError, match="different config"):
-        RunDirectory.open(run.path, Settings(rounds=9), resume=True)
+        Run.open(run.path, Settings(rounds=9), resume=True)
 
 
 def test_resume_of_new_directory_starts_it(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=True)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=True)
     assert (run.path / CONFIG).read_text(encoding="utf-8") == CONFIG_TEXT
 
 
@@ -163,14 +169,14 @@ def test_open_unwritable_path_raises_run_directory_error(tmp_path: Path) -> None
     blocker = tmp_path / "file"
     blocker.write_text("not a directory", encoding="utf-8")
     with pytest.raises(RunDirectoryError, match="cannot write the run directory"):
-        RunDirectory.open(blocker / "run", SETTINGS, resume=False)
+        Run.open(blocker / "run", SETTINGS, resume=False)
 
 
 # --- commit ----------------------------------------------------------------------------------
 
 
 def test_commit_prompt_writes_records_trees_and_progress(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1", n=3)
     commit(run, "p2", n=1)
     samples = parse_lines(run.path / "samples.jsonl")
@@ -186,14 +192,14 @@ def test_commit_prompt_writes_records_trees_and_progress(tmp_path: Path) -> None
 
 
 def test_commit_with_no_records_still_marks_done(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     run.commit_prompt("empty", {"samples.jsonl": []})
     assert run.completed() == {"empty"}
     assert not (run.path / "samples.jsonl").exists()
 
 
 def test_records_keep_unicode(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     run.commit_prompt("p", {"samples.jsonl": [sample("p", 0, "héllo ✓ 日本\nline")]})
     raw = (run.path / "samples.jsonl").read_text(encoding="utf-8")
     assert "héllo ✓ 日本" in raw  # ensure_ascii=False
@@ -202,7 +208,7 @@ def test_records_keep_unicode(tmp_path: Path) -> None:
 
 
 def test_records_of_missing_file(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     assert run.records("nothing.jsonl") == []
 
 
@@ -210,22 +216,22 @@ def test_records_of_missing_file(tmp_path: Path) -> None:
 
 
 def test_resume_keeps_committed_prompts(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     commit(run, "p2")
     before = snapshot(run.path)
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert resumed.completed() == {"p1", "p2"}
     assert snapshot(run.path) == before  # nothing to repair: nothing rewritten
 
 
 def test_resume_drops_records_of_uncommitted_prompt(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     # A crash after p2's samples were appended but before its progress line.
     run.append("samples.jsonl", [sample("p2", 0), sample("p2", 1)])
     run.append("pairs.jsonl", [{"prompt_id": "p2", "chosen": "c", "rejected": "r"}])
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert resumed.completed() == {"p1"}
     assert parse_lines(run.path / "samples.jsonl") == [sample("p1", 0), sample("p1", 1)]
     assert [r["prompt_id"] for r in parse_lines(run.path / "pairs.jsonl")] == ["p1"]
@@ -238,12 +244,12 @@ def test_resume_drops_records_of_uncommitted_prompt(tmp_path: Path) -> None:
 
 
 def test_resume_drops_torn_last_line(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     run.append("samples.jsonl", [sample("p2", 0)])
     with (run.path / "samples.jsonl").open("a", encoding="utf-8") as handle:
         handle.write('{"prompt_id": "p2", "id": 1, "te')  # killed mid-write
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert resumed.completed() == {"p1"}
     assert parse_lines(run.path / "samples.jsonl") == [sample("p1", 0), sample("p1", 1)]
     assert parse_lines(run.path / "pairs.jsonl") == [
@@ -252,53 +258,53 @@ def test_resume_drops_torn_last_line(tmp_path: Path) -> None:
 
 
 def test_resume_drops_torn_progress_line(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     commit(run, "p2")
     with (run.path / PROGRESS).open("a", encoding="utf-8") as handle:
         handle.write('{"prompt_id": "p')
     assert run.completed() == {"p1", "p2"}  # a torn line is skipped when read
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert parse_lines(run.path / PROGRESS) == [{"prompt_id": "p1"}, {"prompt_id": "p2"}]
     assert resumed.completed() == {"p1", "p2"}
     assert len(parse_lines(run.path / "samples.jsonl")) == 4
 
 
 def test_resume_drops_torn_line_cut_inside_a_character(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     torn = json.dumps(sample("p2", 0, "é"), ensure_ascii=False).encode("utf-8")
     torn = torn[: torn.index("é".encode()) + 1]  # first byte of the two-byte 'é'
     with (run.path / "samples.jsonl").open("ab") as handle:
         handle.write(torn)
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert resumed.completed() == {"p1"}
     assert parse_lines(run.path / "samples.jsonl") == [sample("p1", 0), sample("p1", 1)]
 
 
 def test_resume_drops_records_without_prompt_id(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     run.append("samples.jsonl", [{"stray": True}])
-    RunDirectory.open(run.path, SETTINGS, resume=True)
+    Run.open(run.path, SETTINGS, resume=True)
     assert all(r["prompt_id"] == "p1" for r in parse_lines(run.path / "samples.jsonl"))
 
 
 def test_resume_with_nothing_committed_empties_records(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     run.append("samples.jsonl", [sample("p1", 0)])
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert resumed.completed() == set()
     assert (run.path / "samples.jsonl").read_text(encoding="utf-8") == ""
     assert resumed.records("samples.jsonl") == []
 
 
 def test_resume_deletes_old_summary(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     run.write_summary({"prompts": 1})
     assert run.is_complete()
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)
+    resumed = Run.open(run.path, SETTINGS, resume=True)
     assert not (run.path / SUMMARY).exists()
     assert not resumed.is_complete()
     assert resumed.completed() == {"p1"}
@@ -308,7 +314,7 @@ def test_resume_deletes_old_summary(tmp_path: Path) -> None:
 
 
 def test_write_summary_and_is_complete(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     assert not run.is_complete()
     summary = {"prompts": 2, "name": "día", "spend": {"flops": 1.5}}
     run.write_summary(summary)
@@ -352,9 +358,8 @@ def test_read_jsonl(tmp_path: Path) -> None:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from multisample.engine.storage import RunDirectory
-from tests.engine.test_storage import SETTINGS
-RunDirectory.open(Path(sys.argv[1]), SETTINGS, resume=True)
+from tests.engine.test_storage import SETTINGS, Run
+Run.open(Path(sys.argv[1]), SETTINGS, resume=True)
 print("holding", flush=True)
 time.sleep(600)
 """
@@ -368,7 +373,7 @@ def test_a_run_another_process_is_using_is_refused_until_that_process_ends(
     import subprocess
     import sys
 
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
     run.write_summary({})  # done with it: this process lets go
     holder = subprocess.Popen(
@@ -387,14 +392,14 @@ def test_a_run_another_process_is_using_is_refused_until_that_process_ends(
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    resumed = RunDirectory.open(run.path, SETTINGS, resume=True)  # the OS let go of it
+    resumed = Run.open(run.path, SETTINGS, resume=True)  # the OS let go of it
     assert resumed.completed() == {"p1"}
 
 
 def test_this_process_may_reopen_a_run_it_holds(tmp_path: Path) -> None:
-    run = RunDirectory.open(tmp_path / "r", SETTINGS, resume=False)
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     commit(run, "p1")
-    assert RunDirectory.open(run.path, SETTINGS, resume=True).completed() == {"p1"}
+    assert Run.open(run.path, SETTINGS, resume=True).completed() == {"p1"}
 
 
 def test_a_place_where_no_directory_can_be_made_is_refused_up_front(tmp_path: Path) -> None:
