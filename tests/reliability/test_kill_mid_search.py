@@ -125,9 +125,11 @@ async def test_sigkill_mid_search_loses_only_the_calls_in_flight(
                 assert process.poll() is None, log.read_text(encoding="utf-8")[-3000:]
                 await asyncio.sleep(0.01)
             # From here model b answers nothing: the run cannot finish, and the kill finds
-            # b's calls in flight while a's are back (and journaled).
+            # b's calls in flight while a's are back. The kill waits for a's answers to be
+            # journaled too: the server counts an answer as sent a moment before the run
+            # has read and journaled it.
             server.hold(slow)
-            while server.in_flight[slow] == 0:
+            while server.in_flight[slow] == 0 or on_disk(run)[1] == 0:
                 assert process.poll() is None, log.read_text(encoding="utf-8")[-3000:]
                 await asyncio.sleep(0.01)
         finally:
@@ -172,7 +174,7 @@ async def test_sigkill_mid_search_loses_only_the_calls_in_flight(
     assert made == uninterrupted + sum(lost_at)
     assert summary["this_session"]["generations"] == made - made_before
     assert summary["this_session"]["generations_replayed"] == journaled_at[-1]
-    # Each kill lost at most what can be in flight, and journaled searches were resumed.
+    # Each kill lost at most what can be in flight (each kill found journaled searches,
+    # which the last resume replayed: generations_replayed above).
     assert all(0 <= lost <= IN_FLIGHT[kind] for lost in lost_at), lost_at
-    assert max(journaled_at) > 0, journaled_at
     assert not (run / JOURNAL).exists()
