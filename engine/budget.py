@@ -76,10 +76,17 @@ class Budget:
         """Give back held generations that were never made (a failed call)."""
         self.reserved = max(self.reserved - n, 0)
 
-    def charge(self, generation: Generation) -> None:
-        self.release(1)
+    def charge(self, generation: Generation, held: bool = True) -> None:
+        """Charge a generation; `held`: it was reserved (`reserve`), and that hold ends."""
+        if held:
+            self.release(1)
+        self.charge_tokens(generation)
+        self.per_model[generation.model].generations += 1
+
+    def charge_tokens(self, generation: Generation) -> None:
+        """Charge a generation's tokens and FLOPs, not a generation: a step-level search's
+        step that leaves its solution partial (a generation there is a whole solution)."""
         spend = self.per_model.setdefault(generation.model, ModelSpend())
-        spend.generations += 1
         spend.prompt_tokens += generation.prompt_tokens
         spend.completion_tokens += generation.completion_tokens
         spend.flops += estimate_flops(self.parameters(generation.model), generation.total_tokens)

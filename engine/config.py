@@ -428,15 +428,47 @@ class PromptsSpec(Settings):
         return self.path
 
 
+class ArithmeticTasks(Settings):
+    """Generated multi-step arithmetic problems with exact answers (engine.arithmetic)."""
+
+    generate: Literal["arithmetic"]
+    """Which generator: `arithmetic`, the one there is."""
+    count: int = Field(100, ge=1, le=100_000)
+    """How many problems."""
+    steps: int = Field(2, ge=1, le=20)
+    """Operations per problem (the worked solution has one more line: the answer)."""
+    max_number: int = Field(10, ge=2, le=1_000_000)
+    """The start and every operand are drawn from 1 to this."""
+    operations: str = "+-*"
+    """The operations drawn from, of + - * / (a division is always exact)."""
+    seed: int = 0
+    """The same settings and seed give the same problems, on any machine."""
+
+    @field_validator("operations")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if not value or set(value) - set("+-*/"):
+            raise ValueError(f"expected some of + - * /, got {value!r}")
+        return value
+
+    def __str__(self) -> str:
+        return f"arithmetic(count={self.count}, steps={self.steps}, seed={self.seed})"
+
+
 def _prompts_kind(value: Any) -> str:
+    if isinstance(value, ArithmeticTasks) or (isinstance(value, dict) and "generate" in value):
+        return "generated"
     return "spec" if isinstance(value, dict | PromptsSpec) else "path"
 
 
 PromptsSource = Annotated[
-    Annotated[str, Tag("path")] | Annotated[PromptsSpec, Tag("spec")],
+    Annotated[str, Tag("path")]
+    | Annotated[PromptsSpec, Tag("spec")]
+    | Annotated[ArithmeticTasks, Tag("generated")],
     Discriminator(_prompts_kind),
 ]
-"""A prompts file's path, or its path and column mapping (one error, of the form used)."""
+"""A prompts file's path, or its path and column mapping, or a generated task set (one
+error, of the form used)."""
 
 
 class RunConfig(PoolConfig):

@@ -77,6 +77,7 @@ class _GenerationLine(_Line):
     top_logprobs: tuple[dict[str, float], ...] = ()
     adapter: str | None = None
     adapter_version: int | None = None
+    stop_reason: str | None = None
 
     def generation(self) -> Generation:
         return Generation(**self.model_dump(exclude={"kind", "id", "request"}))
@@ -102,7 +103,10 @@ def _digest(parts: object) -> str:
 def request_key(model: str, request: GenerationRequest) -> str:
     """What makes a request the same request: model, messages, sampling and seed."""
     messages = [[m.role, m.content] for m in request.messages]
-    return _digest([model, messages, request.sampling.model_dump(mode="json"), request.seed])
+    parts = [model, messages, request.sampling.model_dump(mode="json"), request.seed]
+    if request.prefix:  # (the keys of requests without one stay as they were)
+        parts.append(request.prefix)
+    return _digest(parts)
 
 
 def reward_key(identity: str, prompt: Prompt, text: str) -> str:

@@ -6,7 +6,9 @@ file, a `Dataset.save_to_disk` folder, or any file given as `{path, columns}`
 (`PromptsSpec`) is read through a column mapping: the columns named in it (or named as
 the fields) fill the prompt, and every other column is kept in `Prompt.metadata`.
 JSONL is always read line by line here, so errors name the line; the other formats go
-through Hugging Face `datasets`, and errors name the row (1-based).
+through Hugging Face `datasets`, and errors name the row (1-based). A generated task set
+(`{generate: arithmetic, ...}`, engine.arithmetic) is made here, its problems numbered
+as rows.
 
 Rows without an id get `sha256(conversation)[:12]` (a repeat of the same conversation
 gets `-2`, `-3`... in file order), so the same prompt keeps its id across files and
@@ -31,7 +33,14 @@ from typing import Any, BinaryIO, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from multisample.engine.config import EMBEDDED_TASKS, ConfigError, PromptField, PromptsSpec
+from multisample.engine.arithmetic import generate
+from multisample.engine.config import (
+    EMBEDDED_TASKS,
+    ArithmeticTasks,
+    ConfigError,
+    PromptField,
+    PromptsSpec,
+)
 from multisample.engine.config_files import format_validation_error
 from multisample.engine.rewards.constraints import parse_constraints
 from multisample.engine.types import Message, Prompt
@@ -75,7 +84,9 @@ DATASET_FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".js
 FIELDS: tuple[PromptField, ...] = get_args(PromptField)
 
 
-def load_prompts(source: str | Path | PromptsSpec, limit: int | None = None) -> PromptFile:
+def load_prompts(
+    source: str | Path | PromptsSpec | ArithmeticTasks, limit: int | None = None
+) -> PromptFile:
     """Every prompt of a prompts file, or a PromptsError naming the first bad line or row.
 
     Blank lines are skipped, and so is a UTF-8 byte-order mark at the start of the file
@@ -83,7 +94,12 @@ def load_prompts(source: str | Path | PromptsSpec, limit: int | None = None) -> 
     a JSON object, has a field of the wrong type or (in a plain JSONL file) an unknown
     one, an empty or blank id or prompt, a repeated id, or a constraint that does not
     parse: the whole file is checked before any model starts, so no run begins on input
-    it would choke on later."""
+    it would choke on later. A generated task set is generated here."""
+    if isinstance(source, ArithmeticTasks):
+        prompts = generate(source)[:limit]
+        return PromptFile(
+            Path(str(source)), prompts, {p.id: n for n, p in enumerate(prompts, 1)}, True
+        )
     if isinstance(source, PromptsSpec):
         path, columns, mapped = resolve_prompts_path(source.path), source.columns, True
     else:

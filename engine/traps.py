@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from pydantic import BaseModel
 
-from multisample.engine.config import ConfigError
+from multisample.engine.answers import readable_reference
+from multisample.engine.arithmetic import problem_of
+from multisample.engine.config import ConfigError, find_specs
+from multisample.engine.prompts import PromptFile
 from multisample.engine.rewards.base import RewardError
+from multisample.engine.rewards.correct import CorrectRewardSpec
 from multisample.engine.rewards.judge import JudgeRewardSpec, read_template
+from multisample.engine.rewards.process import ArithmeticStepsSpec, ProcessRewardSpec
 from multisample.engine.rewards.verifiable import VerifiableRewardSpec
 from multisample.engine.types import Prompt
 
@@ -31,20 +35,7 @@ def warn(messages: Iterable[str]) -> None:
 def judges(spec: BaseModel, field: str) -> list[tuple[str, JudgeRewardSpec]]:
     """Every judge in a reward spec (a weighted reward's components included), with the
     config path it sits at."""
-    found: list[tuple[str, JudgeRewardSpec]] = []
-
-    def visit(value: Any, path: str) -> None:
-        if isinstance(value, JudgeRewardSpec):
-            found.append((path, value))
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                visit(getattr(value, name), f"{path}.{name}")
-        elif isinstance(value, list | tuple):
-            for index, item in enumerate(value):
-                visit(item, f"{path}[{index}]")
-
-    visit(spec, field)
-    return found
+    return find_specs(spec, JudgeRewardSpec, (field,))
 
 
 def check_judge_templates(spec: BaseModel, field: str) -> None:
@@ -56,6 +47,56 @@ def check_judge_templates(spec: BaseModel, field: str) -> None:
                 read_template(judge.template)
             except RewardError as exc:
                 raise ConfigError(f"{path}.template: {exc}") from None
+
+
+def check_references(spec: BaseModel, prompts: PromptFile, field: str) -> None:
+    """A `correct` reward (anywhere in `spec`) needs every prompt to carry a reference
+    answer it can read; ConfigError names the prompt's line and the reward's field."""
+    for path, _ in find_specs(spec, CorrectRewardSpec, (field,)):
+        for prompt in prompts.prompts:
+            if prompt.reference is None:
+                problem = "has no reference answer"
+            elif not readable_reference(prompt.reference):
+                problem = (
+                    f"has a reference that cannot be read as an answer ({prompt.reference!r:.80})"
+                )
+            else:
+                continue
+            raise ConfigError(
+                f"{prompts.where(prompt.id)}: reference: prompt {prompt.id!r} {problem}, "
+                f"which {path} ('correct') compares answers with"
+            )
+
+
+def check_reward_inputs(spec: BaseModel, prompts: PromptFile, field: str) -> None:
+    """What the rewards in `spec` need of every prompt, checked before any engine starts:
+    a `correct` reward a readable reference answer, the arithmetic step checker a
+    generated problem, a process reward a separator its prompts' worked examples use."""
+    check_references(spec, prompts, field)
+    for path, _ in find_specs(spec, ArithmeticStepsSpec, (field,)):
+        for prompt in prompts.prompts:
+            if problem_of(prompt) is None:
+                raise ConfigError(
+                    f"{prompts.where(prompt.id)}: prompt {prompt.id!r} is no generated "
+                    f"arithmetic problem, whose steps {path} ('arithmetic_steps') checks "
+                    "(prompts: {generate: arithmetic, ...})"
+                )
+    for path, process in find_specs(spec, ProcessRewardSpec, (field,)):
+        check_separator(process.separator, prompts, f"{path}.separator")
+
+
+def check_separator(separator: str, prompts: PromptFile, field: str) -> None:
+    """A step separator must occur in the worked examples the prompts show (their earlier
+    assistant turns), where they show any: a model that imitates them would never end a
+    step there, and no solution would be split into steps."""
+    for prompt in prompts.prompts:
+        shown = [m.content for m in prompt.history if m.role == "assistant"]
+        if shown and not any(separator in text for text in shown):
+            raise ConfigError(
+                f"{prompts.where(prompt.id)}: {field} {separator!r} never occurs in the "
+                f"worked example prompt {prompt.id!r} shows ({shown[-1]!r:.60}), so no "
+                "step would end there"
+            )
 
 
 def unconstrained_prompts(spec: BaseModel, prompts: Sequence[Prompt], field: str) -> list[str]:

@@ -18,6 +18,8 @@ from pydantic import (
     model_serializer,
 )
 
+from multisample.engine.answers import Extractor
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -65,6 +67,9 @@ class GenerationRequest:
     messages: tuple[Message, ...]
     sampling: SamplingSettings
     seed: int
+    prefix: str = ""
+    """The start of the response, which the model continues (a partial solution that a
+    step-level search extends); the generation's text is what follows it."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class Generation:
     """The LoRA adapter that produced it (then also `model`), None for a base model."""
     adapter_version: int | None = None
     """Which version of `adapter` (a newer one is loaded under the same name)."""
+    stop_reason: str | None = None
+    """The stop string that ended the text (not included in it), None when the model
+    ended it (end of sequence) or it ran out of tokens (vLLM's `stop_reason`)."""
 
     @property
     def total_tokens(self) -> int:
@@ -101,7 +109,8 @@ class Prompt(BaseModel):
     prompt: str = Field(min_length=1)
     """The instruction given to the models."""
     reference: str | None = None
-    """An optional reference answer, for judges and similarity rewards."""
+    """An optional reference answer, for judges, similarity rewards and the `correct`
+    reward (a task with a final answer)."""
     constraints: tuple[dict[str, Any], ...] = ()
     """Verifiable constraints, each {"kind": ..., **parameters} (see engine.rewards.constraints)."""
     preference: str | None = None
@@ -113,13 +122,16 @@ class Prompt(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Columns of the prompts file that no field maps to, kept as read; carried into
     the run's samples and pairs."""
+    extract: tuple[Extractor, ...] | None = None
+    """How a final answer is read from a response (engine.answers): the extractors tried
+    in order, of boxed, answer_is, last_number; None: all three, in that order."""
 
     @model_serializer(mode="wrap")
     def _without_empty_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # A single-turn prompt without metadata dumps as it did before these fields existed,
         # so its journal keys (engine/journal.py) and records stay the same.
         data = handler(self)
-        for name in ("history", "metadata"):
+        for name in ("history", "metadata", "extract"):
             if not data.get(name):
                 data.pop(name, None)
         return data

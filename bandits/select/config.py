@@ -21,6 +21,7 @@ from multisample.engine.rewards.registry import RewardSpec
 from multisample.engine.rewards.verifiable import VerifiableRewardSpec
 from multisample.engine.seeds import derive_seed
 from multisample.engine.training import Method, TrainingSettings
+from multisample.engine.traps import check_reward_inputs
 from multisample.engine.types import Prompt, SamplingSettings
 
 STDIN = "-"
@@ -219,6 +220,8 @@ def check_inputs(config: SelectConfig) -> None:
             for c in config.candidates
         }
         refuse_two_system_turns(prompts, own, "candidate")
+        if isinstance(config.feedback, RewardPreference):
+            check_reward_inputs(config.feedback.reward, prompts, "feedback.reward")
 
 
 def read_truth(path: str, candidates: list[str]) -> np.ndarray:

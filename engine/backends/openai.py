@@ -182,11 +182,16 @@ class OpenAIBackend:
             payload["top_k"] = sampling.top_k
         if self.spec.prompt_format == "chat":
             payload["messages"] = message_dicts(messages)
+            if request.prefix:
+                # vLLM's server continues a final assistant turn with these extras.
+                payload["messages"].append({"role": "assistant", "content": request.prefix})
+                payload["continue_final_message"] = True
+                payload["add_generation_prompt"] = False
             if sampling.logprobs is not None:
                 payload["logprobs"] = True
                 payload["top_logprobs"] = sampling.logprobs
         else:
-            payload["prompt"] = render_base_prompt(messages)
+            payload["prompt"] = render_base_prompt(messages) + request.prefix
             if sampling.logprobs is not None:
                 payload["logprobs"] = sampling.logprobs
         return payload
@@ -246,6 +251,7 @@ class OpenAIBackend:
             seed=request.seed,
             latency_s=latency,
             top_logprobs=tuple(top),
+            stop_reason=_stop_string(choice.get("stop_reason")),
         )
 
     # --- HTTP with retries ---------------------------------------------------------------
@@ -437,3 +443,8 @@ def _retry_after(response: httpx.Response) -> float | None:
             when = when.replace(tzinfo=UTC)
         seconds = max((when - datetime.now(UTC)).total_seconds(), 0.0)
     return seconds if seconds >= 0 and seconds == seconds else None  # no NaN
+
+
+def _stop_string(reason: Any) -> str | None:
+    """vLLM's `stop_reason` when it names a stop string (a token id or nothing else)."""
+    return reason if isinstance(reason, str) else None

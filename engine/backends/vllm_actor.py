@@ -127,6 +127,8 @@ class VLLMEngineActor:
         from vllm.sampling_params import RequestOutputKind
 
         ids = self.encode(request.messages)
+        if request.prefix:
+            ids += self.tokenizer.encode(request.prefix, add_special_tokens=False)
         room = self.max_model_len - len(ids)
         if room < 1:
             raise PromptTooLongError(
@@ -176,6 +178,8 @@ class VLLMEngineActor:
             top_logprobs=top_logprobs,
             adapter=None if adapter is None else adapter.name,
             adapter_version=None if adapter is None else adapter.version,
+            # A token id when a stop token ended it: only stop strings are reported.
+            stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
         )
 
     async def shutdown(self) -> None:

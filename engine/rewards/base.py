@@ -87,11 +87,10 @@ class Reward(ABC):
         return [self._cache[key] for key in keys]
 
     def _key(self, prompt: Prompt, response: str, reference: str | None) -> str:
-        blob = json.dumps(
-            [self.identity(), prompt.prompt, prompt.constraints, reference, response],
-            sort_keys=True,
-            ensure_ascii=False,
-        )
+        parts = [self.identity(), prompt.prompt, prompt.constraints, reference, response]
+        if prompt.extract is not None:  # (the keys of prompts without it stay as they were)
+            parts.append(prompt.extract)
+        blob = json.dumps(parts, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     @abstractmethod

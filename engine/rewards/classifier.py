@@ -72,15 +72,16 @@ class ClassifierRewardSpec(BaseRewardSpec, ActorSpec):
         return self
 
     def build(self, pool: ModelPool) -> Reward:
-        cores = cpu_cores_for(pool.config, self)
-        gate = pool.gpu_start_gate if actors.shares_a_gpu(self) else None
-        return ClassifierReward(self, pool.config.request_timeout_s, cores, gate)
+        return ClassifierReward(self, hosted(ClassifierActor, self, pool))
 
 
 class ClassifierActor:
     """Hosts one vLLM pooling engine. Wrapped with `ray.remote` by `ClassifierReward`."""
 
-    def __init__(self, spec: ClassifierRewardSpec) -> None:
+    runner = "pooling"
+    """vLLM's runner for this actor's engine."""
+
+    def __init__(self, spec: Any) -> None:
         self.spec = spec
         self.engine: Any = None
 
@@ -91,7 +92,7 @@ class ClassifierActor:
                 spec.model,
                 spec.num_gpus,
                 spec.enforce_eager,
-                **actors.engine_args(spec, {}, {"runner": "pooling"}),
+                **actors.engine_args(spec, {}, {"runner": self.runner}),
             )
             self.tokenizer = self.engine.get_tokenizer()
             self.max_model_len = self.engine.model_config.max_model_len
@@ -133,20 +134,21 @@ class ClassifierActor:
             self.engine = None
 
 
-class ClassifierReward(Reward):
-    """The reward model's logit for `spec.label`; unbounded, higher is better."""
-
-    name = "classifier"
+class HostedEngine:
+    """A reward model's vLLM engine in a Ray actor of its own: started once (engines that
+    share a GPU one after another), called, and stopped."""
 
     def __init__(
         self,
-        spec: ClassifierRewardSpec,
+        actor_class: type,
+        spec: Any,
         timeout_s: float = 600.0,
         cpu_cores: str | None = None,
         start_gate: asyncio.Lock | None = None,
     ) -> None:
-        super().__init__()
+        self.actor_class = actor_class
         self.spec = spec
+        self.name = spec.model
         self.timeout_s = timeout_s
         self.cpu_cores = cpu_cores
         """The cores its engine computes on (engine.cpu_binding); None: vLLM's binding."""
@@ -154,28 +156,53 @@ class ClassifierReward(Reward):
         """The pool's lock for engines sharing a GPU (they start one after another)."""
         self.actor: Any = None
 
-    def identity(self) -> str:
-        return f"classifier:{self.spec.model}:{self.spec.label}:{self.spec.prompt_format}"
-
     async def start(self) -> None:
         if self.actor is None:
             options = actors.options(self.spec, self.cpu_cores)
             async with self.start_gate or contextlib.nullcontext():
                 if self.actor is not None:  # started by another caller while this one waited
                     return
-                self.actor = ray.remote(ClassifierActor).options(**options).remote(self.spec)
-                await actors.call(
-                    self.identity(), self.actor.start.remote(), self.timeout_s, "start"
-                )
+                self.actor = ray.remote(self.actor_class).options(**options).remote(self.spec)
+                await actors.call(self.name, self.actor.start.remote(), self.timeout_s, "start")
+
+    async def call(self, method: str, *args: Any) -> Any:
+        await self.start()
+        ref = getattr(self.actor, method).remote(*args)
+        return await actors.call(self.name, ref, self.timeout_s, method)
+
+    async def close(self) -> None:
+        if self.actor is not None:
+            await actors.stop(self.name, self.actor)
+            self.actor = None
+
+
+def hosted(actor_class: type, spec: Any, pool: ModelPool) -> HostedEngine:
+    """The engine of a reward model `spec` beside `pool`'s models: its cores, its GPU turn."""
+    gate = pool.gpu_start_gate if actors.shares_a_gpu(spec) else None
+    cores = cpu_cores_for(pool.config, spec)
+    return HostedEngine(actor_class, spec, pool.config.request_timeout_s, cores, gate)
+
+
+class ClassifierReward(Reward):
+    """The reward model's logit for `spec.label`; unbounded, higher is better."""
+
+    name = "classifier"
+
+    def __init__(self, spec: ClassifierRewardSpec, engine: HostedEngine | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.engine = engine or HostedEngine(ClassifierActor, spec)
+
+    def identity(self) -> str:
+        return f"classifier:{self.spec.model}:{self.spec.label}:{self.spec.prompt_format}"
+
+    async def start(self) -> None:
+        await self.engine.start()
 
     async def _score(
         self, prompt: Prompt, responses: list[str], reference: str | None
     ) -> list[float]:
-        await self.start()
-        ref = self.actor.score.remote(prompt.prompt, responses)
-        return await actors.call(self.identity(), ref, self.timeout_s, "score")
+        return await self.engine.call("score", prompt.prompt, responses)
 
     async def close(self) -> None:
-        if self.actor is not None:
-            await actors.stop(self.identity(), self.actor)
-            self.actor = None
+        await self.engine.close()

@@ -20,8 +20,11 @@ from multisample.engine.rewards.combine import (
     WeightedComponent,
     WeightedRewardSpec,
 )
+from multisample.engine.rewards.correct import CorrectRewardSpec
 from multisample.engine.rewards.embedding import EmbeddingRewardSpec
 from multisample.engine.rewards.judge import JudgeRewardSpec
+from multisample.engine.rewards.prm import PRMRewardSpec
+from multisample.engine.rewards.process import ArithmeticStepsSpec, StepJudgeSpec
 from multisample.engine.rewards.verifiable import VerifiableRewardSpec
 
 REWARDS: dict[str, type[BaseRewardSpec]] = with_plugins(
@@ -31,6 +34,10 @@ REWARDS: dict[str, type[BaseRewardSpec]] = with_plugins(
         JudgeRewardSpec,
         EmbeddingRewardSpec,
         ClassifierRewardSpec,
+        CorrectRewardSpec,
+        ArithmeticStepsSpec,
+        StepJudgeSpec,
+        PRMRewardSpec,
         CallableRewardSpec,
         WeightedRewardSpec,
     ],

@@ -64,8 +64,8 @@ def test_models_and_the_classifier_reward_share_the_cores_by_num_cpus() -> None:
     reward = config.reward.build(pool)
     classifier = reward.components[1][1]  # type: ignore[attr-defined]
     assert [pool.backends["a"].cpu_cores, pool.backends["b"].cpu_cores] == ["0", "1"]  # type: ignore[attr-defined]
-    assert classifier.cpu_cores == "2,3"
-    options = actors.options(classifier.spec, classifier.cpu_cores)
+    assert classifier.engine.cpu_cores == "2,3"
+    options = actors.options(classifier.spec, classifier.engine.cpu_cores)
     assert options["runtime_env"]["env_vars"][BIND_VARIABLE] == "2,3"
 
 

@@ -23,10 +23,11 @@ from multisample.search.synthesize.config import SynthesizeConfig
 PROMPT = Prompt(
     id="p",
     prompt="List two fruits in lowercase, without commas.",
-    reference="apple and pear",
+    reference="7",
     constraints=({"kind": "all_lowercase"}, {"kind": "no_commas"}),
+    metadata={"arithmetic": {"start": 3, "operations": [["+", 4]]}},  # for the step checker
 )
-RESPONSES = ["apple and pear", "Apple, Pear", "APPLE PEAR", "a pear and an apple"]
+RESPONSES = ["apple and pear", "Apple, Pear", "APPLE PEAR", "a pear and an apple", "3 + 4 = 7"]
 HERE = "tests.engine.test_reward_contract"
 
 
@@ -64,6 +65,9 @@ CHEAP: dict[str, dict[str, Any]] = {
     "judge": {"kind": "judge", "model": "judge"},
     "embedding": {"kind": "embedding"},  # the embedded MiniLM, on the CPU
     "callable": {"kind": "callable", "path": f"{HERE}:length_score"},
+    "correct": {"kind": "correct"},
+    "arithmetic_steps": {"kind": "arithmetic_steps"},
+    "step_judge": {"kind": "step_judge", "model": "judge"},
     "weighted": {
         "kind": "weighted",
         "components": [
@@ -76,6 +80,7 @@ CHEAP: dict[str, dict[str, Any]] = {
 
 NEEDS_AN_ENGINE = {
     "classifier": "a vLLM pooling engine: tests/engine/test_classifier.py (marked engine)",
+    "prm": "a vLLM engine: tests/engine/test_process_rewards.py (marked engine)",
 }
 
 BAD: dict[str, tuple[dict[str, Any], Prompt, str]] = {
@@ -90,6 +95,17 @@ BAD: dict[str, tuple[dict[str, Any], Prompt, str]] = {
         PROMPT,
         "cannot load model /no/such/model",
     ),
+    "correct": (
+        {"kind": "correct"},
+        PROMPT.model_copy(update={"reference": None}),
+        "prompt 'p' has no reference answer",
+    ),
+    "arithmetic_steps": (
+        {"kind": "arithmetic_steps"},
+        PROMPT.model_copy(update={"metadata": {}}),
+        "prompt 'p' is no generated arithmetic problem",
+    ),
+    "step_judge": ({"kind": "step_judge", "model": "nobody"}, PROMPT, "no pool model named"),
     "callable": (
         {"kind": "callable", "path": f"{HERE}:one_score_too_few"},
         PROMPT,
