@@ -8,17 +8,18 @@ any number of prompts' searches run at once over one pool.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import networkx as nx
 
+from multisample.engine.answers import EXTRACTORS, extract_answer
 from multisample.engine.budget import Budget
 from multisample.engine.config import BudgetConfig, Settings
 from multisample.engine.journal import Journal, PromptJournal, request_key, reward_key
 from multisample.engine.pool import ModelPool
-from multisample.engine.rewards.base import Reward
+from multisample.engine.rewards.base import BaseRewardSpec, Reward
 from multisample.engine.seeds import derive_seed
 from multisample.engine.types import (
     Generation,
@@ -31,6 +32,45 @@ from multisample.search.templates import load_templates
 
 Action = Literal["generate", "refine", "aggregate", "feedback"]
 ROOT = "root"
+
+
+class Sample(Protocol):
+    """What choosing a search's answer reads of a sample: a Candidate, or one of a run's
+    records read back (`sample_of`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def reward(self) -> float | None: ...
+    @property
+    def partial(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """A sample read back from a run's records, as choosing an answer reads it."""
+
+    id: int
+    text: str
+    reward: float | None
+    partial: bool = False
+
+
+def sample_of(record: Mapping[str, Any], reward: str = "reward") -> SampleRecord:
+    """A samples.jsonl record as a Sample (`reward`: the field that scores it)."""
+    return SampleRecord(
+        record["id"], record["text"], record.get(reward), record.get("partial", False)
+    )
+
+
+S = TypeVar("S", bound=Sample)
+
+
+def answers(samples: Sequence[S]) -> list[S]:
+    """The samples that are answers: scored, and not a partial solution."""
+    return [s for s in samples if s.reward is not None and not s.partial]
 
 
 class BaseStrategySettings(Settings):
@@ -53,6 +93,22 @@ class BaseStrategySettings(Settings):
     def check_pool(self, pool_models: list[str]) -> None:
         """Raise ValueError (one line) when these settings cannot run over `pool_models`
         (the pool's names, in order); checked with the config, before any engine starts."""
+
+    def check_run(self, reward: BaseRewardSpec, budget: BudgetConfig | None) -> None:
+        """Raise ValueError (one line) when these settings cannot search with `reward`
+        under `budget` (None: a sweep's, which sets generations); checked with the config."""
+
+    def same_search(self, other: BaseStrategySettings) -> bool:
+        """Whether `other` makes the same samples as these settings (it may choose its
+        answer differently): a sweep then searches once for both."""
+        return self == other
+
+    def choose(self, samples: Sequence[Sample], prompt: Prompt) -> int | None:
+        """The id of the sample the search answers with, of `samples` (a search's, or a
+        prefix of them, in id order): by default the best-rewarded, the first on a tie;
+        None when none is scored. A sweep chooses again over the prefixes it reuses."""
+        scored = answers(samples)
+        return max(scored, key=lambda s: s.reward or 0.0).id if scored else None
 
 
 class OneModel(BaseStrategySettings):
@@ -104,6 +160,9 @@ class Candidate:
     """The LoRA adapter that answered (its name is `model`), None for a base model."""
     adapter_version: int | None = None
     """Which version of that adapter."""
+    partial: bool = False
+    """A solution cut at a step boundary (step-level search): its reward scores the
+    steps so far; it is no answer, so neither pairs nor the search's choice take it."""
 
 
 @dataclass(frozen=True)
@@ -129,18 +188,35 @@ class SearchResult:
     candidates: list[Candidate]
     tree: nx.DiGraph
     spend: dict[str, Any]
+    selected: int | None = None
+    """The candidate the search answers with, as its strategy chooses
+    (`BaseStrategySettings.choose`: the best-rewarded, a vote...); None: none."""
 
     def scored(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.reward is not None]
+        """The candidates that are answers: scored, and not a partial solution."""
+        return answers(self.candidates)
 
     def best(self) -> Candidate | None:
         return max(self.scored(), key=lambda c: c.reward or 0.0, default=None)
 
+    def chosen(self) -> Candidate | None:
+        """The candidate the search answers with."""
+        return next((c for c in self.candidates if c.id == self.selected), None)
+
     def sample_records(self) -> list[dict[str, Any]]:
-        return [
-            {"prompt_id": self.prompt.id, "strategy": self.strategy, **asdict(c)}
-            for c in self.candidates
-        ]
+        """One record per candidate: its fields, whether it is the search's answer
+        (`selected`) and, for a prompt with a reference answer, the final answer read
+        from it (`answer`, None where none can be read)."""
+        chosen = self.chosen()
+        extractors = self.prompt.extract or EXTRACTORS
+        records = []
+        for candidate in self.candidates:
+            record = {"prompt_id": self.prompt.id, "strategy": self.strategy, **asdict(candidate)}
+            record["selected"] = chosen is not None and candidate.id == chosen.id
+            if self.prompt.reference is not None:
+                record["answer"] = extract_answer(candidate.text, extractors)
+            records.append(record)
+        return records
 
     def tree_document(self) -> dict[str, Any]:
         return nx.node_link_data(self.tree, edges="edges")
@@ -153,10 +229,23 @@ class _Call:
     model: str
     ids: list[int]
     requests: dict[int, GenerationRequest]
+    prefix: str = ""
+    """What every response continues (`Search.sample`'s `prefix`)."""
+    separator: str | None = None
+    """Set for a step call (`Search.sample`'s `separator`): nothing was reserved."""
     keys: dict[int, str] = field(default_factory=dict)
     """Each request's journal key (with a journal)."""
     recorded: dict[int, Generation] = field(default_factory=dict)
     """The generations the journal answers, by id."""
+
+    def partial(self, generation: Generation) -> bool:
+        """Whether a step call's generation is a step that stopped at the separator: a
+        partial solution. A blank step ends its solution (the model has nothing to add)."""
+        return (
+            self.separator is not None
+            and generation.stop_reason == self.separator
+            and bool(generation.text.strip())
+        )
 
 
 @dataclass
@@ -195,9 +284,18 @@ class Search:
         step: int = 0,
         score: bool = True,
         sampling: SamplingSettings | None = None,
+        prefix: str = "",
+        separator: str | None = None,
     ) -> Coroutine[Any, Any, list[Candidate]]:
         """Generate `n` responses of `model` to `messages`, charge them to the budget,
         score them (unless `score` is False) and add them to the tree; await the result.
+
+        `prefix` starts every response (the model continues it; the candidate's text
+        includes it). With a `separator` this is a step call of a step-level search: each
+        generation stops at the separator, and one that does is a partial solution
+        (`Candidate.partial`, its text ending with the separator), charged its tokens but
+        not a generation; one that ends otherwise completes its solution, a generation.
+        Step calls hold nothing against the generation limit: their strategy keeps to it.
 
         Seeds derive from (run seed, prompt id, candidate id), so a search gives the same
         samples however its calls interleave with other prompts'. The candidate ids are
@@ -205,7 +303,7 @@ class Search:
         awaited: they follow the order of the strategy's decisions even for calls it runs
         as tasks, which start (or, when the search is cancelled, never start) in any order.
         """
-        call = self._prepare(model, messages, n, sampling)
+        call = self._prepare(model, messages, n, sampling, prefix, separator)
         return self._sample(call, action, parents, depth, step, score)
 
     async def _sample(
@@ -218,9 +316,14 @@ class Search:
         score: bool,
     ) -> list[Candidate]:
         generations = await self._generate(call)
+        partial = [call.partial(g) for g in generations]
+        texts = [
+            call.prefix + g.text + (call.separator or "" if cut else "")
+            for g, cut in zip(generations, partial, strict=True)
+        ]
         rewards: list[float | None] = [None] * len(call.ids)
         if score:
-            rewards = list(await self._rewards(call.ids, [g.text for g in generations]))
+            rewards = list(await self._rewards(call.ids, texts))
             self.budget.charge_rewards(len(call.ids))
         made = [
             Candidate(
@@ -229,7 +332,7 @@ class Search:
                 action=action,
                 parents=parents,
                 depth=depth,
-                text=generation.text,
+                text=text,
                 reward=reward,
                 prompt_tokens=generation.prompt_tokens,
                 completion_tokens=generation.completion_tokens,
@@ -239,8 +342,11 @@ class Search:
                 step=step,
                 adapter=generation.adapter,
                 adapter_version=generation.adapter_version,
+                partial=cut,
             )
-            for i, generation, reward in zip(call.ids, generations, rewards, strict=True)
+            for i, generation, text, reward, cut in zip(
+                call.ids, generations, texts, rewards, partial, strict=True
+            )
         ]
         for candidate in made:
             self._add_to_tree(candidate)
@@ -253,6 +359,8 @@ class Search:
         messages: Sequence[Message],
         n: int,
         sampling: SamplingSettings | None,
+        prefix: str = "",
+        separator: str | None = None,
     ) -> _Call:
         """The ids and requests of `n` generations, held against the budget (so that
         searches running at once cannot overspend), and those the journal answers.
@@ -262,20 +370,24 @@ class Search:
         finishes between the strategy's check and this one spends tokens).
         """
         remaining = self.budget.remaining_generations()
-        if remaining is not None and n > remaining:
+        if separator is None and remaining is not None and n > remaining:
             raise BudgetExceededError(
                 f"{self.strategy}: {n} more generation(s) would exceed the budget "
                 f"({self.budget.generations} spent of {self.ctx.budget.generations})"
             )
         ids = self._new_ids(n)
         settings = self.ctx.pool.sampling(model, sampling or self.ctx.sampling)
+        if separator is not None:
+            settings = settings.model_copy(update={"stop": (*settings.stop, separator)})
         # A multi-turn prompt's earlier turns come before every call made for it.
         turns = (*self.prompt.history, *messages)
         requests = {
-            i: GenerationRequest(turns, settings, derive_seed(self.ctx.seed, self.prompt.id, i))
+            i: GenerationRequest(
+                turns, settings, derive_seed(self.ctx.seed, self.prompt.id, i), prefix
+            )
             for i in ids
         }
-        call = _Call(model, ids, requests)
+        call = _Call(model, ids, requests, prefix, separator)
         if self._journal is not None:
             # Asked in id order: the journal sees the indices in the order they are given.
             for i, request in requests.items():
@@ -283,7 +395,8 @@ class Search:
                 recorded = self._journal.generation(i, call.keys[i])
                 if recorded is not None:
                     call.recorded[i] = recorded
-        self.budget.reserve(n)
+        if separator is None:
+            self.budget.reserve(n)
         return call
 
     async def _generate(self, call: _Call) -> list[Generation]:
@@ -299,12 +412,16 @@ class Search:
                 else []
             )
         except BaseException:
-            self.budget.release(len(call.ids))
+            if call.separator is None:
+                self.budget.release(len(call.ids))
             raise
         by_id = {**call.recorded, **dict(zip(todo, made, strict=True))}
         generations = [by_id[i] for i in call.ids]
         for generation in generations:
-            self.budget.charge(generation)
+            if call.partial(generation):
+                self.budget.charge_tokens(generation)
+            else:
+                self.budget.charge(generation, held=call.separator is None)
         if self._journal is not None:
             self._journal.add_generations([(i, call.keys[i], by_id[i]) for i in todo])
         return generations

@@ -29,7 +29,7 @@ from pydantic import Field
 from multisample.engine.config import Settings
 from multisample.engine.seeds import derive_seed
 from multisample.engine.types import Prompt, message_dicts
-from multisample.search.base import Candidate
+from multisample.search.base import Candidate, answers
 
 PairMethod = Literal["max_min", "max_mu_minus_2sigma", "max_rank_k", "min_of_k_random"]
 
@@ -133,7 +133,7 @@ def pair_records(
     the conversation the chosen sample's model was sent for the original prompt.
     """
     system_prompts = system_prompts or {}
-    scored = [c for c in candidates if c.reward is not None]
+    scored = answers(candidates)
     rewards = [c.reward for c in scored]
     records = []
     for method, i, j in select_pairs(rewards, settings, derive_seed(seed, prompt.id, "pairs")):  # type: ignore[arg-type]

@@ -517,7 +517,7 @@ def test_a_users_own_modules_named_like_the_parts_change_nothing(tmp_path: Path)
     )
     result = run_script(code, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["synthesize_sync", "best_of_n"]
+    assert result.stdout.split() == ["synthesize_sync", "beam_search"]
 
 
 def test_the_public_names(tmp_path: Path) -> None:

@@ -27,10 +27,17 @@ class SweepMethod(Settings):
     strategy: StrategySettings
     """The search strategy and its settings, as `strategy` of a synthesize config."""
     reuse_prefix: bool = False
-    """Take each smaller budget's search as the first samples of the largest budget's
-    search instead of a fresh one. Only best_of_n allows it (its search at budget b is
-    exactly the first b samples of a larger one); it saves the smaller budgets'
-    generations, but then the budgets' results are nested, not independent."""
+    """Take each smaller budget's search from the largest budget's search instead of a
+    fresh one: its first b samples, or `subsamples` random sets of b (methods that search
+    alike share that search: best_of_n, majority and weighted_best_of_n of one model, with
+    reuse_prefix, sample once and each choose its answer). Only strategies whose
+    search at budget b is the first b samples of a larger one allow it (best_of_n,
+    majority, weighted_best_of_n); it saves the smaller budgets' generations, but then the
+    budgets' results are nested, not independent."""
+    subsamples: int = Field(1, ge=1, le=1000)
+    """With reuse_prefix: how many random sets of b of the largest search's samples each
+    smaller budget b averages its quality and compute over (search-and-learn's trick for
+    smooth curves from one large-N run; seeded by the sweep seed and b); 1: the first b."""
 
 
 class SweepConfig(SearchRunConfig):
@@ -70,6 +77,8 @@ class SweepConfig(SearchRunConfig):
                     )
             try:
                 method.strategy.check_pool(models) if models else None
+                if "reward" in info.data:
+                    method.strategy.check_run(info.data["reward"], None)
             except ValueError as exc:
                 raise ValueError(f"methods[{index}] ({method.name}): {exc}") from None
             if method.reuse_prefix and not method.strategy.prefix_reusable:
@@ -111,10 +120,16 @@ class SweepConfig(SearchRunConfig):
 
     def source(self, cell: Cell) -> Cell:
         """The cell whose search holds `cell`'s samples: itself, or for a method that
-        reuses prefixes, the same seed's cell at the largest budget."""
-        if self.method(cell.method).reuse_prefix:
-            return Cell(cell.method, max(self.budgets), cell.seed)
-        return cell
+        reuses prefixes, the same seed's cell at the largest budget, of the first such
+        method that searches alike (best-of-N, majority and weighted best-of-N of one
+        model share one search, and differ only in the answer they choose from it)."""
+        method = self.method(cell.method)
+        if not method.reuse_prefix:
+            return cell
+        first = next(
+            m for m in self.methods if m.reuse_prefix and m.strategy.same_search(method.strategy)
+        )
+        return Cell(first.name, max(self.budgets), cell.seed)
 
     def searches(self) -> list[Cell]:
         """The cells that run a search of their own (each once)."""

@@ -33,14 +33,15 @@ def searches_done(config: SweepConfig, path: Path) -> bool:
 
 
 def unevaluated(config: SweepConfig, folder: Path) -> dict[str, list[dict[str, Any]]]:
-    """A cell's scored samples by prompt, of the prompts the evaluation reward has not
-    scored yet (none without an `eval_reward`)."""
+    """A cell's answers (scored samples, not partial solutions) by prompt, of the prompts
+    the evaluation reward has not scored yet (none without an `eval_reward`)."""
     if config.eval_reward is None:
         return {}
     done = {r["prompt_id"] for r in read_jsonl(folder / EVAL_SCORES)}
     todo: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for sample in read_jsonl(folder / SAMPLES):
-        if sample["prompt_id"] not in done and sample["reward"] is not None:
+        answer = sample["reward"] is not None and not sample.get("partial", False)
+        if sample["prompt_id"] not in done and answer:
             todo[sample["prompt_id"]].append(sample)
     return dict(todo)
 

@@ -8,22 +8,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from multisample.engine.prompts import PromptFile
+from multisample.engine.prompts import PromptFile, load_prompts
 from multisample.engine.rewards.verifiable import VerifiableRewardSpec
+from multisample.engine.seeds import derive_seed
 from multisample.engine.storage import SUMMARY, RunDirectory, read_jsonl
+from multisample.search.base import sample_of
 from multisample.search.sweep import report
 from multisample.search.sweep.config import Cell, SweepConfig, SweepMethod, cell_path
 from multisample.search.sweep.evaluation import evaluation_scores
 from multisample.search.synthesize.records import SAMPLES
 
 
-def load_units(config: SweepConfig, path: Path) -> pd.DataFrame:
-    """One row per (method, budget, seed, prompt) from the cells on disk; with an
-    `eval_reward`, quality is its score of what the selection reward picked."""
+def load_units(config: SweepConfig, path: Path, prompts: PromptFile | None = None) -> pd.DataFrame:
+    """One row per (method, budget, seed, prompt) from the cells on disk; quality is that
+    of the answer each method's strategy chooses (with an `eval_reward`, its score).
+    `prompts`: the sweep's, read from its config when not given."""
     verifiable = isinstance(config.evaluator(), VerifiableRewardSpec)
     evaluated = config.eval_reward is not None
+    prompts = prompts or load_prompts(config.prompts, config.limit)
+    by_id = {p.id: p for p in prompts.prompts}
     rows = []
     cache: dict[Cell, tuple[list[dict[str, Any]], dict[str, float]]] = {}
     for cell in config.cells():
@@ -38,23 +44,35 @@ def load_units(config: SweepConfig, path: Path) -> pd.DataFrame:
                     sample["eval_reward"] = scores.get(sample["prompt_id"], {}).get(sample["id"])
             cache[source] = (samples, flops_per_token(summary))
         samples, rates = cache[source]
-        first = cell.budget if source != cell else None
-        strategy = config.method(cell.method).strategy.kind
-        for row in report.prompt_rows(samples, rates, config.top_k, verifiable, first, evaluated):
-            rows.append(
-                {
-                    "method": cell.method,
-                    "strategy": strategy,
-                    "budget": cell.budget,
-                    "seed": cell.seed,
-                    **row,
-                }
+        method = config.method(cell.method)
+
+        def choose(samples: list[dict[str, Any]], method: SweepMethod = method) -> int | None:
+            prompt = by_id[samples[0]["prompt_id"]]
+            return method.strategy.choose([sample_of(s) for s in samples], prompt)
+
+        keys = {
+            "method": cell.method,
+            "strategy": method.strategy.kind,
+            "budget": cell.budget,
+            "seed": cell.seed,
+        }
+        per_subset = [
+            report.prompt_rows(
+                samples if kept is None else [s for s in samples if s["id"] in kept],
+                rates,
+                config.top_k,
+                verifiable,
+                evaluated=evaluated,
+                choose=choose,
             )
+            for kept in subsets(config, cell, source)
+        ]
+        rows += [{**keys, **row} for row in report.mean_rows(per_subset)]
     units = pd.DataFrame(rows)
     per_model = sorted({k for r in rows for k in r if k.startswith(("tokens_", "flops_"))})
     units[per_model] = units[per_model].fillna(0)  # a model a method never called
     tokens = [c for c in per_model if c.startswith("tokens_")]
-    units[tokens] = units[tokens].astype(int)
+    units[tokens] = units[tokens].round().astype(int)  # (a mean over subsets is not whole)
     first = ["method", "strategy", "budget", "seed", "prompt_id", "generations"]
     first += ["prompt_tokens", "completion_tokens", "tokens", *tokens, "flops"]
     first += [c for c in per_model if c.startswith("flops_")]
@@ -62,6 +80,22 @@ def load_units(config: SweepConfig, path: Path) -> pd.DataFrame:
     # Methods keep the config's order in every table and plot.
     units["method"] = pd.Categorical(units["method"], [m.name for m in config.methods])
     return units
+
+
+def subsets(config: SweepConfig, cell: Cell, source: Cell) -> list[set[int] | None]:
+    """The sample ids of `source`'s search that make `cell`'s: all of them (None) for a
+    search of its own; of a reused larger one, its first b, or `subsamples` random sets
+    of b (seeded by the sweep seed and b, the same for every prompt)."""
+    if source == cell:
+        return [None]
+    count = config.method(cell.method).subsamples
+    if count == 1:
+        return [set(range(cell.budget))]
+    rng = np.random.default_rng(derive_seed("subsample", cell.seed, cell.budget))
+    return [
+        {int(i) for i in rng.choice(source.budget, cell.budget, replace=False)}
+        for _ in range(count)
+    ]
 
 
 def flops_per_token(summary: dict[str, Any]) -> dict[str, float]:
@@ -89,7 +123,7 @@ def write_outputs(
     session: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Tables, plots and report from the cells on disk; summary.json last."""
-    units = load_units(config, path)
+    units = load_units(config, path, prompts)
     labels = report.quality_labels(
         config.top_k,
         isinstance(config.evaluator(), VerifiableRewardSpec),

@@ -71,15 +71,19 @@ def prompt_rows(
     verifiable: bool,
     first: int | None = None,
     evaluated: bool = False,
+    choose: Callable[[list[Mapping[str, Any]]], int | None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per prompt of a search run's samples: compute spent and quality reached.
 
     Every generation of a search is a sample (feedback included), so the samples are the
     whole spend. `flops_per_token` is 2 x parameters of each model (0 when unknown).
     `first` keeps only each prompt's first `first` samples (a prefix of the search).
-    The selection reward (`reward`) ranks the scored samples, ties to the earlier one;
-    quality is their `eval_reward` when `evaluated`, else their `reward`, and
-    `verifiable` says the evaluating reward is the verifiable one.
+    The selection reward (`reward`) ranks the answers (scored samples, not partial
+    solutions), ties to the earlier one; the selected answer is the first of them, or the
+    one `choose` picks of a prompt's samples (a strategy's own choice: a vote). Quality is
+    their `eval_reward` when `evaluated`, else their `reward`, and `verifiable` says the
+    evaluating reward is the verifiable one. `generations` counts the samples that are not
+    partial solutions (of a step-level search: its finished solutions).
     """
     by_prompt: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for sample in samples:
@@ -89,7 +93,7 @@ def prompt_rows(
     for prompt_id, rows_of_prompt in by_prompt.items():
         row: dict[str, Any] = {
             "prompt_id": prompt_id,
-            "generations": len(rows_of_prompt),
+            "generations": sum(not s.get("partial", False) for s in rows_of_prompt),
             "prompt_tokens": sum(s["prompt_tokens"] for s in rows_of_prompt),
             "completion_tokens": sum(s["completion_tokens"] for s in rows_of_prompt),
         }
@@ -105,19 +109,50 @@ def prompt_rows(
             row[f"flops_{model}"] = tokens * flops_per_token[model]
             row["flops"] += row[f"flops_{model}"]
         ranked = sorted(
-            (s for s in rows_of_prompt if s["reward"] is not None),
+            (s for s in rows_of_prompt if s["reward"] is not None and not s.get("partial")),
             key=lambda s: (-s["reward"], s["id"]),
         )
         quality = [_evaluation(s) if evaluated else s["reward"] for s in ranked]
-        row["best_reward"] = quality[0] if quality else None
+        selected = ranked[0] if ranked else None
+        if choose is not None:
+            chosen = choose(rows_of_prompt)
+            selected = next((s for s in rows_of_prompt if s["id"] == chosen), None)
+        best = (
+            None if selected is None else _evaluation(selected) if evaluated else selected["reward"]
+        )
+        if best is None and ranked:
+            # A vote with no answer to count: the search answered nothing, which scores
+            # the bottom of the [0, 1] scales answers are judged on (correct, verifiable).
+            best = 0.0
+        row["best_reward"] = best
         row["topk_reward"] = statistics.fmean(quality[:top_k]) if quality else None
         if evaluated:
-            row["selected_reward"] = ranked[0]["reward"] if ranked else None
+            row["selected_reward"] = None if selected is None else selected["reward"]
         if verifiable:
             # The verifiable reward is met / total: exactly 1.0 when all are met.
-            row[ALL_MET] = None if not quality else float(quality[0] == 1.0)
+            row[ALL_MET] = None if best is None else float(best == 1.0)
         rows.append(row)
     return rows
+
+
+def mean_rows(tables: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each prompt's row averaged over several tables of `prompt_rows` (subsets of one
+    search): every measure's mean over the tables that have it (None where none has)."""
+    if len(tables) == 1:
+        return tables[0]
+    by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for table in tables:
+        for row in table:
+            by_prompt[row["prompt_id"]].append(row)
+    averaged = []
+    for prompt_id, rows in by_prompt.items():
+        row: dict[str, Any] = {"prompt_id": prompt_id}
+        for key in rows[0]:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if key != "prompt_id":
+                row[key] = statistics.fmean(values) if values else None
+        averaged.append(row)
+    return averaged
 
 
 def _evaluation(sample: Mapping[str, Any]) -> float:

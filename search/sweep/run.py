@@ -42,7 +42,9 @@ from multisample.engine.prompts import PromptFile, load_prompts, refuse_two_syst
 from multisample.engine.rewards.base import Reward, started_reward
 from multisample.engine.run_session import preflight, run_all, running
 from multisample.engine.storage import RunDirectory, check_run_directory
+from multisample.engine.traps import check_reward_inputs
 from multisample.engine.types import Prompt
+from multisample.search.steps import check_separators
 from multisample.search.sweep.config import Cell, SweepConfig, cell_path
 from multisample.search.sweep.evaluation import evaluate_cells, searches_done
 from multisample.search.sweep.outputs import write_outputs
@@ -67,6 +69,14 @@ async def sweep(
     prompts = load_prompts(config.prompts, config.limit)
     models = config.models_used()
     refuse_two_system_turns(prompts, {m: config.model(m).system_prompt for m in models}, "model")
+    check_reward_inputs(config.reward, prompts, "reward")
+    check_separators(
+        [(f"methods[{i}].strategy", m.strategy) for i, m in enumerate(config.methods)],
+        config.reward,
+        prompts,
+    )
+    if config.eval_reward is not None:
+        check_reward_inputs(config.eval_reward, prompts, "eval_reward")
     templates = load_templates(config.templates)
     console = console or Console(stderr=True)
     # Refused before any engine starts: a new sweep over an existing one, another config.

@@ -47,5 +47,6 @@ class SynthesizeConfig(SearchRunConfig):
                 raise ConfigError(f"strategy: no model named {model!r}; configured: {names}")
         try:
             self.strategy.check_pool(names)
+            self.strategy.check_run(self.reward, self.budget)
         except ValueError as exc:
             raise ConfigError(f"strategy: {exc}") from None

@@ -19,7 +19,9 @@ from multisample.engine.pool import ModelPool
 from multisample.engine.progress import progress_bar
 from multisample.engine.prompts import load_prompts, refuse_two_system_turns
 from multisample.engine.run_session import preflight, run_all, running
+from multisample.engine.traps import check_reward_inputs
 from multisample.engine.types import Prompt
+from multisample.search.steps import check_separators
 from multisample.search.synthesize.config import SynthesizeConfig
 from multisample.search.synthesize.job import RunJob
 from multisample.search.templates import load_templates
@@ -42,6 +44,8 @@ async def synthesize(
     prompts = load_prompts(config.prompts, config.limit)
     models = config.strategy.models_used(config.model_names())
     refuse_two_system_turns(prompts, {m: config.model(m).system_prompt for m in models}, "model")
+    check_reward_inputs(config.reward, prompts, "reward")
+    check_separators([("strategy", config.strategy)], config.reward, prompts)
     templates = load_templates(config.templates)
     console = console or Console(stderr=True)
     session = running(config, run_path, resume, console=console, pool=pool, reward=config.reward)

@@ -14,6 +14,7 @@ from multisample.search.base import ROOT, SearchContext
 from multisample.search.best_of_n import BestOfNSettings
 from multisample.search.ensemble import EnsembleSettings
 from multisample.search.registry import STRATEGIES, StrategySettings, run_strategy
+from multisample.search.steps import StepSearchSettings
 from multisample.search.synthesize.config import SynthesizeConfig
 from tests.search.toy import ToyPool, ToyReward
 
@@ -48,8 +49,10 @@ async def test_every_strategy_respects_a_token_budget(kind: str) -> None:
     result = await run_strategy(
         PROMPT, context(BudgetConfig(generations=None, tokens=100)), settings_cls()
     )
-    # 15 tokens a generation: allowed while below 100, so 7 generations (105 tokens).
-    assert result.spend["tokens"] == 105
+    # 15 tokens a generation: allowed while below 100, so 7 generations (105 tokens);
+    # a step-level search without a generation limit finishes M solutions, 4 here.
+    step_level = issubclass(settings_cls, StepSearchSettings)
+    assert result.spend["tokens"] == (15 * 4 if step_level else 105)
 
 
 @pytest.mark.parametrize("kind", sorted(STRATEGIES))

@@ -17,6 +17,7 @@ from multisample.engine.seeds import derive_seed
 from multisample.engine.storage import PROGRESS, SUMMARY, RunDirectoryError, read_jsonl
 from multisample.search.sweep.config import CELLS, Cell, SweepConfig, cell_seed
 from multisample.search.sweep.evaluation import EVAL_SCORES
+from multisample.search.sweep.outputs import subsets
 from multisample.search.sweep.run import sweep
 from multisample.search.synthesize.records import SAMPLES
 from tests.search.toy import ToyPool
@@ -78,7 +79,8 @@ def samples_of(path: Path) -> dict[str, list[tuple[str, int, int]]]:
         ),
         (
             "  - {name: m, strategy: {kind: ensemble}, reuse_prefix: true}\n",
-            "reuse_prefix needs a best_of_n strategy (got ensemble)",
+            "reuse_prefix needs a best_of_n or majority or weighted_best_of_n strategy "
+            "(got ensemble)",
         ),
     ],
 )
@@ -170,6 +172,47 @@ async def test_reuse_prefix_runs_only_the_largest_budget(tmp_path: Path) -> None
     first = [s for s in samples if s["prompt_id"] == "if-001" and s["id"] < 2]
     row = units[(units["budget"] == 2) & (units["seed"] == 0) & (units["prompt_id"] == "if-001")]
     assert row["best_reward"].item() == max(s["reward"] for s in first)
+
+
+async def test_subsamples_average_random_sets_of_the_largest_search(tmp_path: Path) -> None:
+    methods = [
+        {"name": "rand", "strategy": {"kind": "best_of_n"}, "reuse_prefix": True, "subsamples": 5}
+    ]
+    config = toy_config(methods=methods, seeds=[0])
+    await sweep(config, tmp_path / "s", pool=ToyPool())  # type: ignore[arg-type]
+    units = pd.read_parquet(tmp_path / "s" / "units.parquet")
+    samples = list(read_jsonl(tmp_path / "s" / CELLS / "rand-b4-s0" / SAMPLES))
+    sets = subsets(config, Cell("rand", 2, 0), Cell("rand", 4, 0))
+    assert len(sets) == 5 and all(len(s) == 2 for s in sets)
+    assert sets == subsets(config, Cell("rand", 2, 0), Cell("rand", 4, 0))  # seeded
+    for prompt_id in {s["prompt_id"] for s in samples}:
+        rewards = {s["id"]: s["reward"] for s in samples if s["prompt_id"] == prompt_id}
+        expected = sum(max(rewards[i] for i in kept) for kept in sets) / len(sets)
+        row = units[(units["budget"] == 2) & (units["prompt_id"] == prompt_id)]
+        assert row["best_reward"].item() == pytest.approx(expected)
+        assert row["generations"].item() == 2
+
+
+async def test_methods_that_search_alike_share_one_search(tmp_path: Path) -> None:
+    methods = [
+        {"name": name, "strategy": {"kind": kind, "model": "a"}, "reuse_prefix": True}
+        for name, kind in [
+            ("rand", "best_of_n"),
+            ("vote", "majority"),
+            ("wvote", "weighted_best_of_n"),
+        ]
+    ]
+    methods.append(
+        {"name": "other", "strategy": {"kind": "best_of_n", "model": "b"}, "reuse_prefix": True}
+    )
+    config = toy_config(methods=methods, seeds=[0])
+    assert [c.name for c in config.searches()] == ["rand-b4-s0", "other-b4-s0"]
+    pool = ToyPool()
+    await sweep(config, tmp_path / "s", pool=pool)  # type: ignore[arg-type]
+    assert sum(size for _, size in pool.calls) == 3 * 4 * 2  # two searches of 4, 3 prompts
+    units = pd.read_parquet(tmp_path / "s" / "units.parquet")
+    assert set(units["method"]) == {"rand", "vote", "wvote", "other"}
+    assert len(units) == 4 * 3 * 3  # every method at every budget, for each prompt
 
 
 async def test_an_interrupted_sweep_resumes_without_redoing_or_duplicating(

@@ -233,6 +233,34 @@ def test_prompt_rows_evaluate_what_the_selection_reward_picked() -> None:
         prompt_rows([sample("p", 1, "x", 1.0)], {}, top_k=2, verifiable=False, evaluated=True)
 
 
+def test_prompt_rows_take_a_strategys_choice_and_leave_out_partial_solutions() -> None:
+    rows = [
+        {**sample("p", 0, "x", 0.9), "partial": True},  # a step of a step-level search
+        sample("p", 1, "x", 0.2),
+        sample("p", 2, "x", 0.5),
+        sample("p", 3, "x", 0.1),
+    ]
+    (default,) = prompt_rows(rows, {"x": 0.0}, top_k=2, verifiable=False)
+    assert default["generations"] == 3  # the finished solutions
+    assert default["best_reward"] == 0.5 and default["topk_reward"] == pytest.approx(0.35)
+    (voted,) = prompt_rows(rows, {"x": 0.0}, top_k=2, verifiable=False, choose=lambda s: 3)
+    assert voted["best_reward"] == 0.1  # what the strategy answered with, not the best
+    (none,) = prompt_rows(rows, {"x": 0.0}, top_k=2, verifiable=False, choose=lambda s: None)
+    assert none["best_reward"] == 0.0  # no answer given: the bottom of the scale
+
+
+def test_mean_rows_average_each_prompt_over_subsets() -> None:
+    def row(prompt: str, best: float | None, tokens: int) -> dict:
+        return {"prompt_id": prompt, "best_reward": best, "tokens": tokens}
+
+    tables = [[row("p", 1.0, 10), row("q", None, 4)], [row("p", 0.0, 20), row("q", 0.5, 6)]]
+    assert sweep_report.mean_rows(tables) == [
+        {"prompt_id": "p", "best_reward": 0.5, "tokens": 15},
+        {"prompt_id": "q", "best_reward": 0.5, "tokens": 5},
+    ]
+    assert sweep_report.mean_rows(tables[:1]) == tables[0]
+
+
 def test_quality_labels() -> None:
     assert list(quality_labels(4, verifiable=True)) == ["best_reward", "topk_reward", ALL_MET]
     assert quality_labels(3, verifiable=False)["topk_reward"] == "mean top-3 reward"

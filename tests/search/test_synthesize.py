@@ -113,6 +113,35 @@ async def test_interrupted_run_resumes_to_the_uninterrupted_result(
     assert len(load(broken / PROGRESS)) == 6
 
 
+async def test_beam_search_continues_partial_solutions_on_the_real_engine(
+    pool: ModelPool, tmp_path: Path
+) -> None:
+    """Generated arithmetic, the step checker, beam search: each step is a real engine's
+    continuation of its parent's text, stopped at the line's end."""
+    settings = config(
+        prompts={"generate": "arithmetic", "count": 2, "operations": "+-"},
+        limit=None,
+        strategy={"kind": "beam_search", "model": "smollm2", "beam_width": 2, "max_steps": 3},
+        reward={"kind": "arithmetic_steps"},
+        budget={"generations": 4},
+    )
+    summary = await synthesize(settings, tmp_path / "beam", pool=pool)
+    samples = load(tmp_path / "beam" / SAMPLES)
+    by_id = {(s["prompt_id"], s["id"]): s for s in samples}
+    assert summary["prompts"] == 2
+    assert len([s for s in samples if not s["partial"]]) == 8  # N = 4 solutions a prompt
+    for s in samples:
+        if s["partial"]:
+            assert s["text"].endswith("\n") and s["text"].strip()
+        for parent in s["parents"]:
+            above = by_id[(s["prompt_id"], parent)]
+            assert above["partial"] and s["text"].startswith(above["text"])
+            assert len(s["text"]) > len(above["text"]) or not s["partial"]
+        assert s["reward"] in (0.0, 1.0)  # the step checker's last step: right or wrong
+        assert "answer" in s  # the prompts have reference answers
+    assert any(s["parents"] for s in samples), "no solution was continued"
+
+
 async def test_a_prompt_longer_than_the_context_fails_before_any_output(
     pool: ModelPool, tmp_path: Path
 ) -> None:
@@ -130,13 +159,20 @@ async def test_every_strategy_on_the_real_engines(
     pool: ModelPool, tmp_path: Path, kind: str
 ) -> None:
     strategy: dict[str, Any] = {"kind": kind}
-    if kind in {"best_of_n", "prs"}:
+    if kind in {"best_of_n", "prs", "majority", "weighted_best_of_n"}:
         strategy["model"] = "smollm2"
+    if kind in {"beam_search", "dvts"}:
+        strategy.update(model="smollm2", max_steps=3)
     settings = config(limit=2, strategy=strategy, budget={"generations": 5})
     summary = await synthesize(settings, tmp_path / kind, pool=pool)
     samples = load(tmp_path / kind / SAMPLES)
     assert summary["prompts"] == 2
-    assert len(samples) == 10  # the whole budget, feedback included, for each prompt
+    # The whole budget, feedback included, for each prompt; a step-level search's partial
+    # solutions are not generations.
+    assert len([s for s in samples if not s["partial"]]) == 10
+    chosen = sum(s["selected"] for s in samples)
+    # One answer a prompt; a vote has none to give when no sample has a final answer.
+    assert chosen == 2 or (kind in {"majority", "weighted_best_of_n"} and chosen <= 2)
     for s in samples:
         assert s["strategy"] == kind and s["completion_tokens"] > 0
         assert (s["reward"] is None) == (s["action"] == "feedback")
