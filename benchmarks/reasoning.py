@@ -1,0 +1,155 @@
+"""The canonical inference-scaling comparison on reasoning, on the embedded default.
+
+Majority voting, best-of-N, weighted best-of-N, beam search, DVTS and TOA, each at
+N = 1..32 generations per problem with two seeds, over generated multi-step arithmetic
+(engine/arithmetic.py) that SmolLM2-135M-Instruct partly solves. Every method searches
+with the exact step checker as its process reward (`arithmetic_steps`, aggregated by the
+last step, search-and-learn's default) and is evaluated by the `correct` reward: whether
+the final answer of the answer it gives equals the reference. Best-of-N, majority and
+weighted best-of-N share one N = 32 search per seed, each budget averaging random sets of
+b of its samples (search-and-learn's subsampling); beam search, DVTS and TOA search
+afresh at every budget.
+
+Each method is its own sweep, one after another on one model pool at the same
+concurrency, so its wall time and generated tokens per second are its own:
+
+    python benchmarks/reasoning.py --out DIR [--problems 100] [--seeds 2]
+        [--budgets 1 2 4 8 16 32] [--methods ...] [--json FILE]
+
+Reports, per method and budget: accuracy with its 95% interval over problems (seeds
+averaged per problem first), tokens per problem, and per method the search's wall time
+and tokens/s. A rerun with the same --out resumes the sweeps and rebuilds the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from multisample.engine.pool import ModelPool
+from multisample.search.sweep import report as sweep_report
+from multisample.search.sweep.config import SweepConfig
+from multisample.search.sweep.evaluation import searches_done
+from multisample.search.sweep.outputs import load_units
+from multisample.search.sweep.run import sweep
+
+CONFIG = Path(__file__).parents[1] / "configs" / "sweep-math.yaml"
+TASK_SETTINGS = ("steps", "max_number", "operations")
+"""The task settings a command line may change from the config's."""
+ACCURACY = "best_reward"
+"""The quality column: with `eval_reward: correct`, the share of problems answered right."""
+
+
+def method_configs(args: argparse.Namespace) -> dict[str, SweepConfig]:
+    """One sweep config per method of configs/sweep-math.yaml (the three that share a
+    search together), at the benchmark's size."""
+    base = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    base["prompts"].update(
+        count=args.problems,
+        **{k: v for k, v in vars(args).items() if k in TASK_SETTINGS and v is not None},
+    )
+    base.update(budgets=args.budgets, seeds=list(range(args.seeds)))
+    base["concurrency"] = args.concurrency
+    methods = [m for m in base.pop("methods") if m["name"] in args.methods]
+    shared = [m for m in methods if m.get("reuse_prefix")]
+    groups = ([shared] if shared else []) + [[m] for m in methods if not m.get("reuse_prefix")]
+    return {
+        "+".join(m["name"] for m in group): SweepConfig.model_validate({**base, "methods": group})
+        for group in groups
+    }
+
+
+def figures(units: Any, session: dict[str, Any] | None) -> dict[str, Any]:
+    curve = sweep_report.curves(units, [ACCURACY])
+    methods: dict[str, Any] = {}
+    for method, rows in curve.groupby("method", observed=True):
+        methods[str(method)] = {
+            str(int(r["budget"])): {
+                "accuracy": [
+                    round(float(r[q]), 4) for q in (ACCURACY, f"{ACCURACY}_low", f"{ACCURACY}_high")
+                ],
+                "tokens_per_problem": round(float(r["tokens"]), 1),
+                "generations_per_problem": round(float(r["generations"]), 2),
+                "problems": int(r["prompts"]),
+            }
+            for _, r in rows.iterrows()
+        }
+    return {"methods": methods, "session": session}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    configs = method_configs(args)
+    folders = {name: out / name for name in configs}
+    todo = not all(searches_done(c, folders[n]) for n, c in configs.items())
+    first = next(iter(configs.values()))
+    result: dict[str, Any] = {
+        "setup": {
+            "config": str(CONFIG.relative_to(CONFIG.parents[1])),
+            "problems": args.problems,
+            "seeds": args.seeds,
+            "budgets": args.budgets,
+            "concurrency": args.concurrency,
+            "tasks": first.prompts.model_dump() if hasattr(first.prompts, "model_dump") else None,
+            "sampling": first.sampling.model_dump(),
+        },
+        "sweeps": {},
+    }
+    async with ModelPool(first, first.sampling) if todo else nullcontext() as pool:
+        for name, config in configs.items():
+            started = time.perf_counter()
+            summary = await sweep(config, folders[name], resume=folders[name].exists(), pool=pool)
+            units = load_units(config, folders[name])
+            result["sweeps"][name] = {
+                **figures(units, summary.get("this_session")),
+                "wall_s_this_run": round(time.perf_counter() - started, 1),
+            }
+            if args.json:
+                Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            print(f"{name}: done", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder of the sweeps (resumed)")
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, help="operations per problem (config's: 2)")
+    parser.add_argument("--max-number", type=int, help="largest operand (config's: 10)")
+    parser.add_argument("--operations", help="of + - * / (config's: +-*)")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["majority", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "toa"],
+    )
+    parser.add_argument("--concurrency", type=int, default=48, help="searches in flight")
+    parser.add_argument("--json", help="write the results to this file after each sweep")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    for name, sweep_result in result["sweeps"].items():
+        session = sweep_result["session"] or {}
+        print(
+            f"\n{name}: search {session.get('search_wall_s')} s, "
+            f"{session.get('completion_tokens_per_s')} generated tokens/s"
+        )
+        for method, budgets in sweep_result["methods"].items():
+            cells = [
+                f"N={b}: {v['accuracy'][0]:.3f} [{v['accuracy'][1]:.3f}, {v['accuracy'][2]:.3f}]"
+                f" {v['tokens_per_problem']:.0f} tok"
+                for b, v in budgets.items()
+            ]
+            print(f"  {method}: " + "; ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
