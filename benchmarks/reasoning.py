@@ -18,7 +18,10 @@ concurrency, so its wall time and generated tokens per second are its own:
 
 Reports, per method and budget: accuracy with its 95% interval over problems (seeds
 averaged per problem first), tokens per problem, and per method the search's wall time
-and tokens/s. A rerun with the same --out resumes the sweeps and rebuilds the figures.
+and tokens/s. A rerun with the same --out (and --json) resumes the sweeps and rebuilds
+the figures; the wall time sums the sessions that finished, each recorded in the JSON
+(a session that was killed leaves no record, so its time is not counted: the tokens/s
+of the recorded sessions is the comparable figure).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def method_configs(args: argparse.Namespace) -> dict[str, SweepConfig]:
     }
 
 
-def figures(units: Any, session: dict[str, Any] | None) -> dict[str, Any]:
+def figures(units: Any, sessions: list[dict[str, Any]]) -> dict[str, Any]:
     curve = sweep_report.curves(units, [ACCURACY])
     methods: dict[str, Any] = {}
     for method, rows in curve.groupby("method", observed=True):
@@ -81,7 +84,23 @@ def figures(units: Any, session: dict[str, Any] | None) -> dict[str, Any]:
             }
             for _, r in rows.iterrows()
         }
-    return {"methods": methods, "session": session}
+    search_s = sum(s["search_wall_s"] for s in sessions)
+    tokens = sum(s["completion_tokens"] for s in sessions)
+    return {
+        "methods": methods,
+        "sessions": sessions,
+        "search_wall_s": round(search_s, 1),
+        "completion_tokens_per_s": round(tokens / search_s, 1) if search_s else None,
+    }
+
+
+def previous_sessions(path: str | None, name: str) -> list[dict[str, Any]]:
+    """The search sessions an earlier run of this benchmark recorded for sweep `name`:
+    a resumed sweep's wall time is the sum of its sessions'."""
+    if not path or not Path(path).exists():
+        return []
+    earlier = json.loads(Path(path).read_text(encoding="utf-8"))["sweeps"].get(name, {})
+    return list(earlier.get("sessions", []))
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,8 +127,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             summary = await sweep(config, folders[name], resume=folders[name].exists(), pool=pool)
             units = load_units(config, folders[name])
+            sessions = previous_sessions(args.json, name)
+            session = summary.get("this_session")
+            if session and session["completion_tokens"]:
+                sessions.append(session)
             result["sweeps"][name] = {
-                **figures(units, summary.get("this_session")),
+                **figures(units, sessions),
                 "wall_s_this_run": round(time.perf_counter() - started, 1),
             }
             if args.json:
@@ -137,10 +160,10 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args))
     for name, sweep_result in result["sweeps"].items():
-        session = sweep_result["session"] or {}
         print(
-            f"\n{name}: search {session.get('search_wall_s')} s, "
-            f"{session.get('completion_tokens_per_s')} generated tokens/s"
+            f"\n{name}: search {sweep_result['search_wall_s']} s in "
+            f"{len(sweep_result['sessions'])} session(s), "
+            f"{sweep_result['completion_tokens_per_s']} generated tokens/s"
         )
         for method, budgets in sweep_result["methods"].items():
             cells = [

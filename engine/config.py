@@ -343,6 +343,13 @@ def model_names(specs: Sequence[VLLMModelSpec | OpenAIModelSpec]) -> list[str]:
     return names
 
 
+OPERATIONAL_FIELDS = frozenset(
+    {"request_timeout_s", "start_timeout_s", "show_engine_logs", "max_actor_restarts"}
+)
+"""Fields that say how long to wait and what to show, not what a run computes: a resume
+may change them (a sweep that timed out on a busy machine goes on with a longer wait)."""
+
+
 class PoolConfig(Settings):
     """The models a run uses and where their actors run."""
 

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from multisample.engine.config import ConfigError, format_path
+from multisample.engine.config import OPERATIONAL_FIELDS, ConfigError, format_path
 from multisample.engine.config_files import load_config
 from multisample.engine.locks import lock, locked_elsewhere, unlock
 
@@ -290,6 +290,8 @@ def check_run_directory(
     The configs are compared parsed, not as text: a field that a later version of
     multisample added (with its default) does not block resuming an older run. `exclude`
     names fields a resume may change (e.g. how many rounds to play); they need defaults.
+    The operational fields (engine.config.OPERATIONAL_FIELDS: timeouts, logs) may always
+    change.
     """
     saved_path = path / CONFIG
     if not saved_path.exists():
@@ -308,8 +310,9 @@ def check_run_directory(
         raise RunDirectoryError(
             f"cannot resume: the run's saved config does not load: {exc}"
         ) from None
-    new = config.model_dump(mode="json", exclude=exclude)
-    differ = _differences(saved.model_dump(mode="json", exclude=exclude), new)
+    ignored = set(exclude or ()) | OPERATIONAL_FIELDS
+    new = config.model_dump(mode="json", exclude=ignored)
+    differ = _differences(saved.model_dump(mode="json", exclude=ignored), new)
     if differ:
         named = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
         raise RunDirectoryError(

@@ -118,6 +118,21 @@ def test_resume_with_different_config_refuses(tmp_path: Path) -> None:
     assert snapshot(run.path) == before
 
 
+def test_a_resume_may_wait_longer_but_not_compute_otherwise(tmp_path: Path) -> None:
+    """A sweep that timed out on a busy machine goes on with a longer request timeout."""
+    from multisample.engine.config import PoolConfig
+
+    models = [{"name": "m", "model": "/m"}]
+    first = PoolConfig.model_validate({"models": models})
+    run = Run.open(tmp_path / "r", first, resume=False)
+    commit(run, "p1")
+    patient = PoolConfig.model_validate({"models": models, "request_timeout_s": 3600})
+    assert Run.open(run.path, patient, resume=True).completed() == {"p1"}
+    other = PoolConfig.model_validate({"models": [{"name": "m", "model": "/other"}]})
+    with pytest.raises(RunDirectoryError, match=r"models\[0\].model differ"):
+        Run.open(run.path, other, resume=True)
+
+
 def test_resume_of_a_run_from_before_a_field_was_added(tmp_path: Path) -> None:
     """Configs are compared parsed: a field a later version added, with its default, does
     not block resuming a run whose config.yaml predates it."""

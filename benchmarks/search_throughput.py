@@ -1,0 +1,107 @@
+"""Throughput of searches that wait on scores: generated tokens/s of TOA, beam search and
+DVTS against best-of-N's, at equal concurrency, on one SmolLM2 engine.
+
+The same `--prompts` generated arithmetic problems (2 operations) and budget
+(`--budget` generations per problem) for every strategy, all problems searched at once
+(the concurrency a sweep or synthesize run gives), the exact step checker as the reward
+(it costs nothing: what is measured is the engine's time). Each strategy runs twice in
+turn (best-of-N, the others, best-of-N again, ...), so a drift of the shared machine shows
+as a difference between the two best-of-N runs. Reports each strategy's generated
+tokens/s, its ratio to best-of-N's (the mean of the two), and what leaves the engine
+idle: its requests per generated token and its generation rounds in sequence.
+
+    python benchmarks/search_throughput.py [--prompts 48] [--budget 8] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "best_of_n": {"kind": "best_of_n"},
+    "toa": {"kind": "toa"},
+    "beam_search": {"kind": "beam_search", "beam_width": 4, "max_steps": 4},
+    "dvts": {"kind": "dvts", "beam_width": 4, "max_steps": 4},
+}
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from pydantic import TypeAdapter
+
+    from multisample.engine.config import ArithmeticTasks, BudgetConfig, PoolConfig
+    from multisample.engine.pool import ModelPool
+    from multisample.engine.prompts import load_prompts
+    from multisample.engine.rewards.base import started_reward
+    from multisample.engine.rewards.process import ArithmeticStepsSpec
+    from multisample.engine.types import SamplingSettings
+    from multisample.search.base import SearchContext
+    from multisample.search.registry import StrategySettings, run_strategy
+
+    tasks = ArithmeticTasks(generate="arithmetic", count=args.prompts, operations="+-")
+    prompts = load_prompts(tasks).prompts
+    spec = {"name": "m", "model": "embedded:smollm2-135m-instruct", "num_cpus": os.cpu_count()}
+    config = PoolConfig.model_validate({"models": [spec], "request_timeout_s": 3600})
+    sampling = SamplingSettings(temperature=0.8, max_tokens=64)
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in STRATEGIES}
+    async with (
+        ModelPool(config, sampling) as pool,
+        started_reward(ArithmeticStepsSpec(kind="arithmetic_steps"), pool) as reward,
+    ):
+        ctx = SearchContext(pool, reward, sampling, BudgetConfig(generations=args.budget))
+        settings = {
+            k: TypeAdapter(StrategySettings).validate_python(v) for k, v in STRATEGIES.items()
+        }
+        await asyncio.gather(*(run_strategy(p, ctx, settings["best_of_n"]) for p in prompts[:4]))
+        order = ["best_of_n", *[k for k in STRATEGIES if k != "best_of_n"]] * 2
+        for attempt, kind in enumerate(order):
+            ctx = SearchContext(
+                pool, reward, sampling, BudgetConfig(generations=args.budget), seed=attempt
+            )
+            started = time.perf_counter()
+            found = await asyncio.gather(*(run_strategy(p, ctx, settings[kind]) for p in prompts))
+            seconds = time.perf_counter() - started
+            tokens = sum(c.completion_tokens for r in found for c in r.candidates)
+            calls = sum(len(r.candidates) for r in found)
+            results[kind].append(
+                {
+                    "seconds": round(seconds, 2),
+                    "completion_tokens": tokens,
+                    "tokens_per_s": round(tokens / seconds, 1),
+                    "requests": calls,
+                    "requests_per_100_tokens": round(100 * calls / max(tokens, 1), 2),
+                    "rounds": settings[kind].sequential_rounds(args.budget, ["m"]),
+                }
+            )
+    base = sum(r["tokens_per_s"] for r in results["best_of_n"]) / len(results["best_of_n"])
+    return {
+        "setup": vars(args),
+        "runs": results,
+        "ratio_to_best_of_n": {
+            kind: round(sum(r["tokens_per_s"] for r in runs) / len(runs) / base, 3)
+            for kind, runs in results.items()
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=48)
+    parser.add_argument("--budget", type=int, default=8)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    figures = asyncio.run(measure(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(figures["ratio_to_best_of_n"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
