@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo sweep test install models lint format bench fuzz mutation clean
+.PHONY: demo sweep serve test install models browser lint format bench fuzz mutation clean
 
 demo: models
 	$(BIN)/multisample synthesize configs/demo.yaml --name demo-$$(date -u +%Y%m%d-%H%M%S)
@@ -23,7 +23,11 @@ demo: models
 sweep: models
 	$(BIN)/multisample sweep configs/sweep.yaml --name sweep-$$(date -u +%Y%m%d-%H%M%S)
 
-test: models
+# The gateway with the embedded models (README, "Serving"); ctrl-C stops it.
+serve: models
+	$(BIN)/multisample serve configs/serve.yaml --name serve-$$(date -u +%Y%m%d-%H%M%S)
+
+test: models browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not evidence"
 
@@ -43,6 +47,13 @@ $(STAMP): pyproject.toml
 
 models: $(STAMP)
 	$(BIN)/multisample models prepare
+
+# The gateway's page tests drive a real browser: Debian's chromium and its driver,
+# installed when missing (as root, else with sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

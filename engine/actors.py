@@ -11,6 +11,7 @@ Import the module and call its functions qualified (`actors.call(...)`, `actors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -211,6 +212,12 @@ async def call(name: str, ref: Any, timeout_s: float, what: str) -> Any:
     """Await an actor call; turn Ray's failures into one-line BackendErrors about `name`."""
     try:
         return await asyncio.wait_for(ref, timeout=timeout_s)
+    except asyncio.CancelledError:
+        # The caller gave up (a client went away): the actor's work stops too.
+        if isinstance(ref, ray.ObjectRef):
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        raise
     except (TimeoutError, GetTimeoutError):
         raise BackendError(
             f"model {name!r}: {what} took longer than {timeout_s:.0f} s "

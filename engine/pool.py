@@ -128,6 +128,14 @@ class ModelPool:
             return await backend.generate(requests, adapter=model)
         return await backend.generate(requests)
 
+    def stream(self, model: str, request: GenerationRequest) -> AsyncIterator[str | Generation]:
+        """`model`'s response to one request as it is generated: its text piece by piece,
+        then the whole Generation last."""
+        backend = self._backend(model)
+        if model in self.adapter_bases and isinstance(backend, VLLMBackend):
+            return backend.stream(request, adapter=model)
+        return backend.stream(request)
+
     async def add_adapter(
         self, base: str, name: str, path: str | Path, version: int | None = None
     ) -> ServedAdapter:

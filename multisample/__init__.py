@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editor
     from multisample.api.runs import (
         select,
         select_sync,
+        serve,
+        serve_sync,
+        serving,
         sweep,
         sweep_sync,
         synthesize,
@@ -38,9 +41,10 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editor
     from multisample.engine.config import ConfigError, PoolConfig
     from multisample.engine.prompts import PromptsError
     from multisample.engine.types import Prompt, SamplingSettings
-    from multisample.jobs.results import RunResult, SelectResult, SweepResult
+    from multisample.jobs.results import RunResult, SelectResult, ServeResult, SweepResult
     from multisample.search.sweep.config import SweepConfig
     from multisample.search.synthesize.config import SynthesizeConfig
+    from multisample.serve.config import ServeConfig
 
 _PUBLIC = {
     "ConfigError": "multisample.engine.config",
@@ -59,6 +63,11 @@ _PUBLIC = {
     "run_sync": "multisample.api.loop",
     "select": "multisample.api.runs",
     "select_sync": "multisample.api.runs",
+    "serve": "multisample.api.runs",
+    "serve_sync": "multisample.api.runs",
+    "ServeConfig": "multisample.serve.config",
+    "ServeResult": "multisample.jobs.results",
+    "serving": "multisample.api.runs",
     "sweep": "multisample.api.runs",
     "sweep_sync": "multisample.api.runs",
     "synthesize": "multisample.api.runs",

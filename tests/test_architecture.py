@@ -23,8 +23,14 @@ LAYERS = {
     "multisample.engine": {"multisample.engine"},
     "multisample.search": {"multisample.engine", "multisample.search"},
     "multisample.bandits": {"multisample.engine", "multisample.bandits"},
-    "multisample.jobs": {"multisample.engine", "multisample.search", "multisample.bandits"},
-    "multisample.api": {"multisample.engine", "multisample.jobs"},
+    "multisample.serve": {"multisample.engine", "multisample.search", "multisample.bandits"},
+    "multisample.jobs": {
+        "multisample.engine",
+        "multisample.search",
+        "multisample.bandits",
+        "multisample.serve",
+    },
+    "multisample.api": {"multisample.engine", "multisample.jobs", "multisample.serve"},
     "multisample.cli": {
         "multisample.engine",
         "multisample.search",
@@ -34,8 +40,8 @@ LAYERS = {
     },
 }
 """What each part may import besides itself: engine below everything; search and bandits
-beside each other, never into one another; the jobs above them; two faces on top, neither
-importing the other."""
+beside each other, never into one another; the gateway over them; the jobs above; the
+command line and the Python API on top, neither importing the other."""
 
 
 def modules() -> dict[str, Path]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from multisample.engine.types import Generation, GenerationRequest, Message
@@ -22,6 +22,10 @@ class Backend(Protocol):
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """One generation per request, in request order."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[str | Generation]:
+        """The response's text piece by piece as it is generated, then the whole
+        Generation last."""
 
     async def count_tokens(self, messages: Sequence[Message]) -> int | None:
         """Prompt tokens the model would see for these messages, or None if unknown."""

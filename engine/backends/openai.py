@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import errno
+import json
 import logging
 import os
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,6 +154,66 @@ class OpenAIBackend:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Generation]:
+        """The response's text as the server streams it (server-sent events), piece by
+        piece, then the whole Generation (its usage asked for in the stream). Not retried:
+        pieces already passed on cannot be taken back."""
+        await self.start()
+        client, semaphore = self._client, self._semaphore
+        assert client is not None and semaphore is not None
+        url = self.endpoint
+        payload = {**self._payload(request), "stream": True}
+        payload["stream_options"] = {"include_usage": True}
+        chat = self.spec.prompt_format == "chat"
+        pieces: list[str] = []
+        usage: dict[str, Any] = {}
+        finish: str | None = None
+        stop: str | None = None
+        started = time.perf_counter()
+        async with semaphore:
+            try:
+                async with client.stream("POST", url, json=payload) as response:
+                    if response.status_code != 200:
+                        body = (await response.aread())[:_BODY_EXCERPT_CHARS]
+                        raise BackendError(
+                            f"model {self.name!r}: {url} answered {response.status_code}: "
+                            f"{self._one_line(body.decode('utf-8', 'replace'))}"
+                        )
+                    async for line in response.aiter_lines():
+                        data = line.removeprefix("data:").strip()
+                        if not line.startswith("data:") or not data:
+                            continue
+                        if data == "[DONE]":
+                            break
+                        chunk = json.loads(data)
+                        usage = chunk.get("usage") or usage
+                        for choice in chunk.get("choices") or []:
+                            delta = choice.get("delta") or {} if chat else choice
+                            piece = delta.get("content" if chat else "text")
+                            finish = choice.get("finish_reason") or finish
+                            stop = _stop_string(choice.get("stop_reason")) or stop
+                            if piece:
+                                pieces.append(piece)
+                                yield piece
+            except (httpx.HTTPError, ValueError) as exc:
+                self.failures += 1
+                raise BackendError(
+                    f"model {self.name!r}: streaming from {url} failed: "
+                    f"{type(exc).__name__}: {self._one_line(str(exc))}"
+                ) from None
+        if not isinstance(usage.get("prompt_tokens"), int):
+            raise BackendError(f"model {self.name!r}: {url} streamed no token usage")
+        yield Generation(
+            text="".join(pieces),
+            model=self.name,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=finish,
+            seed=request.seed,
+            latency_s=time.perf_counter() - started,
+            stop_reason=stop,
+        )
 
     # --- one request -------------------------------------------------------------------
 

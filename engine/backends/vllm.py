@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +258,45 @@ class VLLMBackend:
             # The same requests (each with its seed) on the replicas still serving, or
             # on this one once it is back when it is the only one.
             return await self._route(requests, adapter)
+
+    async def stream(
+        self, request: GenerationRequest, adapter: str | None = None
+    ) -> AsyncIterator[str | Generation]:
+        """The response's text as the least busy replica generates it, piece by piece,
+        then the whole Generation. A replica that dies before the first piece is restarted
+        and the request goes to another; one that dies after it fails the stream (what was
+        sent cannot be taken back)."""
+        served = None if adapter is None else self.adapters[adapter]
+        arguments = (request,) if served is None else (request, served)
+        while True:
+            replica = min(await self._serving(), key=lambda r: r.in_flight)
+            incarnation = replica.incarnation
+            sent = finished = False
+            pieces = None
+            replica.in_flight += 1
+            try:
+                pieces = replica.actor.stream.options(num_returns="streaming").remote(*arguments)
+                while True:
+                    try:  # Ray's errors come with the next reference or with its value
+                        ref = await actors.call(
+                            replica.label, pieces.__anext__(), self.request_timeout_s, "stream"
+                        )
+                    except StopAsyncIteration:
+                        finished = True
+                        return
+                    item = await actors.call(replica.label, ref, self.request_timeout_s, "stream")
+                    sent = sent or isinstance(item, str)
+                    yield item
+            except EngineDiedError as died:
+                self._restart(replica, incarnation, died)
+                if sent:
+                    raise BackendError(f"{died}; the response was cut short") from None
+            finally:
+                replica.in_flight -= 1
+                if pieces is not None and not finished:
+                    # The reader stopped (a client went away): the engine stops too.
+                    with contextlib.suppress(Exception):
+                        ray.cancel(pieces)
 
     async def count_tokens(self, messages: Sequence[Message]) -> int | None:
         while True:

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import ray
@@ -122,6 +122,17 @@ class VLLMEngineActor:
     async def _generate_one(
         self, request: GenerationRequest, adapter: ServedAdapter | None
     ) -> Generation:
+        final = None
+        async for item in self.stream(request, adapter, deltas=False):
+            final = item
+        assert isinstance(final, Generation)
+        return final
+
+    async def stream(
+        self, request: GenerationRequest, adapter: ServedAdapter | None = None, deltas: bool = True
+    ) -> AsyncIterator[str | Generation]:
+        """The response as it is generated: each new piece of text (with `deltas`), then
+        the whole `Generation` last. Called through Ray as a streaming generator."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -147,9 +158,12 @@ class VLLMEngineActor:
             seed=request.seed + self.spec.seed_offset,
             logprobs=s.logprobs,
             ignore_eos=s.ignore_eos,
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            output_kind=RequestOutputKind.DELTA if deltas else RequestOutputKind.FINAL_ONLY,
         )
         started = time.perf_counter()
+        text: list[str] = []
+        tokens = 0
+        top_logprobs: list[dict[str, float]] = []
         final = None
         async for output in self.engine.generate(
             TokensPrompt(prompt_token_ids=ids),
@@ -158,24 +172,27 @@ class VLLMEngineActor:
             lora_request=lora_request(adapter),
         ):
             final = output
+            completion = output.outputs[0]
+            text.append(completion.text)
+            tokens += len(completion.token_ids)
+            top_logprobs += [
+                {lp.decoded_token: lp.logprob for lp in step.values()}
+                for step in completion.logprobs or []
+            ]
+            if deltas and completion.text:
+                yield completion.text
         if final is None:
             raise BackendError(f"model {self.spec.name!r}: the engine returned no output")
         completion = final.outputs[0]
-        top_logprobs: tuple[dict[str, float], ...] = ()
-        if completion.logprobs:
-            top_logprobs = tuple(
-                {lp.decoded_token: lp.logprob for lp in step.values()}
-                for step in completion.logprobs
-            )
-        return Generation(
-            text=completion.text,
+        yield Generation(
+            text="".join(text),
             model=self.spec.name if adapter is None else adapter.name,
-            prompt_tokens=len(final.prompt_token_ids),
-            completion_tokens=len(completion.token_ids),
+            prompt_tokens=len(ids),
+            completion_tokens=tokens,
             finish_reason=completion.finish_reason,
             seed=request.seed,
             latency_s=time.perf_counter() - started,
-            top_logprobs=top_logprobs,
+            top_logprobs=tuple(top_logprobs),
             adapter=None if adapter is None else adapter.name,
             adapter_version=None if adapter is None else adapter.version,
             # A token id when a stop token ended it: only stop strings are reported.

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,6 +22,7 @@ from multisample.api.configs import ConfigSource, run_config
 from multisample.api.loop import run_here, run_sync
 from multisample.api.pool import Pool
 from multisample.engine.storage import check_run_directory
+from multisample.engine.traps import warn
 from multisample.jobs.inputs import (
     PromptsSource,
     is_file_source,
@@ -30,8 +32,9 @@ from multisample.jobs.inputs import (
     write_prompts,
 )
 from multisample.jobs.registry import JOBS, Job
-from multisample.jobs.results import RunResult, SelectResult, SweepResult
+from multisample.jobs.results import RunResult, SelectResult, ServeResult, SweepResult
 from multisample.jobs.targets import API, Target, locate
+from multisample.serve.run import listening
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -167,6 +170,54 @@ async def select(
     )
 
 
+async def serve(
+    config: ConfigSource = None,
+    *,
+    pool: Pool | None = None,
+    run_dir: str | Path | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    console: Console | None = None,
+    **settings: Any,
+) -> ServeResult:
+    """Answer OpenAI-compatible requests until SIGTERM or SIGINT (in the main thread);
+    return the run's summary. The config a ServeConfig (`routes=`, `selections=`,
+    `host=`, `port=`, ...); other arguments as `synthesize`'s. To serve inside a
+    program and stop when it says, use `serving`."""
+    job = JOBS["serve"]
+    return await _run(job, config, None, pool, run_dir, name, resume, overrides, console, settings)
+
+
+@asynccontextmanager
+async def serving(
+    config: ConfigSource = None,
+    *,
+    pool: Pool | None = None,
+    run_dir: str | Path | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    console: Console | None = None,
+    **settings: Any,
+) -> AsyncIterator[str]:
+    """The gateway listening while the block runs: `async with multisample.serving(cfg,
+    pool=pool, port=0) as url:` gives its URL (an OpenAI client's base_url is url +
+    "/v1"); leaving the block lets the requests in flight finish, then closes the run
+    directory. Arguments as `serve`'s."""
+    model_pool = pool.model_pool if isinstance(pool, Pool) else None
+    target = prepare(JOBS["serve"], config, None, pool, run_dir, name, resume, overrides, settings)
+    warn(target.job.traps(target.config))
+    async with listening(
+        target.config,
+        target.path,
+        resume,
+        console=console,
+        pool=model_pool,  # type: ignore[arg-type]
+    ) as (url, _):
+        yield url
+
+
 def sync_twin(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     """`function` as a plain call that runs it on the library's loop (`run_sync`)."""
 
@@ -185,3 +236,4 @@ def sync_twin(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 synthesize_sync = sync_twin(synthesize)
 sweep_sync = sync_twin(sweep)
 select_sync = sync_twin(select)
+serve_sync = sync_twin(serve)

@@ -13,7 +13,12 @@ from typer.core import TyperGroup
 
 from multisample.cli.common import bare_resume_as_empty, fail
 from multisample.cli.data import export_command, train_command
-from multisample.cli.runs import select_command, sweep_command, synthesize_command
+from multisample.cli.runs import (
+    select_command,
+    serve_command,
+    sweep_command,
+    synthesize_command,
+)
 from multisample.cli.setup import CONFIG_KINDS, config_app, models_app
 from multisample.cli.show import show_command
 from multisample.engine.terminal import LEVELS, STDERR, configure_logging, log_level
@@ -38,6 +43,7 @@ app = typer.Typer(
 app.command("synthesize")(synthesize_command)
 app.command("sweep")(sweep_command)
 app.command("select")(select_command)
+app.command("serve")(serve_command)
 app.command("show")(show_command)
 app.command("train")(train_command)
 app.command("export")(export_command)

@@ -122,3 +122,22 @@ def print_select_summary(summary: dict[str, Any]) -> None:
             f"true best: {shown(summary['true_best'])}; cumulative regret strong "
             f"{regret['strong']:.1f}, weak {regret['weak']:.1f}"
         )
+
+
+def serve_command(
+    config: Annotated[Path, typer.Argument(help="YAML serve config (`config schema serve`).")],
+    name: RunName = None,
+    output_dir: OutputDir = None,
+    resume: Resume = None,
+    overrides: Overrides = None,
+    host: Annotated[str | None, typer.Option(help="Listen here (config's host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen on this port; 0: a free one.")] = None,
+) -> None:
+    """Answer OpenAI-compatible requests with pool models, routes and selection routes
+    until SIGTERM or ctrl-C; the traffic is a run directory."""
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    summary = run_job(JOBS["serve"], config, name, output_dir, resume, overrides, updates)
+    console = Console()
+    console.print(f"[bold]served:[/] {shown(summary['run_dir'])}")
+    for model, count in summary["requests"].items():
+        console.print(f"  {shown(model)}: {count} request(s)")

@@ -12,13 +12,15 @@ from typing import Any
 from multisample.bandits.select.config import SelectConfig
 from multisample.bandits.select.loop import run_select
 from multisample.bandits.select.traps import select_traps
-from multisample.engine.config import RunConfig
-from multisample.jobs.results import RunResult, SelectResult, SweepResult
+from multisample.engine.config import PoolConfig
+from multisample.jobs.results import RunResult, SelectResult, ServeResult, SweepResult
 from multisample.search.sweep.config import SweepConfig
 from multisample.search.sweep.run import sweep
 from multisample.search.synthesize.config import SynthesizeConfig
 from multisample.search.synthesize.run import synthesize
 from multisample.search.traps import sweep_traps, synthesize_traps
+from multisample.serve.config import RESUMABLE, ServeConfig, serve_traps
+from multisample.serve.run import serve
 
 RunCoroutine = Callable[..., Coroutine[Any, Any, dict[str, Any]]]
 """`run(config, path, *, resume, console, pool, **extra) -> summary`."""
@@ -30,7 +32,7 @@ class Job:
 
     name: str
     """Its command, and its config's kind (`multisample config schema NAME`)."""
-    config: type[RunConfig]
+    config: type[PoolConfig]
     stem: Callable[[Any], str]
     """The stem of a new run's name when its config was given in code (a run made from a
     config file is named after the file): `<stem>-<UTC time>`."""
@@ -64,6 +66,15 @@ JOBS: dict[str, Job] = {
             run_select,
             SelectResult.load,
             resumable=frozenset({"rounds"}),
+        ),
+        Job(
+            "serve",
+            ServeConfig,
+            lambda config: "serve",
+            serve_traps,
+            serve,
+            ServeResult.load,
+            resumable=RESUMABLE,
         ),
     )
 }

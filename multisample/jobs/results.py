@@ -146,3 +146,17 @@ class SelectResult:
         """'answers' or 'rounds'."""
         tables = {"answers": self.answers, "rounds": self.rounds}
         return as_dataset(_pick(tables, name, "SelectResult"))
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """A stopped server's run: its summary (requests by model, each selection route's
+    state) and where its traffic is (routes/, models/, selections/, feedback.jsonl)."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> ServeResult:
+        path = Path(path)
+        return cls(path, _summary(path))

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from multisample.engine.config import ConfigError, RunConfig
+from multisample.engine.config import ConfigError, PoolConfig
 from multisample.engine.pool import ModelPool
 from multisample.engine.storage import CONFIG
 from multisample.engine.traps import warn
@@ -98,7 +98,7 @@ class Target:
     resumes, and what was written for it before it started (undone if it never starts)."""
 
     job: Job
-    config: RunConfig
+    config: PoolConfig
     path: Path
     resume: bool
     created: list[Path] = field(default_factory=list)

@@ -101,6 +101,33 @@ def _trickle(body: bytes, pause_s: float) -> StreamingResponse:
     return StreamingResponse(pieces(), media_type="application/json")
 
 
+def _streamed(answer: dict[str, Any], chat: bool) -> StreamingResponse:
+    """`answer` as server-sent events, a word a chunk, then its usage and [DONE]."""
+    choice = answer["choices"][0]
+    text = choice["message"]["content"] if chat else choice["text"]
+    words = text.split(" ")
+
+    def event(delta: dict[str, Any] | None, finish: str | None = None, usage: Any = None) -> str:
+        body: dict[str, Any] = {"id": "x", "object": "chat.completion.chunk", "choices": []}
+        if delta is not None:
+            piece = {"index": 0, "finish_reason": finish}
+            piece.update({"delta": delta} if chat else {"text": delta.get("content", "")})
+            body["choices"] = [piece]
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    async def events() -> Any:
+        for index, word in enumerate(words):
+            yield event({"content": word if index == 0 else " " + word})
+        yield event({}, choice["finish_reason"])
+        if "usage" in answer:
+            yield event(None, usage=answer["usage"])
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 @dataclass
 class Recorded:
     """One request as the server saw it."""
@@ -215,6 +242,8 @@ class FakeOpenAIServer:
                     media_type="application/json",
                 )
             answer = self._answer(payload, chat, model)
+            if payload.get("stream"):
+                return _streamed(answer, chat)
             if fault is not None and fault.truncate:
                 return _DroppedMidBody(json.dumps(answer).encode())
             if fault is not None and fault.trickle_s:

@@ -7,8 +7,10 @@
 - API keys come only from the environment; the key is sent, but appears in no log record,
   no output and no file of the run directory, even when the server echoes it back; and a
   key pasted into a config is not echoed by the error that rejects it.
-- Nothing in multisample listens on a socket; the local Ray cluster it starts has no
-  dashboard and is its own (it never joins a stray cluster left on the machine).
+- Nothing in the engine, the strategies or the bandits listens on a socket (only the
+  gateway does, `multisample serve`: tests/test_api.py); the local Ray cluster multisample
+  starts has no dashboard and is its own (it never joins a stray cluster left on the
+  machine).
 """
 
 from __future__ import annotations
