@@ -86,7 +86,13 @@ MUTATION_SCOPE := 'multisample.bandits.*' 'multisample.engine.budget.*' \
 	'multisample.search.toa.xǁ_Treeǁbegin*' 'multisample.search.toa.xǁ_Treeǁfully_expanded*' \
 	'multisample.search.toa.xǁ_Treeǁ_best_child*' 'multisample.search.toa.xǁ_Treeǁselect*' \
 	'multisample.search.toa.xǁ_Treeǁfinish*' \
-	'multisample.search.prs.x_layer_sizes*' 'multisample.search.prs.xǁPRSSettingsǁ*'
+	'multisample.search.prs.x_layer_sizes*' 'multisample.search.prs.xǁPRSSettingsǁ*' \
+	'multisample.search.voting.*' 'multisample.search.steps.x_*' \
+	'multisample.search.steps.xǁ*Settingsǁ*' 'multisample.search.steps.xǁSubtreeǁ*' \
+	'multisample.engine.answers.*' 'multisample.engine.rewards.process.x_*' \
+	'multisample.engine.rewards.normalization.*' 'multisample.bandits.adaptation.*' \
+	'multisample.bandits.select.adapt.x_*' 'multisample.bandits.select.adapt.xǁAdaptationǁ*' \
+	'multisample.bandits.select.state.*'
 
 mutation: $(STAMP)
 	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)

@@ -462,8 +462,34 @@ class ArithmeticTasks(Settings):
         return f"arithmetic(count={self.count}, steps={self.steps}, seed={self.seed})"
 
 
+class InstructionTasks(Settings):
+    """Generated instruction-following prompts with verifiable constraints
+    (engine.instructions), in or out of the training distribution."""
+
+    generate: Literal["instructions"]
+    """Which generator: `instructions`."""
+    count: int = Field(200, ge=1, le=100_000)
+    """How many prompts."""
+    split: Literal["in_distribution", "out_of_distribution"] = "in_distribution"
+    """in_distribution: the shipped tasks' wordings, the training topics and task frames,
+    the allowed pairs of constraint kinds; out_of_distribution: other wordings, topics,
+    task frames and pairs of kinds, none of the first's."""
+    difficulty: Literal["easy", "medium", "hard"] = "medium"
+    """Constraints per prompt (easy 1, medium 1-2, hard 2-3) and how tight they are."""
+    seed: int = 0
+    """The same settings and seed give the same prompts, on any machine."""
+
+    def __str__(self) -> str:
+        return f"instructions(count={self.count}, split={self.split}, seed={self.seed})"
+
+
+GeneratedTasks = Annotated[ArithmeticTasks | InstructionTasks, Field(discriminator="generate")]
+"""A task set generated from a seed rather than read from a file."""
+
+
 def _prompts_kind(value: Any) -> str:
-    if isinstance(value, ArithmeticTasks) or (isinstance(value, dict) and "generate" in value):
+    generated = isinstance(value, ArithmeticTasks | InstructionTasks)
+    if generated or (isinstance(value, dict) and "generate" in value):
         return "generated"
     return "spec" if isinstance(value, dict | PromptsSpec) else "path"
 
@@ -471,7 +497,7 @@ def _prompts_kind(value: Any) -> str:
 PromptsSource = Annotated[
     Annotated[str, Tag("path")]
     | Annotated[PromptsSpec, Tag("spec")]
-    | Annotated[ArithmeticTasks, Tag("generated")],
+    | Annotated[GeneratedTasks, Tag("generated")],
     Discriminator(_prompts_kind),
 ]
 """A prompts file's path, or its path and column mapping, or a generated task set (one

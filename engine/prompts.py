@@ -33,11 +33,12 @@ from typing import Any, BinaryIO, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from multisample.engine.arithmetic import generate
+from multisample.engine import arithmetic, instructions
 from multisample.engine.config import (
     EMBEDDED_TASKS,
     ArithmeticTasks,
     ConfigError,
+    InstructionTasks,
     PromptField,
     PromptsSpec,
 )
@@ -85,7 +86,8 @@ FIELDS: tuple[PromptField, ...] = get_args(PromptField)
 
 
 def load_prompts(
-    source: str | Path | PromptsSpec | ArithmeticTasks, limit: int | None = None
+    source: str | Path | PromptsSpec | ArithmeticTasks | InstructionTasks,
+    limit: int | None = None,
 ) -> PromptFile:
     """Every prompt of a prompts file, or a PromptsError naming the first bad line or row.
 
@@ -95,7 +97,10 @@ def load_prompts(
     one, an empty or blank id or prompt, a repeated id, or a constraint that does not
     parse: the whole file is checked before any model starts, so no run begins on input
     it would choke on later. A generated task set is generated here."""
-    if isinstance(source, ArithmeticTasks):
+    if isinstance(source, ArithmeticTasks | InstructionTasks):
+        generate = (
+            arithmetic.generate if isinstance(source, ArithmeticTasks) else instructions.generate
+        )
         prompts = generate(source)[:limit]
         return PromptFile(
             Path(str(source)), prompts, {p.id: n for n, p in enumerate(prompts, 1)}, True

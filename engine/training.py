@@ -33,6 +33,8 @@ from multisample.engine.types import Message, message_dicts
 
 TRAINING = "training.json"
 """The record each adapter folder holds of how it was trained."""
+OPTIMIZER = "optimizer.pt"
+"""The AdamW state an adapter folder keeps for the next update (a carried optimizer)."""
 
 Method = Literal["dpo", "sft"]
 PromptFormat = Literal["chat", "base"]
@@ -76,6 +78,9 @@ class TrainingSettings(Settings):
     """DPO's KL weight (dpo only)."""
     max_length: int = Field(384, ge=16)
     """Tokens kept per example (prompt + answer); longer ones are truncated."""
+    schedule: Literal["linear", "constant"] = "linear"
+    """The learning rate over the steps: linear decay to zero (transformers' default) or
+    constant."""
 
     @property
     def lora_alpha(self) -> int:
@@ -91,7 +96,8 @@ class TrainingSettings(Settings):
 class TrainingResult:
     steps: int
     loss_curve: list[dict[str, float]]
-    """Per logged (optimizer) step: step, loss, and for DPO the reward margin."""
+    """Per logged (optimizer) step: step, loss, learning rate, and for DPO the reward
+    margin."""
     validation_loss: float | None
     seconds: float
     """Wall time of the whole call (loading, preparing the data, training, evaluating)."""
@@ -209,6 +215,7 @@ def trainer_arguments(
         "max_length": settings.max_length,
         "seed": seed,
         "data_seed": seed,
+        "lr_scheduler_type": settings.schedule,
         "use_cpu": not on_gpu,
         "logging_steps": 1,
         "save_strategy": "no",
@@ -222,11 +229,13 @@ def trainer_arguments(
 
 
 def loss_curve(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
-    """Per logged optimizer step: its step, loss and, for DPO, the reward margin."""
+    """Per logged optimizer step: its step, loss, learning rate and, for DPO, the reward
+    margin."""
     return [
         {
             "step": entry["step"],
             "loss": entry["loss"],
+            **({"learning_rate": entry["learning_rate"]} if "learning_rate" in entry else {}),
             **({"margin": entry["rewards/margins"]} if "rewards/margins" in entry else {}),
         }
         for entry in log_history
@@ -269,6 +278,7 @@ def train_adapter(
     console: Console | None = None,
     start_from: Path | None = None,
     progress: bool = True,
+    carry_optimizer: bool = False,
 ) -> TrainingResult:
     """Train a LoRA on `base_folder`'s model and write the PEFT folder to `output`.
 
@@ -276,7 +286,10 @@ def train_adapter(
     (its rank and alpha, not the settings', apply): online adaptation takes a few more
     steps from the last version. `output` is written in place (callers that need atomicity
     train into a temporary folder and rename it). Runs on the CPU unless a GPU is visible.
-    `progress` draws a bar over the optimizer steps on `console`.
+    `progress` draws a bar over the optimizer steps on `console`. With `carry_optimizer`,
+    the AdamW state is saved in `output` (OPTIMIZER) and, when `start_from` holds one,
+    training starts from it: one optimizer across updates, its moments and step count
+    going on, as the Co-UCB authors keep theirs across the whole stream.
     """
     _quiet()
     import datasets
@@ -291,6 +304,11 @@ def train_adapter(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model, lora = _model_and_lora(base_folder, settings, start_from)
+    if carry_optimizer and lora is not None:
+        from peft import get_peft_model
+
+        # Wrapped here, not by the trainer: the optimizer must see the LoRA's weights.
+        model, lora = get_peft_model(model, lora), None
     rows = dataset_rows(train, settings.method, prompt_format, system_prompt)
     held_out = dataset_rows(validation, settings.method, prompt_format, system_prompt)
     dpo = settings.method == "dpo"
@@ -303,11 +321,16 @@ def train_adapter(
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=[_progress_callback(console or Console(stderr=True))] if progress else [],
+        optimizers=_carried_optimizer(model, settings, start_from)
+        if carry_optimizer
+        else (None, None),
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the bar replaces it
     metrics = trainer.train().metrics
     validation_loss = trainer.evaluate()["eval_loss"] if held_out else None
     trainer.model.save_pretrained(str(output))  # adapter_config.json + adapter_model.safetensors
+    if carry_optimizer:
+        torch.save(trainer.optimizer.state_dict(), output / OPTIMIZER)
     steps = int(trainer.state.global_step)
     return TrainingResult(
         steps=steps,
@@ -318,6 +341,23 @@ def train_adapter(
         examples_seen=examples_seen(len(rows), settings.batch_size, steps),
         versions=library_versions(),
     )
+
+
+def _carried_optimizer(
+    model: Any, settings: TrainingSettings, start_from: Path | None
+) -> tuple[Any, None]:
+    """AdamW over the LoRA's weights (one group, no weight decay, as the trainer's
+    default), with the state `start_from` saved (moments and step count) when it saved
+    one; the scheduler is the trainer's own."""
+    import torch
+
+    weights = [w for w in model.parameters() if w.requires_grad]
+    optimizer = torch.optim.AdamW(weights, lr=settings.learning_rate, weight_decay=0.0)
+    if start_from is not None and (start_from / OPTIMIZER).exists():
+        optimizer.load_state_dict(torch.load(start_from / OPTIMIZER, weights_only=True))
+        for group in optimizer.param_groups:  # this update's rate, not the saved one's
+            group["lr"] = group["initial_lr"] = settings.learning_rate
+    return optimizer, None
 
 
 def merge_adapter(base_folder: Path, adapter: Path, output: Path) -> None:

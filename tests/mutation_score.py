@@ -4,9 +4,14 @@ Usage: python tests/mutation_score.py PATTERN... (the mutant name patterns the r
 given; mutants outside them were not run and are not counted).
 
 A mutant the tests kill (or that times out) counts as caught. A surviving mutant must be
-listed as equivalent in docs/TESTING.md (its mutmut name in backticks, with the reason);
-any other survivor, or a mutant no selected test reaches, is printed with its diff and
-makes the exit status 1.
+listed as equivalent in docs/TESTING.md: a table row of its function (the mutmut name
+without its `__mutmut_N` number) and its change (the diff's lines joined by " ⏎ ", pipes
+escaped), with the reason. A row is keyed by what the mutant changes, not by its number:
+mutmut numbers a function's mutants in order, so an edit renumbers them, and a real
+survivor could otherwise inherit a listed name. Any other survivor, or a mutant no
+selected test reaches, is printed with its diff and makes the exit status 1; a listed
+row that no surviving mutant matches (killed now, or its code changed) is reported, so
+the list is kept true.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from mutmut.stats import status_by_exit_code
 MUTANTS = Path("mutants")
 DOCS = Path("docs/TESTING.md")
 CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
-NAME = re.compile(r"`([\w.]+__mutmut_\d+)`")
+ROW = re.compile(r"^\| `([^`]+)` \| `([^`]+)` \| .* \|$", re.MULTILINE)
+"""An equivalent mutant's row: | `function` | `change` | why |."""
+JOIN = " ⏎ "
 
 
 def results(patterns: list[str]) -> dict[str, str]:
@@ -40,6 +47,21 @@ def results(patterns: list[str]) -> dict[str, str]:
 
 def module_of(name: str) -> str:
     return name.rsplit(".", 1)[0]
+
+
+def function_of(name: str) -> str:
+    """A mutant's function: its name without the `__mutmut_N` number."""
+    return name.rsplit("__mutmut_", 1)[0]
+
+
+def change(diff_text: str) -> str:
+    """A diff as one table cell: its lines joined, pipes escaped."""
+    return JOIN.join(diff_text.splitlines()).replace("|", "\\|")
+
+
+def listed(text: str) -> set[tuple[str, str]]:
+    """The (function, change) of every equivalent mutant the docs list."""
+    return {(function, cell) for function, cell in ROW.findall(text)}
 
 
 def diff(name: str) -> str:
@@ -61,7 +83,13 @@ def main(patterns: list[str]) -> int:
     if not statuses:
         print("no mutant results: run `make mutation`", file=sys.stderr)
         return 1
-    equivalent = set(NAME.findall(DOCS.read_text())) if DOCS.exists() else set()
+    rows = listed(DOCS.read_text(encoding="utf-8")) if DOCS.exists() else set()
+    keys = {
+        name: (function_of(name), change(diff(name)))
+        for name, status in statuses.items()
+        if status not in CAUGHT
+    }
+    equivalent = {name for name, key in keys.items() if key in rows}
     print(f"{'module':<40} {'mutants':>8} {'caught':>7} {'survived':>9} {'no tests':>9}  score")
     per_module: dict[str, Counter[str]] = {}
     for name, status in statuses.items():
@@ -74,10 +102,13 @@ def main(patterns: list[str]) -> int:
     unexplained = sorted(
         name for name, status in statuses.items() if status not in CAUGHT and name not in equivalent
     )
-    listed = sum(
-        1 for name, status in statuses.items() if status not in CAUGHT and name in equivalent
-    )
-    print(f"\n{listed} survivors are listed as equivalent in {DOCS}.")
+    listed_survivors = len(equivalent)
+    print(f"\n{listed_survivors} survivors are listed as equivalent in {DOCS}.")
+    in_scope = {function_of(name) for name in statuses}
+    stale = sorted(r for r in rows - set(keys.values()) if r[0] in in_scope)
+    for function, cell in stale:
+        print("\nlisted, but no mutant survives with this change (killed now, or changed):")
+        print(f"  {function}: {cell}")
     for name in unexplained:
         print(f"\n{statuses[name]}: {name}\n{diff(name)}")
     if unexplained:

@@ -5,8 +5,9 @@ last update trains its LoRA further (a new version), which is then served withou
 engine restart and played from the next round on:
 - from a duel, both candidates of the pair learn from the preferred answer (sft, the
   paper's pseudo-label) or from (preferred, other) (dpo): the adaptation/ files;
-- from a single-model round (UCB1, fixed), the model self-trains on its own answers (the
-  paper's UCB1 baseline).
+- from a single-model round (UCB1, fixed), the model trains on its own answers that the
+  feedback accepted (the authors' UCB1 baseline trains only where its answer was right;
+  `accept: null` trains on every answer, plain self-training).
 
 Serving and training take turns on the machine: a round generates (the engines busy), then
 the update trains in this process (the engines idle), so the two never compete for cores.
@@ -64,6 +65,8 @@ class TrainingJob:
     prompt_format: Literal["chat", "base"]
     system_prompt: str | None
     """The model's own system prompt (a candidate's is in the examples' prompts)."""
+    carry_optimizer: bool = False
+    """Save the optimizer's state with the version, and start from the previous one's."""
 
 
 Trainer = Callable[[TrainingJob], TrainingResult]
@@ -86,6 +89,7 @@ def train_with_trl(job: TrainingJob) -> TrainingResult:
         system_prompt=job.system_prompt,
         start_from=job.start_from,
         progress=False,  # select's own bar says what is training
+        carry_optimizer=job.carry_optimizer,
     )
 
 
@@ -114,9 +118,11 @@ def duel_examples(
     ]
 
 
-def own_examples(run: Path, candidate: CandidateSpec, after: int, through: int) -> list[Example]:
-    """A candidate's own answers in its single-model rounds of after..through
-    (self-training)."""
+def own_examples(
+    run: Path, candidate: CandidateSpec, after: int, through: int, accept: float | None
+) -> list[Example]:
+    """A candidate's own answers in its single-model rounds of after..through that the
+    feedback accepts (a reward of at least `accept`; every answer when it is None)."""
     system = (Message("system", candidate.system_prompt),) if candidate.system_prompt else ()
     return [
         Example(
@@ -125,6 +131,7 @@ def own_examples(run: Path, candidate: CandidateSpec, after: int, through: int) 
         )
         for r in _rows(run / ANSWERS, after, through)
         if r["first"] == r["second"] == candidate.name
+        and (accept is None or (r["first_score"] is not None and r["first_score"] >= accept))
     ]
 
 
@@ -192,7 +199,7 @@ class Adaptation:
     def examples(self, name: str, after: int, through: int) -> list[Example]:
         candidate = self.candidates[name]
         duels = duel_examples(self.run.path, name, self.settings.method, after, through)
-        own = own_examples(self.run.path, candidate, after, through)
+        own = own_examples(self.run.path, candidate, after, through, self.settings.accept)
         return duels + own if self.settings.method == "sft" else duels
 
     def seed(self, name: str, version: int) -> int:
@@ -219,6 +226,7 @@ class Adaptation:
             output=partial,
             prompt_format=spec.prompt_format,
             system_prompt=spec.system_prompt,
+            carry_optimizer=settings.carry_optimizer,
         )
         result = await asyncio.to_thread(self.trainer, job)
         record = {

@@ -71,11 +71,24 @@ class AdaptSettings(TrainingSettings):
     method: Method = "sft"
     """What a duel teaches both models of the pair: sft, the preferred answer as a target
     (the paper's pseudo-label; its default); dpo, (preferred, other) as a preference pair.
-    A single-model round (UCB1, fixed) has no pair: its model self-trains on its own
-    answers (the paper's UCB1 baseline), which needs sft."""
+    A single-model round (UCB1, fixed) has no pair: its model trains on its own answers
+    the feedback accepts (`accept`), which needs sft."""
     learning_rate: float = Field(1e-4, gt=0)
-    """AdamW learning rate of each update (higher than `train`'s default: an update takes
-    a few steps on a few examples)."""
+    """AdamW learning rate of each update. The authors fine-tune every weight at a rate
+    about 200 times lower; a LoRA trains a few weights and needs a higher one (ours:
+    higher than `train`'s default too, as an update takes a few steps)."""
+    schedule: Literal["linear", "constant"] = "constant"
+    """The learning rate within an update: constant, as the authors' (one rate for the
+    whole stream), or linear decay to zero within each update (`train`'s)."""
+    carry_optimizer: bool = True
+    """Keep one AdamW across the updates, its state saved with each version and carried
+    into the next, as the authors create one optimizer before the stream and keep it;
+    False starts a fresh one every update."""
+    accept: float | None = 1.0
+    """A single-model round (UCB1, fixed) trains its model only on the answers the
+    feedback accepts: a reward of at least this (1.0 with the verifiable reward: every
+    constraint met), as the authors' UCB1 trains the chosen model only where its answer
+    was right. None: on every answer, accepted or not (plain self-training, not theirs)."""
     every: int = Field(1, ge=1)
     """Rounds between updates (the paper: 1, an update after every round)."""
     serve: Literal["auto", "merged", "lora"] = "auto"

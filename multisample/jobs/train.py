@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 from rich.console import Console
@@ -70,6 +70,10 @@ class TrainOptions(TrainingSettings):
     pairs_method: list[str] = Field(default_factory=list)
     """Train only on pairs made by this method (the option repeats), e.g.
     max_mu_minus_2sigma. Empty: all."""
+    pairs_from: Literal["own", "all"] = "own"
+    """own: only pairs whose two answers the model being trained wrote (on-policy, as the
+    sweet-spot recipe and Co-UCB's pseudo-labels learn from the policy's own samples);
+    all: other models' answers too (distillation). training.json counts each kind."""
     overwrite: bool = False
     """Replace an existing adapter of that name."""
 
@@ -79,6 +83,19 @@ class Pair:
     prompt_id: str
     method: str
     example: Example
+    chosen_model: str | None = None
+    rejected_model: str | None = None
+    """Who wrote each answer (None in a run too old to say)."""
+
+    def kind(self, model: str) -> str:
+        """own (both answers `model`'s), chosen_other, rejected_other, both_other, or
+        unknown."""
+        if self.chosen_model is None or self.rejected_model is None:
+            return "unknown"
+        chosen, rejected = self.chosen_model == model, self.rejected_model == model
+        if chosen and rejected:
+            return "own"
+        return "rejected_other" if chosen else "chosen_other" if rejected else "both_other"
 
 
 def load_run(run: Path) -> SynthesizeConfig:
@@ -137,7 +154,15 @@ def read_pairs(run: Path) -> tuple[list[Pair], str]:
             formats.add("text")
             prompt = (Message("user", record["prompt"]),)
             chosen, rejected = record["chosen"], record["rejected"]
-        pairs.append(Pair(record["prompt_id"], record["method"], Example(prompt, chosen, rejected)))
+        pairs.append(
+            Pair(
+                record["prompt_id"],
+                record["method"],
+                Example(prompt, chosen, rejected),
+                record.get("chosen_model"),
+                record.get("rejected_model"),
+            )
+        )
     return pairs, "+".join(sorted(formats)) or "none"
 
 
@@ -162,7 +187,13 @@ def sft_examples(pairs: list[Pair]) -> list[Pair]:
     for pair in pairs:
         first.setdefault(pair.prompt_id, pair)
     return [
-        Pair(p.prompt_id, "best", Example(p.example.prompt, p.example.chosen))
+        Pair(
+            p.prompt_id,
+            "best",
+            Example(p.example.prompt, p.example.chosen),
+            p.chosen_model,
+            p.chosen_model,
+        )
         for p in first.values()
     ]
 
@@ -190,6 +221,8 @@ class Plan:
     train_prompts: list[str]
     validation_prompts: list[str]
     pair_format: str
+    kinds: dict[str, int]
+    """The run's pairs by who wrote their answers (Pair.kind), before `pairs_from`."""
 
 
 def plan(run: Path, options: TrainOptions) -> Plan:
@@ -226,6 +259,15 @@ def plan(run: Path, options: TrainOptions) -> Plan:
                 f"--pairs-method: no pairs made by {', '.join(options.pairs_method)} "
                 f"in {run / PAIRS}"
             )
+    kinds = dict(sorted(Counter(p.kind(spec.name) for p in pairs).items()))
+    if options.pairs_from == "own":
+        pairs = [p for p in pairs if p.kind(spec.name) == "own"]
+        if not pairs:
+            raise TrainInputError(
+                f"--pairs-from own: no pair of {run / PAIRS} has two answers of model "
+                f"{spec.name!r} (its pairs by author: {kinds}); train on other models' "
+                "answers with --pairs-from all"
+            )
     if options.method == "sft":
         pairs = sft_examples(pairs)
     missing = [m for m in ("trl", "peft") if importlib.util.find_spec(m) is None]
@@ -249,6 +291,7 @@ def plan(run: Path, options: TrainOptions) -> Plan:
         train_prompts=train_ids,
         validation_prompts=validation_ids,
         pair_format=pair_format,
+        kinds=kinds,
     )
 
 
@@ -272,6 +315,8 @@ def training_record(
             "file": PAIRS,
             "format": ready.pair_format,
             "methods_filter": list(options.pairs_method) or None,
+            "from": options.pairs_from,
+            "by_author": ready.kinds,
             "train": len(ready.train),
             "validation": len(ready.validation),
             "methods": method_counts(ready.train, ready.validation),

@@ -218,9 +218,11 @@ async def test_dpo_learns_the_preferred_answer_over_the_other(tmp_path: Path) ->
             assert pair in trained_on(run, name, 1)
 
 
-async def test_ucb1_trains_only_the_chosen_model_on_its_own_answers(tmp_path: Path) -> None:
+async def test_ucb1_unfiltered_trains_the_chosen_model_on_all_its_own_answers(
+    tmp_path: Path,
+) -> None:
     run = tmp_path / "run"
-    config = adapt_config(tmp_path, policy={"kind": "ucb1"})
+    config = adapt_config(tmp_path, policy={"kind": "ucb1"}, adapt={"steps": 1, "accept": None})
     summary, _ = await play(config, run, ToyTrainer())
     counts = {"a": 0, "b": 0, "c": 0}
     for row in read_jsonl(run / ROUNDS):
@@ -232,6 +234,25 @@ async def test_ucb1_trains_only_the_chosen_model_on_its_own_answers(tmp_path: Pa
             [f"question {a['query_id'][1:]}", a["first_answer"], None] for a in own
         ]
     assert summary["adapter_versions"] == counts
+
+
+async def test_ucb1_trains_the_chosen_model_only_on_the_answers_the_feedback_accepts(
+    tmp_path: Path,
+) -> None:
+    """The authors' UCB1: the chosen model learns only where its answer was right."""
+    run = tmp_path / "run"
+    config = adapt_config(tmp_path, policy={"kind": "ucb1"}, adapt={"steps": 1, "accept": 0.5})
+    trainer = ToyTrainer()
+    await play(config, run, trainer)
+    answers = list(read_jsonl(run / ANSWERS))
+    accepted = [
+        [f"question {a['query_id'][1:]}", a["first_answer"], None]
+        for a in answers
+        if a["first_score"] >= 0.5
+    ]
+    assert 0 < len(accepted) < len(answers)  # the toy reward accepts some, not all
+    learned = [example for job in trainer.jobs for example in job.examples]
+    assert [[m.content for m in e.prompt] + [e.chosen, e.rejected] for e in learned] == accepted
 
 
 async def test_served_as_lora_adapters_the_new_version_answers_under_the_adapter_name(
@@ -358,7 +379,9 @@ async def test_a_multi_turn_query_reaches_the_models_and_their_lessons_whole(
 ) -> None:
     """The earlier turns of a conversation go to the candidates before the query, stay in
     the answers file, and are in every example learnt from it (duels and self-training)."""
-    config = adapt_config(tmp_path, policy={"kind": policy}, rounds=2)
+    # Every answer accepted: the self-training rounds learn from all of theirs.
+    adapt = {"steps": 1, "accept": None}
+    config = adapt_config(tmp_path, policy={"kind": policy}, rounds=2, adapt=adapt)
     earlier = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     (tmp_path / "queries.jsonl").write_text(
         "".join(

@@ -23,9 +23,9 @@ from multisample.cli.app import app
 from multisample.engine.backends.base import render_base_prompt
 from multisample.engine.prompts import load_prompts
 from multisample.engine.storage import CONFIG, PROGRESS, config_text, dumps_line
-from multisample.engine.training import TRAINING, dataset_rows
+from multisample.engine.training import TRAINING, Example, dataset_rows
 from multisample.engine.types import Message
-from multisample.jobs.train import ADAPTERS, read_pairs, split_by_prompt
+from multisample.jobs.train import ADAPTERS, Pair, read_pairs, split_by_prompt
 from multisample.search.pairs import as_text_format
 from multisample.search.synthesize.config import SynthesizeConfig
 from multisample.search.synthesize.job import RunJob
@@ -305,7 +305,25 @@ def test_an_endpoint_has_no_weights_here(cli: CliRunner, tmp_path: Path) -> None
 
 def test_a_missing_model_folder(cli: CliRunner, tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", every_pair())
-    assert "/nonexistent/model/folder" in refused(cli, tmp_path, run, "--model", "gone")
+    found = refused(cli, tmp_path, run, "--model", "gone", "--pairs-from", "all")
+    assert "/nonexistent/model/folder" in found
+
+
+def test_pairs_of_other_models_answers_are_left_out_unless_asked(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Only smol's own answers are on-policy for smol; gone's pairs are other models'."""
+    message = refused(cli, tmp_path, write_run(tmp_path / "run", every_pair()), "--model", "gone")
+    assert "--pairs-from own: no pair" in message and "'both_other': 10" in message
+    assert "--pairs-from all" in message
+
+
+def test_pairs_are_counted_by_who_wrote_them() -> None:
+    own = Pair("p", "max_min", Example((Message("user", "q"),), "a", "b"), "m", "m")
+    mixed = Pair("p", "max_min", Example((Message("user", "q"),), "a", "b"), "x", "m")
+    old = Pair("p", "max_min", Example((Message("user", "q"),), "a", "b"))
+    assert [p.kind("m") for p in (own, mixed, old)] == ["own", "chosen_other", "unknown"]
+    assert own.kind("x") == "both_other" and mixed.kind("x") == "rejected_other"
 
 
 def test_no_chat_model_to_default_to(cli: CliRunner, tmp_path: Path) -> None:
@@ -461,7 +479,9 @@ def test_an_old_text_format_run_trains_a_base_model_and_overwrite_replaces(
     (run / ADAPTERS / "t" / "stale").write_text("old")
     (run / ADAPTERS / ".t.partial-killed").mkdir()  # a training SIGKILLed before its rename
     # A base-format model: DPO on the text the engine sends it, plain-text answers.
+    # Its pairs are another model's answers: trained on with --pairs-from all.
     options = ["--model", "smolbase", "--validation", "0", "--overwrite", "--batch-size", "1"]
+    options += ["--pairs-from", "all"]
     record = trained(cli, run, "--name", "t", *options, "--max-steps", "1")
     assert record["pairs"]["format"] == "text" and record["method"] == "dpo"
     assert record["base_model"]["prompt_format"] == "base"
