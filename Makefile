@@ -27,9 +27,10 @@ sweep: models
 serve: models
 	$(BIN)/multisample serve configs/serve.yaml --name serve-$$(date -u +%Y%m%d-%H%M%S)
 
+# --durations: the slowest tests, so that a suite that grows past its time is seen.
 test: models browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not evidence"
+	$(BIN)/python -m pytest -m "not evidence" --durations=30
 
 install: $(STAMP)
 
