@@ -168,10 +168,10 @@ def kill_session(process: subprocess.Popen, grace_s: float = 15.0) -> int:
     return settle_session(process.pid, grace_s)
 
 
-def sweep_session(sid: int, timeout_s: float = 60.0) -> int:
-    """SIGKILL every live process of session `sid` until none is left; how many it killed."""
+def sweep_session(sid: int) -> int:
+    """SIGKILL every live process of session `sid` until none is left; how many it killed.
+    (A process that SIGKILL cannot end would hang here: pytest's timeout is the guard.)"""
     killed = 0
-    deadline = time.monotonic() + timeout_s
     while members := session_members(sid):
         for pid in members:
             try:
@@ -179,7 +179,6 @@ def sweep_session(sid: int, timeout_s: float = 60.0) -> int:
                 killed += 1
             except ProcessLookupError:
                 pass
-        assert time.monotonic() < deadline, f"processes of session {sid} survive: {members}"
         time.sleep(0.2)
     return killed
 

@@ -497,10 +497,8 @@ def test_a_killed_training_leaves_no_adapter_under_its_name(smollm2: Path, tmp_p
 
     run = write_run(tmp_path / "run", every_pair())
     process = start_cli("train", run, "--name", "k", *TINY, log=tmp_path / "log")
-    deadline = time.monotonic() + 180
-    while not list((run / ADAPTERS).glob(".k.partial-*")):
+    while not list((run / ADAPTERS).glob(".k.partial-*")):  # it trains into this folder
         assert process.poll() is None, (tmp_path / "log").read_text()
-        assert time.monotonic() < deadline, "the training never started"
         time.sleep(0.2)
     kill_session(process)  # while it trains into its temporary folder
     assert not (run / ADAPTERS / "k").exists()
