@@ -11,7 +11,8 @@ only what is measured in one run is compared):
 2. A best-of-4 route: at low load (one client, one request at a time) its latency
    against a single sample's (goal <= 1.5x: the four samples run in parallel); at
    saturation (`--clients` clients) its generated tokens/s against the pass-through's.
-3. A selection route under live traffic: the 136 shipped tasks as client requests,
+3. A selection route under live traffic: the 136 shipped tasks as client requests (each
+   carrying its constraints in the body's `multisample` field),
    `--selection-clients` at once, Co-UCB over SmolLM2 and Gemma-3-270M with the
    verifiable reward as arbiter: its rounds, final choice and win rates, against
    `multisample select` with the same candidates, policy and arbiter over the same
@@ -46,12 +47,16 @@ MULTISAMPLE = str(Path(sys.executable).with_name("multisample"))
 MODEL = "embedded:smollm2-135m-instruct"
 
 
-def prompts(count: int) -> list[str]:
-    from multisample.engine.prompts import tasks_path
+def prompts(count: int) -> list[tuple[str, dict[str, Any]]]:
+    """`count` requests from the shipped tasks, in turn: each prompt, and the task's
+    constraints as the body's `multisample` field (what the verifiable reward checks)."""
+    from multisample.engine.prompts import EMBEDDED_TASKS, load_prompts
 
-    lines = tasks_path().read_text(encoding="utf-8").splitlines()
-    texts = [json.loads(line)["prompt"] for line in lines]
-    return [texts[i % len(texts)] for i in range(count)]
+    tasks = load_prompts(EMBEDDED_TASKS).prompts
+    return [
+        (task.prompt, {"constraints": list(task.constraints)})
+        for task in (tasks[i % len(tasks)] for i in range(count))
+    ]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -62,13 +67,16 @@ def percentile(values: list[float], share: float) -> float:
 async def drive(
     url: str,
     model: str,
-    texts: list[str],
+    texts: list[tuple[str, dict[str, Any]]],
     clients: int,
     max_tokens: int,
     headers: dict[str, str] | None = None,
+    task: bool = True,
 ) -> dict[str, Any]:
-    """Send every text as one chat request, `clients` at a time; tokens/s and latencies."""
-    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    """Send every text as one chat request, `clients` at a time, with its task in the
+    `multisample` field (unless `task` is false: vLLM's server takes no such field);
+    tokens/s and latencies."""
+    queue: asyncio.Queue[tuple[int, tuple[str, dict[str, Any]]]] = asyncio.Queue()
     for item in enumerate(texts):
         queue.put_nowait(item)
     latencies: list[float] = []
@@ -79,13 +87,14 @@ async def drive(
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal tokens
         while not queue.empty():
-            index, text = queue.get_nowait()
+            index, (text, extension) = queue.get_nowait()
             body = {
                 "model": model,
                 "messages": [{"role": "user", "content": text}],
                 "max_tokens": max_tokens,
                 "temperature": 0.8,
                 "seed": index,
+                **({"multisample": extension} if task else {}),
             }
             started = time.perf_counter()
             try:
@@ -245,9 +254,10 @@ async def overhead(
     server on the same requests."""
     process, url = await gateway(out, "gateway", gateway_config(out))
     try:
-        await drive(url, "smollm2", texts[:8], 8, args.max_tokens)  # warm-up
-        passed = await drive(url, "smollm2", texts, args.clients, args.max_tokens)
-        single = await drive(url, "smollm2", texts[: args.low_load], 1, args.max_tokens)
+        # The pass-through is sent what vLLM's server is sent: no `multisample` field.
+        await drive(url, "smollm2", texts[:8], 8, args.max_tokens, task=False)  # warm-up
+        passed = await drive(url, "smollm2", texts, args.clients, args.max_tokens, task=False)
+        single = await drive(url, "smollm2", texts[: args.low_load], 1, args.max_tokens, task=False)
         routed_low = await drive(url, "best-of-4", texts[: args.low_load], 1, args.max_tokens)
         routed = await drive(
             url, "best-of-4", texts[: args.requests // 4], args.clients, args.max_tokens
@@ -263,8 +273,8 @@ async def overhead(
     cores = cpu_cores_for(pool, pool.models[0])
     process, url = await vllm_server(out, cores)
     try:
-        await drive(url, "smollm2", texts[:8], 8, args.max_tokens)
-        direct = await drive(url, "smollm2", texts, args.clients, args.max_tokens)
+        await drive(url, "smollm2", texts[:8], 8, args.max_tokens, task=False)
+        direct = await drive(url, "smollm2", texts, args.clients, args.max_tokens, task=False)
     finally:
         process.stop()
     figures["pass_through"] = {
@@ -307,7 +317,7 @@ async def selection(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     process, url = await gateway(out, "selection", config)
     try:
         live = await drive(
-            url, "duel", [t.prompt for t in tasks], args.selection_clients, args.max_tokens
+            url, "duel", prompts(len(tasks)), args.selection_clients, args.max_tokens
         )
         async with httpx.AsyncClient() as http:
             state = (await http.get(f"{url}/v1/selections/duel")).json()

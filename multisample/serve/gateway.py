@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from multisample.engine.config import find_specs
 from multisample.engine.pool import ModelPool
 from multisample.engine.rewards.base import Reward
+from multisample.engine.rewards.correct import CorrectRewardSpec
 from multisample.engine.seeds import derive_seed
 from multisample.engine.types import (
     Generation,
@@ -32,7 +34,7 @@ from multisample.search.registry import run_strategy
 from multisample.search.synthesize.records import with_metadata
 from multisample.search.templates import load_templates
 from multisample.serve.config import RouteSpec, ServeConfig
-from multisample.serve.protocol import APIError, ChatRequest, Usage
+from multisample.serve.protocol import APIError, ChatRequest, Extension, Usage
 from multisample.serve.selection import SelectionRoute
 from multisample.serve.traffic import Traffic
 
@@ -98,9 +100,17 @@ class Gateway:
     # --- what a request asks for ------------------------------------------------------
 
     def prompt(self, id: str, request: ChatRequest) -> Prompt:
-        """The request's conversation as a prompt of the run (its id the response's)."""
+        """The request's conversation as a prompt of the run (its id the response's), with
+        the reference and constraints the request's `multisample` field gives."""
         turns = request.turns()
-        return Prompt(id=id, prompt=turns[-1].content, history=turns[:-1])
+        task = request.multisample or Extension()
+        return Prompt(
+            id=id,
+            prompt=turns[-1].content,
+            history=turns[:-1],
+            reference=task.reference,
+            constraints=task.constraints,
+        )
 
     def sampling(self, request: ChatRequest, model: str | None = None) -> SamplingSettings:
         """The server's sampling (and a pool model's own), then the request's fields."""
@@ -138,6 +148,15 @@ class Gateway:
             raise APIError(
                 400, "n: a selection route answers with its round's answers; ask n=1", "n"
             )
+        if kind != "model" and not (request.multisample and request.multisample.reference):
+            for path, _ in find_specs(self._scoring(request.model), CorrectRewardSpec):
+                raise APIError(
+                    400,
+                    f"multisample.reference: {request.model!r} scores answers with the "
+                    f"'correct' reward ({path}), which compares them with the task's "
+                    "reference answer: send it as multisample.reference",
+                    "multisample.reference",
+                )
         if kind == "model":
             spec = self.pool.spec(request.model)
             if spec.system_prompt and request.messages[0].role == "system":
@@ -147,6 +166,15 @@ class Gateway:
                     "conversation takes one",
                     "messages",
                 )
+
+    def _scoring(self, name: str) -> dict[str, Any]:
+        """What scores a route's or a selection's answers: its reward, or its feedback and
+        the rewards of the routes among its candidates, by config path."""
+        if name in self.routes:
+            return {name: self.routes[name]}
+        spec = self.selections[name].spec
+        routes = {c.route: self.routes[c.route] for c in spec.candidates if c.route}
+        return {name: spec, **routes}
 
     # --- answering ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from multisample.engine.rewards.constraints import parse_constraints
 from multisample.engine.types import Message
 
 
@@ -68,10 +69,22 @@ class StreamOptions(_Strict):
 
 
 class Extension(_Strict):
-    """multisample's own request field: `{"multisample": {"trace": true}}` returns the
-    search's candidates, their models and rewards, and its tree with the answer."""
+    """multisample's own request field, `{"multisample": {...}}`."""
 
     trace: bool = False
+    """Return the search's candidates, their models and rewards, and its tree."""
+    reference: str | None = Field(None, min_length=1, max_length=10_000)
+    """The task's reference answer, which the `correct` reward compares answers with (as
+    a prompts file's `reference`)."""
+    constraints: tuple[dict[str, Any], ...] = Field((), max_length=64)
+    """The task's verifiable constraints, which the `verifiable` reward checks (as a
+    prompts file's `constraints`): without them every answer meets all of none."""
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        parse_constraints(value)  # a bad one is refused by name before any model runs
+        return value
 
 
 class ChatRequest(_Strict):

@@ -16,6 +16,7 @@ import pytest
 from openai import AsyncOpenAI
 
 import multisample
+from multisample.engine.rewards.constraints import fraction_met, parse_constraints
 from multisample.engine.storage import read_jsonl
 from multisample.jobs.export import ExportOptions, export_run
 from tests.engine.fake_openai import FakeOpenAIServer, server  # noqa: F401 (a fixture)
@@ -84,6 +85,44 @@ async def test_a_route_runs_its_strategy_and_sums_every_calls_tokens(
     assert answer.usage.prompt_tokens == sum(s["prompt_tokens"] for s in samples)
 
 
+async def test_a_requests_task_reaches_the_reward_and_the_records(
+    server: FakeOpenAIServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Live traffic carries no prompts file: `multisample.constraints` and `.reference`
+    give a request's task to the rewards (without them the verifiable reward scores every
+    answer 1.0), and a route scored by `correct` refuses a request without a reference."""
+    routes = [
+        {"name": name, "strategy": {"kind": "best_of_n", "model": "a"}, "reward": reward}
+        for name, reward in (("checked", {"kind": "verifiable"}), ("graded", {"kind": "correct"}))
+    ]
+    config = serve_config(server, str(tmp_path), routes=routes, selections=[])
+    constraints = [{"kind": "max_words", "n": 2}, {"kind": "include_keywords", "keywords": ["red"]}]
+    async with multisample.serving(config, name="live") as url:
+        answer = await client(url).chat.completions.create(
+            model="checked",
+            messages=USER,
+            extra_body={"multisample": {"trace": True, "constraints": constraints}},
+        )
+        async with httpx.AsyncClient() as http:
+            refused = await http.post(
+                f"{url}/v1/chat/completions", json={"model": "graded", "messages": USER}
+            )
+        graded = await client(url).chat.completions.create(
+            model="graded", messages=USER, extra_body={"multisample": {"reference": "3"}}
+        )
+    (search,) = answer.model_extra["multisample"]["trace"]["searches"]
+    met = fraction_met(parse_constraints(constraints), answer.choices[0].message.content)
+    assert met < 1.0 and [c["reward"] for c in search["candidates"]] == [met] * 4
+    (record,) = read_jsonl(tmp_path / "live" / "routes" / "checked" / "prompts.jsonl")
+    assert record["constraints"] == constraints
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "multisample.reference"
+    assert graded.choices[0].message.content  # the fake's answers name no 3: all score 0
+    (record,) = read_jsonl(tmp_path / "live" / "routes" / "graded" / "prompts.jsonl")
+    assert record["reference"] == "3"
+
+
 async def test_a_selection_route_learns_from_its_reward_and_commits_each_round(
     gateway: str, tmp_path: Path
 ) -> None:
@@ -137,6 +176,12 @@ BAD = [
     ({"model": "a", "messages": USER, "stream": True, "n": 2}, 400, "n", "one choice"),
     ({"model": "duel", "messages": USER, "n": 2}, 400, "n", "n=1"),
     ({"model": "a", "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "4"),
+    (
+        {"model": "bo4", "messages": USER, "multisample": {"constraints": [{"kind": "max_words"}]}},
+        400,
+        "multisample.constraints",
+        "constraints[0].n",
+    ),
 ]
 
 
