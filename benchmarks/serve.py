@@ -18,10 +18,11 @@ only what is measured in one run is compared):
    `multisample select` with the same candidates, policy and arbiter over the same
    queries (batch 1, one round a query, as the gateway plays them).
 4. Load and faults: `--load` requests from 64 clients against a gateway that answers 16
-   at once and queues 32: every response is a 200 or a deliberate 429; then SIGKILL of
-   the server process under load and a restart with --resume: every request answered
-   before the kill is in the run directory exactly once, and the bandit goes on from its
-   committed round.
+   at once and queues 32: every response is a 200 or a deliberate 429; then, with 48
+   clients (what it answers and queues), SIGKILL of the server process once 64 selection
+   rounds are committed, and a restart with --resume: every request answered before the
+   kill is in the run directory exactly once, and the bandit goes on from its committed
+   round.
 
     python benchmarks/serve.py --out DIR [--json FILE] [--requests 256] [--clients 32]
 """
@@ -367,22 +368,30 @@ async def selection(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+LIMITS = {"concurrency": 16, "queue": 32, "per_client": 1024}
+"""Part 4's gateway: 16 requests answered at once, 32 waiting, any client may hold them."""
+
+
 async def load_and_faults(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """A capped gateway under more load than it takes, then a SIGKILL and a restart."""
     from multisample.engine.storage import read_jsonl
 
-    config = gateway_config(out, limits={"concurrency": 16, "queue": 32, "per_client": 1024})
+    config = gateway_config(out, limits=LIMITS)
     process, url = await gateway(out, "load", config)
     texts = prompts(args.load)
     try:
         loaded = await drive(url, "smollm2", texts, 64, 32)
-        # Under load again, killed once a quarter of the requests (64 at most) are answered.
+        # Under load again, as many clients as are answered or queued (none is refused),
+        # killed once a quarter of the requests (64 at most) are committed rounds.
         under_load = texts[:400]
-        killer = asyncio.ensure_future(drive(url, "auto", under_load, 64, 32))
+        clients = LIMITS["concurrency"] + LIMITS["queue"]
+        killer = asyncio.ensure_future(drive(url, "auto", under_load, clients, 32))
         run = out / "load"
         kill_after = min(64, len(under_load) // 4)  # rounds committed before the kill
         while sum(1 for _ in read_jsonl(run / "selections" / "auto" / "rounds.jsonl")) < kill_after:
             process.alive()
+            if killer.done():  # every request was answered (or refused) first
+                raise RuntimeError(f"the load ended before {kill_after} rounds: {killer.result()}")
             await asyncio.sleep(0.05)
         process.stop(signal.SIGKILL)
         interrupted = await killer
