@@ -1,8 +1,10 @@
-"""Why a search's answer is wrong when it found a right one: for each cell (method,
-budget, seed) of benchmarks/reasoning.py's searches run afresh at every budget (beam
-search, DVTS, TOA), counted from the cell's samples and evaluation scores:
+"""Why a search's answer is wrong when it found a right one: for each finished cell
+(method, budget, seed) of benchmarks/reasoning.py's searches run afresh at every budget
+(beam search, DVTS, TOA), from the cell's samples and prompts, every finished solution
+scored by the `correct` reward (the sweep's evaluation, so a cell counts before its
+sweep has evaluated it):
 
-- `right`: problems whose selected answer the evaluation (`correct`) marks right;
+- `right`: problems whose selected answer is right;
 - `found`: problems where some finished solution of the search was right;
 - `top_but_wrong`: problems whose selected answer has the search reward's top score
   (1.0 with the step checker) and is wrong: what the search reward cannot tell apart.
@@ -15,29 +17,36 @@ DIR is reasoning.py's --out; a method whose sweep is not there is left out.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from multisample.engine.rewards.correct import CorrectReward
 from multisample.engine.storage import read_jsonl
+from multisample.engine.types import Prompt
 
 METHODS = ("beam_search", "dvts", "toa")
 
 
-def cell_counts(cell: Path) -> dict[str, int]:
-    evaluated = {r["prompt_id"]: r["scores"] for r in read_jsonl(cell / "eval_scores.jsonl")}
+async def cell_counts(cell: Path) -> dict[str, int]:
+    correct = CorrectReward()
+    prompts = {  # prompts.jsonl names the id `prompt_id`, as every record of the run does
+        p["prompt_id"]: Prompt(id=p["prompt_id"], prompt=p["prompt"], reference=p["reference"])
+        for p in read_jsonl(cell / "prompts.jsonl")
+    }
     by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for sample in read_jsonl(cell / "samples.jsonl"):
-        by_prompt[sample["prompt_id"]].append(sample)
+        if not sample.get("partial"):
+            by_prompt[sample["prompt_id"]].append(sample)
     right = found = top_but_wrong = 0
-    for prompt_id, scores in evaluated.items():
-        samples = by_prompt[prompt_id]
-        selected = next(s for s in samples if s.get("selected"))
-        is_right = scores.get(str(selected["id"])) == 1.0
-        right += is_right
-        found += any(scores.get(str(s["id"])) == 1.0 for s in samples if not s.get("partial"))
-        top_but_wrong += selected["reward"] == 1.0 and not is_right
+    for prompt_id, finished in by_prompt.items():
+        scores = await correct.score(prompts[prompt_id], [s["text"] for s in finished])
+        selected = next(i for i, s in enumerate(finished) if s.get("selected"))
+        right += scores[selected] == 1.0
+        found += max(scores) == 1.0
+        top_but_wrong += finished[selected]["reward"] == 1.0 and scores[selected] == 0.0
     return {"right": right, "found": found, "top_but_wrong": top_but_wrong}
 
 
@@ -47,7 +56,9 @@ def diagnose(out: Path) -> dict[str, Any]:
         cells = sorted((out / method / "cells").glob(f"{method}-b*-s*"))
         done = [c for c in cells if (c / "summary.json").exists()]
         if done:
-            figures[method] = {c.name.removeprefix(f"{method}-"): cell_counts(c) for c in done}
+            figures[method] = {
+                c.name.removeprefix(f"{method}-"): asyncio.run(cell_counts(c)) for c in done
+            }
     return figures
 
 
