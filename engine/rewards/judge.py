@@ -59,17 +59,25 @@ class JudgeRewardSpec(BaseRewardSpec):
     `error` stops the run."""
 
     def build(self, pool: ModelPool) -> Reward:
-        if self.model not in pool.names:
-            raise RewardError(f"reward.model: no pool model named {self.model!r}")
-        template = None
-        if self.template is not None:
-            try:
-                template = read_template(self.template)
-            except RewardError as exc:
-                raise RewardError(f"reward.template: {exc}") from None
+        template = judge_template(pool, self.model, self.template)
         return JudgeReward(
             pool, self.model, self.use_reference, template, self.top_logprobs, self.on_missing
         )
+
+
+def judge_template(
+    pool: ModelPool, model: str, path: str | None, default: str | None = None
+) -> str | None:
+    """A judge reward's inputs, checked when it is built: its model must be in the pool,
+    and its template file (else `default`) is read."""
+    if model not in pool.names:
+        raise RewardError(f"reward.model: no pool model named {model!r}")
+    if path is None:
+        return default
+    try:
+        return read_template(path)
+    except RewardError as exc:
+        raise RewardError(f"reward.template: {exc}") from None
 
 
 def read_template(path: str) -> str:

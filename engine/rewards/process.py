@@ -30,7 +30,7 @@ from pydantic import Field
 from multisample.engine.answers import extract_answer
 from multisample.engine.arithmetic import apply, problem_of
 from multisample.engine.rewards.base import BaseRewardSpec, Reward, RewardError
-from multisample.engine.rewards.judge import JudgeReward, read_template
+from multisample.engine.rewards.judge import JudgeReward, judge_template
 from multisample.engine.types import Prompt
 
 if TYPE_CHECKING:
@@ -185,14 +185,7 @@ class StepJudgeSpec(ProcessRewardSpec):
     solution so far) and may use {question}; checked before any engine starts."""
 
     def build(self, pool: ModelPool) -> Reward:
-        if self.model not in pool.names:
-            raise RewardError(f"reward.model: no pool model named {self.model!r}")
-        template = STEP_TEMPLATE
-        if self.template is not None:
-            try:
-                template = read_template(self.template)
-            except RewardError as exc:
-                raise RewardError(f"reward.template: {exc}") from None
+        template = judge_template(pool, self.model, self.template, STEP_TEMPLATE)
         judge = JudgeReward(pool, self.model, use_reference=False, template=template)
         return StepJudgeReward(self.separator, self.aggregate, judge)
 
