@@ -7,6 +7,7 @@ any number of prompts' searches run at once over one pool.
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -323,7 +324,7 @@ class Search:
         ]
         rewards: list[float | None] = [None] * len(call.ids)
         if score:
-            rewards = list(await self._rewards(call.ids, texts))
+            rewards = list(await self._rewards(call.ids, texts, partial))
             self.budget.charge_rewards(len(call.ids))
         made = [
             Candidate(
@@ -426,27 +427,36 @@ class Search:
             self._journal.add_generations([(i, call.keys[i], by_id[i]) for i in todo])
         return generations
 
-    async def _rewards(self, ids: list[int], texts: list[str]) -> list[float]:
-        """The rewards of the candidates `ids` (their `texts`): from the journal where it
-        recorded them for the same reward, prompt and text; the rest scored in one call
-        and journaled."""
-        if self._journal is None:
-            return list(await self.ctx.reward.score(self.prompt, texts))
-        identity = self.ctx.reward.identity()
-        keys = [reward_key(identity, self.prompt, text) for text in texts]
-        known = {
-            i: r
-            for i, key in zip(ids, keys, strict=True)
-            if (r := self._journal.reward(i, key)) is not None
+    async def _rewards(self, ids: list[int], texts: list[str], partial: list[bool]) -> list[float]:
+        """The rewards of the candidates `ids` (their `texts`), a partial solution's by the
+        reward of unfinished solutions (`Reward.unfinished`)."""
+        groups = {
+            cut: [(i, text) for i, text, c in zip(ids, texts, partial, strict=True) if c == cut]
+            for cut in (False, True)
         }
-        todo = [
-            (i, text, key) for i, text, key in zip(ids, texts, keys, strict=True) if i not in known
-        ]
-        if todo:
-            scores = await self.ctx.reward.score(self.prompt, [text for _, text, _ in todo])
-            known.update((i, s) for (i, _, _), s in zip(todo, scores, strict=True))
-            self._journal.add_rewards([(i, key, known[i]) for i, _, key in todo])
+        rewards = {cut: self.ctx.reward.unfinished if cut else self.ctx.reward for cut in groups}
+        scored = await asyncio.gather(
+            *(self._scores(rewards[cut], group) for cut, group in groups.items() if group)
+        )
+        known = {i: score for scores in scored for i, score in scores.items()}
         return [known[i] for i in ids]
+
+    async def _scores(self, reward: Reward, candidates: list[tuple[int, str]]) -> dict[int, float]:
+        """`reward`'s scores of `candidates` (id, text): from the journal where it recorded
+        them for the same reward, prompt and text; the rest scored in one call and
+        journaled."""
+        if self._journal is None:
+            scores = await reward.score(self.prompt, [text for _, text in candidates])
+            return {i: s for (i, _), s in zip(candidates, scores, strict=True)}
+        identity = reward.identity()
+        keys = {i: reward_key(identity, self.prompt, text) for i, text in candidates}
+        known = {i: r for i, key in keys.items() if (r := self._journal.reward(i, key)) is not None}
+        todo = [(i, text) for i, text in candidates if i not in known]
+        if todo:
+            scores = await reward.score(self.prompt, [text for _, text in todo])
+            known.update((i, s) for (i, _), s in zip(todo, scores, strict=True))
+            self._journal.add_rewards([(i, keys[i], known[i]) for i, _ in todo])
+        return known
 
     def _add_to_tree(self, candidate: Candidate) -> None:
         """A node for `candidate`, with edges from its parents (from the root if none)."""

@@ -8,6 +8,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from multisample.engine.config import Settings
@@ -48,6 +49,14 @@ class Reward(ABC):
     def identity(self) -> str:
         """What distinguishes this scorer's results from another's (part of cache keys)."""
         return self.name
+
+    @cached_property
+    def unfinished(self) -> Reward:
+        """The reward of an unfinished solution (a step-level search's partial candidate,
+        cut at a step boundary): this one, for a reward that scores any text alike. A
+        reward that judges a finished answer otherwise (it must reach the answer) gives
+        another here, with its own identity."""
+        return self
 
     def missing_scores(self) -> int:
         """Responses scored so far whose score stands in for one the scorer could not

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -61,6 +62,12 @@ class WeightedReward(Reward):
 
     def identity(self) -> str:
         return "weighted:" + ",".join(f"{w}*{r.identity()}" for w, r in self.components)
+
+    @cached_property
+    def unfinished(self) -> Reward:
+        parts = [(w, r.unfinished) for w, r in self.components]
+        same = all(p is r for (_, p), (_, r) in zip(parts, self.components, strict=True))
+        return self if same else WeightedReward(parts)
 
     def missing_scores(self) -> int:
         return sum(r.missing_scores() for _, r in self.components)

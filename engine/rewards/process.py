@@ -11,7 +11,10 @@ Kinds here:
 - `arithmetic_steps`: the exact step checker of generated arithmetic (engine.arithmetic).
   Step k is right when every equation in it holds and its result is the k-th
   intermediate result of the problem (after the last operation: the answer), recomputed
-  from the problem the prompt carries. A real verifier for that task family.
+  from the problem the prompt carries; the last step of a finished solution is right
+  only when it reaches the answer (a solution that stopped early with every step right
+  is wrong), while an unfinished one (`Reward.unfinished`, a step-level search's partial
+  solution) is judged on the steps it has. A real verifier for that task family.
 - `step_judge`: a pool model rates the solution so far, 0-9, read as the judge reward
   reads its rating (the expected digit), over a template for partial solutions.
 Real process reward models (Qwen2.5-Math-PRM, RLHFlow's PRMs) are engine.rewards.prm.
@@ -23,6 +26,7 @@ import math
 import re
 from abc import abstractmethod
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -124,14 +128,18 @@ def step_result(step: str) -> int | None:
         return None
 
 
-def check_steps(steps: Sequence[str], values: Sequence[int]) -> list[float]:
+def check_steps(steps: Sequence[str], values: Sequence[int], finished: bool = True) -> list[float]:
     """1 for each step that computes the next intermediate result of the problem whose
-    start and results are `values` (a step past the last operation: the answer), else 0."""
+    start and results are `values` (a step past the last operation: the answer), else 0.
+    The last step of a `finished` solution must compute the answer itself."""
     expected = list(values[1:])
-    return [
+    scores = [
         float(step_result(step) == expected[min(k, len(expected) - 1)])
         for k, step in enumerate(steps)
     ]
+    if finished and steps:
+        scores[-1] = float(step_result(steps[-1]) == expected[-1])
+    return scores
 
 
 class ArithmeticStepsSpec(ProcessRewardSpec):
@@ -148,6 +156,17 @@ class ArithmeticStepsSpec(ProcessRewardSpec):
 class ArithmeticStepsReward(ProcessReward):
     name = "arithmetic_steps"
 
+    def __init__(self, separator: str, how: Aggregate, finished: bool = True) -> None:
+        super().__init__(separator, how)
+        self.finished = finished
+
+    def identity(self) -> str:
+        return f"{super().identity()}:{'finished' if self.finished else 'unfinished'}"
+
+    @cached_property
+    def unfinished(self) -> Reward:
+        return ArithmeticStepsReward(self.separator, self.how, finished=False)
+
     async def _score_steps(
         self, prompt: Prompt, solutions: list[list[str]], last: bool = False
     ) -> list[list[float]]:
@@ -158,7 +177,7 @@ class ArithmeticStepsReward(ProcessReward):
                 "problem (prompts: {generate: arithmetic})"
             )
         values = problem.values()
-        scores = [check_steps(steps, values) for steps in solutions]
+        scores = [check_steps(steps, values, self.finished) for steps in solutions]
         return [s[-1:] for s in scores] if last else scores
 
 

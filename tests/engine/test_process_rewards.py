@@ -11,6 +11,8 @@ from pydantic import TypeAdapter, ValidationError
 from multisample.engine.arithmetic import Problem, generate, problem_of
 from multisample.engine.config import ArithmeticTasks
 from multisample.engine.prompts import load_prompts
+from multisample.engine.rewards.combine import WeightedReward
+from multisample.engine.rewards.correct import CorrectReward
 from multisample.engine.rewards.process import (
     ArithmeticStepsReward,
     aggregate,
@@ -81,6 +83,15 @@ def test_the_step_checker_recomputes_every_intermediate_result(
     assert check_steps(split_steps(solution, "\n"), PROBLEM.values()) == scores
 
 
+def test_a_finished_solution_must_reach_the_answer_an_unfinished_one_need_not() -> None:
+    early = split_steps("7 + 5 = 12\n12 * 3 = 36", "\n")  # every step right, one left
+    assert check_steps(early, PROBLEM.values(), finished=False) == [1, 1]
+    assert check_steps(early, PROBLEM.values()) == [1, 0]
+    # A finished solution whose last step restates the answer, or computes it, is right.
+    for done in ("7 + 5 = 12\n12 * 3 = 36\n36 - 4 = 32", PROBLEM.solution()):
+        assert check_steps(split_steps(done, "\n"), PROBLEM.values())[-1] == 1
+
+
 def test_a_step_with_a_false_equation_has_no_result() -> None:
     assert step_result("3 + 4 = 8") is None
     assert step_result("3 + 4 = 7, 7 * 2 = 14") == 14
@@ -99,16 +110,31 @@ async def test_the_arithmetic_steps_reward_scores_steps_and_their_aggregate() ->
     right = PROBLEM.solution()
     wrong_start = "7 + 5 = 13\n13 * 3 = 39\n39 - 4 = 35\nThe answer is 35."
     last = ArithmeticStepsReward("\n", "last")
-    slip = "7 + 5 = 13\n12 * 3 = 36"  # a wrong step, then a right one
-    assert await last.score_steps(prompt, [right, wrong_start, slip]) == [
+    slip = "7 + 5 = 13\n12 * 3 = 36"  # a wrong step, then a right one; unfinished
+    assert await last.unfinished.score_steps(prompt, [right, wrong_start, slip]) == [
         [1, 1, 1, 1],
         [0, 0, 0, 0],
         [0, 1],
     ]
     # `last` sees only the last step; `prod` every one.
-    assert await last.score(prompt, [right, wrong_start, slip]) == [1.0, 0.0, 1.0]
+    assert await last.unfinished.score(prompt, [right, wrong_start, slip]) == [1.0, 0.0, 1.0]
     prod = ArithmeticStepsReward("\n", "prod")
-    assert await prod.score(prompt, [right, wrong_start, slip]) == [1.0, 0.0, 0.0]
+    assert await prod.unfinished.score(prompt, [right, wrong_start, slip]) == [1.0, 0.0, 0.0]
+    # As a whole answer the slip is finished without reaching 32: wrong.
+    assert await last.score(prompt, [right, slip]) == [1.0, 0.0]
+    # The two judge differently, so neither's cached or journaled score stands for the other's.
+    assert last.unfinished.identity() != last.identity()
+    assert last.unfinished is last.unfinished
+
+
+async def test_a_weighted_reward_scores_unfinished_solutions_with_its_parts_unfinished() -> None:
+    steps = ArithmeticStepsReward("\n", "last")
+    mixed = WeightedReward([(0.5, steps), (0.5, ArithmeticStepsReward("\n", "min"))])
+    early = "7 + 5 = 12\n12 * 3 = 36"
+    assert await mixed.unfinished.score(PROBLEM.prompt("p"), [early]) == [1.0]
+    assert await mixed.score(PROBLEM.prompt("p"), [early]) == [0.0]
+    plain = WeightedReward([(1.0, CorrectReward())])
+    assert plain.unfinished is plain  # nothing in it judges a finished answer otherwise
 
 
 def test_process_reward_specs_have_their_defaults() -> None:

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 import pytest
 from pydantic import ValidationError
 
+from multisample.engine.arithmetic import Problem
 from multisample.engine.config import BudgetConfig, ConfigError
 from multisample.engine.rewards.base import Reward
+from multisample.engine.rewards.process import ArithmeticStepsReward
 from multisample.engine.types import Generation, GenerationRequest, Prompt, SamplingSettings
 from multisample.search.base import SearchContext
 from multisample.search.registry import run_strategy
@@ -133,6 +135,25 @@ async def test_a_search_that_finishes_early_stops_early() -> None:
     result = await run_strategy(PROMPT, context(pool, 2), settings)
     assert [c.text for c in result.candidates] == ["A2.", "C2."]
     assert result.spend["generations"] == 2 and result.selected == 0
+
+
+async def test_a_solution_that_stops_early_loses_to_one_that_reaches_the_answer() -> None:
+    # 7 -> 12 -> 36. Round 1: one solution stops after its first (right) step; the other
+    # goes on from the same step and finishes with the answer. The partial step is judged
+    # unfinished (right so far, 1); the early stop finished (the answer not reached, 0).
+    problem = Problem(7, (("+", 5), ("*", 3)))
+    pool = ScriptedSteps({"": ["7 + 5 = 12.", "7 + 5 = 12"], "7 + 5 = 12\n": ["12 * 3 = 36."]})
+    ctx = SearchContext(
+        pool, ArithmeticStepsReward(SEP, "last"), SamplingSettings(), BudgetConfig(generations=2)
+    )  # type: ignore[arg-type]
+    settings = BeamSearchSettings(beam_width=2, max_steps=3, separator=SEP)
+    result = await run_strategy(problem.prompt("p"), ctx, settings)
+    assert [(c.text, c.partial, c.reward) for c in result.candidates] == [
+        ("7 + 5 = 12.", False, 0.0),
+        ("7 + 5 = 12\n", True, 1.0),
+        ("7 + 5 = 12\n12 * 3 = 36.", False, 1.0),
+    ]
+    assert result.selected == 2
 
 
 async def test_duplicates_can_be_filtered() -> None:
