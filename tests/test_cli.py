@@ -13,9 +13,7 @@ MULTISAMPLE = str(Path(sys.executable).with_name("multisample"))
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MULTISAMPLE, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
+    return subprocess.run([MULTISAMPLE, *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:

@@ -15,7 +15,6 @@ def synthesize(config: Path, tmp_path: Path, **env: str) -> subprocess.Completed
         [MULTISAMPLE, "synthesize", str(config), "--output-dir", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
-        timeout=300,
         cwd=tmp_path,
         env={**os.environ, **env},
     )

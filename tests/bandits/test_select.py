@@ -296,7 +296,7 @@ def test_corrupt_state_is_refused_and_kept(tmp_path: Path) -> None:
     ]:
         (run / STATE).write_bytes(content)
         done = start(config, tmp_path, resume=True)
-        _, stderr = done.communicate(timeout=120)
+        _, stderr = done.communicate()
         assert done.returncode == 2
         text = stderr.decode()
         assert message in text and str(run / STATE) in text and "Traceback" not in text

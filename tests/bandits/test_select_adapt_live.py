@@ -116,10 +116,8 @@ def test_select_killed_while_training_resumes_with_no_version_lost_or_trained_tw
     config.write_text(yaml.safe_dump(KILL_CONFIG))
     run = tmp_path / "run"
     process = start(config, tmp_path, resume=False)
-    deadline = time.monotonic() + 600
     while not training_started(run):
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        assert time.monotonic() < deadline, "no training started"
         time.sleep(0.1)
     kill_session(process)
     # Killed in round 1's update: the round is committed, its versions are not.

@@ -331,5 +331,5 @@ def server() -> Iterator[FakeOpenAIServer]:
     fake.base_url = f"http://127.0.0.1:{port}/v1"
     yield fake
     uv.should_exit = True
-    thread.join(timeout=10)
+    thread.join()
     sock.close()

@@ -241,7 +241,6 @@ def test_cli_refuses_a_bad_adapter_with_exit_2(tmp_path: Path) -> None:
         [cli, "synthesize", str(config), "--output-dir", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
-        timeout=300,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
     assert done.returncode == 2, done.stderr

@@ -159,7 +159,7 @@ def test_config_check_refuses_it_in_one_line_naming_the_field(tmp_path: Path) ->
         encoding="utf-8",
     )
     done = subprocess.run(
-        [MULTISAMPLE, "config", "check", str(config)], capture_output=True, text=True, timeout=120
+        [MULTISAMPLE, "config", "check", str(config)], capture_output=True, text=True
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

@@ -3,6 +3,7 @@ waited for with it, and no stale lock after the holder is SIGKILLed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,26 +17,28 @@ import pytest
 from multisample.engine.locks import holding, lock, locked_elsewhere, unlock
 
 HOLDER = """
-import sys, time
+import sys
 from pathlib import Path
 from multisample.engine.locks import lock
 fd = lock(Path(sys.argv[1]), wait=False)
 print("held" if fd is not None else "refused", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.read()  # hold it until killed (or until the test's process is gone)
 """
 
 
 @pytest.fixture
 def held(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
-    """A lock file held by another process (for 60 s unless killed)."""
+    """A lock file held by another process until it is killed."""
     path = tmp_path / ".lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), "60"], stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    yield path, holder
-    holder.kill()
-    holder.wait()
+    command = [sys.executable, "-c", HOLDER, str(path)]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:  # leaving it closes the pipes and waits for the holder's end
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            yield path, holder
+        finally:
+            holder.kill()
 
 
 def test_no_lock_file_is_not_held(tmp_path: Path) -> None:
@@ -48,15 +51,24 @@ def test_refused_at_once_while_held_and_free_after_sigkill(
 ) -> None:
     path, holder = held
     assert locked_elsewhere(path)
-    start = time.perf_counter()
-    assert lock(path, wait=False) is None
-    assert time.perf_counter() - start < 1
+    assert lock(path, wait=False) is None  # one that waited would never return: pytest's timeout
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert not locked_elsewhere(path)
     fd = lock(path, wait=False)
     assert fd is not None
     unlock(fd)
+
+
+def blocked_on(path: Path) -> bool:
+    """Does the kernel list this process as waiting for the flock of `path`? (/proc/locks
+    marks a blocked waiter's line with '->'; its fields: pid, then major:minor:inode.)"""
+    inode, pid = str(path.stat().st_ino), str(os.getpid())
+    lines = Path("/proc/locks").read_text().splitlines()
+    return any(
+        f[1:3] == ["->", "FLOCK"] and f[5] == pid and f[6].rsplit(":", 1)[1] == inode
+        for f in map(str.split, lines)
+    )
 
 
 def test_holding_waits_for_the_other_holder(held: tuple[Path, subprocess.Popen[str]]) -> None:
@@ -69,10 +81,12 @@ def test_holding_waits_for_the_other_holder(held: tuple[Path, subprocess.Popen[s
 
     waiter = threading.Thread(target=wait_for_it)
     waiter.start()
-    time.sleep(0.5)
+    while not blocked_on(path):  # until the waiter really waits in the kernel
+        assert not got, "holding took a lock another process holds"
+        time.sleep(0.01)
     assert not got  # still waiting
     released = time.perf_counter()
     holder.kill()
-    waiter.join(timeout=10)
+    waiter.join()
     assert got and got[0] >= released
     assert not locked_elsewhere(path)  # and let go after the block

@@ -284,7 +284,7 @@ def test_prompt_dumps_as_before_without_history_or_metadata() -> None:
 
 def multisample(*args: str | Path) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).with_name("multisample")), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True)
 
 
 def test_a_mapping_typo_is_one_line_before_anything_starts(tmp_path: Path) -> None:

@@ -371,12 +371,12 @@ def test_read_jsonl(tmp_path: Path) -> None:
 # --- one process at a time ------------------------------------------------------------------
 
 HOLDER = """
-import sys, time
+import sys
 from pathlib import Path
 from tests.engine.test_storage import SETTINGS, Run
 Run.open(Path(sys.argv[1]), SETTINGS, resume=True)
 print("holding", flush=True)
-time.sleep(600)
+sys.stdin.read()  # hold it until killed (or until the test's process is gone)
 """
 
 
@@ -393,6 +393,7 @@ def test_a_run_another_process_is_using_is_refused_until_that_process_ends(
     run.write_summary({})  # done with it: this process lets go
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(run.path)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parents[2],

@@ -91,7 +91,6 @@ async def test_sigkilled_engine_run_resumes_to_the_uninterrupted_records(
         kills=1,
         rng=random.Random(6),
         max_delay_s=3.0,
-        attempt_timeout_s=400,
     )
     run = tmp_path / "killed"
     samples = compare_to(run, reference)
@@ -135,7 +134,7 @@ async def test_killed_actor_is_restarted_and_the_run_completes(
             assert not task.done(), task
             await asyncio.sleep(0.05)
         os.kill(dead_pid, signal.SIGKILL)
-        summary = await asyncio.wait_for(task, timeout=600)
+        summary = await task
     samples = compare_to(run, reference)
     in_summary = summary["this_session"]["events"][CHAT_MODEL]["engine_restarts"]
     ledger(
@@ -184,7 +183,7 @@ async def test_killed_engine_process_is_restarted_and_requests_reissued(
     while backend.replicas[0].in_flight < len(requests):  # sent to the engine, not answered
         await asyncio.sleep(0)
     os.kill(core, signal.SIGKILL)
-    generations = await asyncio.wait_for(task, timeout=600)
+    generations = await task
     ledger(
         scenario="engine_process_killed",
         faults={"vLLM EngineCore SIGKILL": 1},

@@ -113,7 +113,7 @@ async def test_retries_exhausted_fail_clearly_and_resume_completes(
     log = tmp_path / "down.log"
     process = start_cli("synthesize", config, "--name", "down", "--output-dir", tmp_path, log=log)
     try:
-        process.wait(timeout=300)
+        process.wait()
     finally:
         settle_session(process.pid)
     output = log.read_text(encoding="utf-8")
@@ -135,7 +135,7 @@ async def test_retries_exhausted_fail_clearly_and_resume_completes(
     args = ("synthesize", config, "--name", "down", "--output-dir", tmp_path, "--resume")
     process = start_cli(*args, log=resumed)
     try:
-        process.wait(timeout=300)
+        process.wait()
     finally:
         settle_session(process.pid)
     assert process.returncode == 0, resumed.read_text(encoding="utf-8")

@@ -142,7 +142,7 @@ async def test_sigkill_mid_search_loses_only_the_calls_in_flight(
         journaled_at.append(journaled)
     made_before = served(server, settings) - uninterrupted
     resumed = start_cli(*args, "--resume", log=log)
-    assert resumed.wait(timeout=120) == 0, log.read_text(encoding="utf-8")[-3000:]
+    assert resumed.wait() == 0, log.read_text(encoding="utf-8")[-3000:]
     made = served(server, settings) - uninterrupted
     summary = json.loads((run / SUMMARY).read_text(encoding="utf-8"))
 

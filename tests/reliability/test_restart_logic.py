@@ -98,7 +98,8 @@ async def test_concurrent_failures_cause_one_restart_and_every_request_is_reissu
     batches = [requests(range(10 * i, 10 * i + 4)) for i in range(5)]
     with caplog.at_level(logging.WARNING, logger="multisample.engine.backends.vllm"):
         tasks = [asyncio.ensure_future(backend.generate(b)) for b in batches]
-        await asyncio.sleep(0.05)
+        while sum(map(len, first.calls)) < sum(map(len, batches)):  # every request in flight
+            await asyncio.sleep(0)
         first.die()
         first.gate.set()
         results = await asyncio.gather(*tasks)

@@ -295,7 +295,7 @@ def test_parse_split_refuses(text: str) -> None:
 
 def multisample(*args: str | Path) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).with_name("multisample")), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True)
 
 
 def sweep_like(tmp_path: Path) -> Path:
