@@ -32,6 +32,8 @@ async def gateway(server: FakeOpenAIServer, tmp_path: Path) -> AsyncIterator[str
 
 
 def client(url: str, **options: Any) -> AsyncOpenAI:
+    # No timeout of its own (the client's default is 600 s): pytest's timeout guards.
+    options = {"timeout": None, **options}
     return AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, **options)
 
 
@@ -104,7 +106,7 @@ async def test_a_requests_task_reaches_the_reward_and_the_records(
             messages=USER,
             extra_body={"multisample": {"trace": True, "constraints": constraints}},
         )
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=None) as http:
             refused = await http.post(
                 f"{url}/v1/chat/completions", json={"model": "graded", "messages": USER}
             )
@@ -131,7 +133,7 @@ async def test_a_selection_route_learns_from_its_reward_and_commits_each_round(
             model="auto", messages=[{"role": "user", "content": f"question {index}"}]
         )
         assert len(answer.choices) == 1
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=None) as http:
         state = (await http.get(f"{gateway}/v1/selections/auto")).json()
     assert state["rounds"] == 3 and len(state["history"]) == 3
     assert sum(state["selections"].values()) >= 3
@@ -143,7 +145,7 @@ async def test_client_feedback_decides_a_duel(gateway: str, tmp_path: Path) -> N
     answer = await client(gateway).chat.completions.create(model="duel", messages=USER)
     assert len(answer.choices) == 2
     assert answer.choices[0].message.content != answer.choices[1].message.content
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=None) as http:
         waiting = (await http.get(f"{gateway}/v1/selections/duel")).json()
         assert (waiting["rounds"], waiting["pending"]) == (0, 1)
         given = await http.post(f"{gateway}/v1/feedback", json={"id": answer.id, "preferred": 1})
@@ -189,7 +191,7 @@ BAD = [
 async def test_a_bad_request_is_refused_in_openais_error_shape(
     gateway: str, body: dict[str, Any], status: int, param: str | None, says: str
 ) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=None) as http:
         response = await http.post(f"{gateway}/v1/chat/completions", json=body)
     assert response.status_code == status
     error = response.json()["error"]
@@ -199,7 +201,7 @@ async def test_a_bad_request_is_refused_in_openais_error_shape(
 async def test_malformed_oversized_and_unknown_requests_are_no_server_errors(
     gateway: str,
 ) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=None) as http:
         garbage = await http.post(f"{gateway}/v1/chat/completions", content=b"{not json")
         array = await http.post(f"{gateway}/v1/chat/completions", json=[1, 2])
         huge = await http.post(f"{gateway}/v1/chat/completions", content=b"x" * 1_000_001)
@@ -226,10 +228,10 @@ async def test_an_api_key_is_asked_for_when_configured(
     async with multisample.serving(config, name="keyed") as url:
         with pytest.raises(openai.AuthenticationError):
             await client(url).chat.completions.create(model="a", messages=USER)
-        keyed = AsyncOpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0)
+        keyed = AsyncOpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0, timeout=None)
         answer = await keyed.chat.completions.create(model="a", messages=USER, seed=1)
         assert answer.choices[0].message.content.startswith("seed1")
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=None) as http:
             assert (await http.get(f"{url}/health")).status_code == 200  # open to probes
             assert (await http.get(f"{url}/metrics")).status_code == 401
 
@@ -289,7 +291,7 @@ async def test_the_traffic_is_a_run_directory_export_reads(gateway: str, tmp_pat
 async def test_metrics_count_requests_tokens_and_selections(gateway: str) -> None:
     await client(gateway).chat.completions.create(model="a", messages=USER, seed=1)
     await client(gateway).chat.completions.create(model="auto", messages=USER)
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=None) as http:
         await http.post(
             f"{gateway}/v1/chat/completions", json={"model": "x" * 50, "messages": USER}
         )

@@ -50,7 +50,7 @@ def config() -> ServeConfig:
 
 async def test_the_openai_client_on_the_embedded_models(pool: Any, tmp_path: Path) -> None:
     async with listening(config(), tmp_path / "live", pool=pool) as (url, _):
-        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=None)
         stream = await client.chat.completions.create(
             model=CHAT_MODEL, messages=QUESTION, seed=3, max_tokens=24, stream=True
         )
