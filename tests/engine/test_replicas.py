@@ -337,13 +337,20 @@ async def test_engines_sharing_a_gpu_start_one_after_another(
     )
     pool = ModelPool(config)
     starting, most = 0, 0
+    arrived = asyncio.Condition()
 
     class CountingActor(ReplicaActor):
         async def _start(self) -> dict[str, Any]:
             nonlocal starting, most
-            starting += 1
-            most = max(most, starting)
-            await asyncio.sleep(0.01)
+            async with arrived:
+                starting += 1
+                most = max(most, starting)
+                arrived.notify_all()
+                # Starts that may overlap wait for each other (an event, not a delay); a
+                # start that ran alone when it must not would hang here: pytest's timeout.
+                await arrived.wait_for(lambda: starting >= most_at_once)
+            for _ in range(3):  # let any start scheduled beside this one begin: it must not
+                await asyncio.sleep(0)
             starting -= 1
             return await super()._start()
 
