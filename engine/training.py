@@ -244,14 +244,18 @@ def loss_curve(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 def _model_and_lora(
-    base_folder: Path, settings: TrainingSettings, start_from: Path | None
+    base_folder: Path, settings: TrainingSettings, start_from: Path | None, full: bool
 ) -> tuple[Any, Any]:
     """The base model in float32, and a new LoRA's config; or, to go on training
-    `start_from`, the model with that LoRA loaded (trainable) and no new config."""
+    `start_from`, the model with that LoRA loaded (trainable) and no new config. With
+    `full`, the model (`start_from`'s weights, else the base's) and no LoRA at all."""
     import torch
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
 
+    if full:
+        weights = base_folder if start_from is None else start_from
+        return AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32), None
     model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
     if start_from is not None:
         return PeftModel.from_pretrained(model, str(start_from), is_trainable=True), None
@@ -279,17 +283,20 @@ def train_adapter(
     start_from: Path | None = None,
     progress: bool = True,
     carry_optimizer: bool = False,
+    full: bool = False,
 ) -> TrainingResult:
-    """Train a LoRA on `base_folder`'s model and write the PEFT folder to `output`.
+    """Train a LoRA on `base_folder`'s model and write the PEFT folder to `output`; with
+    `full`, train every weight and write a model folder (float32) there instead.
 
-    `start_from`, a LoRA folder of the same base, is trained on instead of a new LoRA
-    (its rank and alpha, not the settings', apply): online adaptation takes a few more
-    steps from the last version. `output` is written in place (callers that need atomicity
-    train into a temporary folder and rename it). Runs on the CPU unless a GPU is visible.
-    `progress` draws a bar over the optimizer steps on `console`. With `carry_optimizer`,
-    the AdamW state is saved in `output` (OPTIMIZER) and, when `start_from` holds one,
-    training starts from it: one optimizer across updates, its moments and step count
-    going on, as the Co-UCB authors keep theirs across the whole stream.
+    `start_from`, a LoRA folder of the same base (with `full`, a model folder), is
+    trained on instead of a new LoRA (its rank and alpha, not the settings', apply):
+    online adaptation takes a few more steps from the last version. `output` is written
+    in place (callers that need atomicity train into a temporary folder and rename it).
+    Runs on the CPU unless a GPU is visible. `progress` draws a bar over the optimizer
+    steps on `console`. With `carry_optimizer`, the AdamW state is saved in `output`
+    (OPTIMIZER) and, when `start_from` holds one, training starts from it: one optimizer
+    across updates, its moments and step count going on, as the Co-UCB authors keep
+    theirs across the whole stream.
     """
     _quiet()
     import datasets
@@ -303,7 +310,7 @@ def train_adapter(
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model, lora = _model_and_lora(base_folder, settings, start_from)
+    model, lora = _model_and_lora(base_folder, settings, start_from, full)
     if carry_optimizer and lora is not None:
         from peft import get_peft_model
 
@@ -328,7 +335,8 @@ def train_adapter(
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the bar replaces it
     metrics = trainer.train().metrics
     validation_loss = trainer.evaluate()["eval_loss"] if held_out else None
-    trainer.model.save_pretrained(str(output))  # adapter_config.json + adapter_model.safetensors
+    # A LoRA: adapter_config.json + adapter_model.safetensors; full: config + weights.
+    trainer.model.save_pretrained(str(output))
     if carry_optimizer:
         torch.save(trainer.optimizer.state_dict(), output / OPTIMIZER)
     steps = int(trainer.state.global_step)
@@ -346,7 +354,7 @@ def train_adapter(
 def _carried_optimizer(
     model: Any, settings: TrainingSettings, start_from: Path | None
 ) -> tuple[Any, None]:
-    """AdamW over the LoRA's weights (one group, no weight decay, as the trainer's
+    """AdamW over the trained weights (one group, no weight decay, as the trainer's
     default), with the state `start_from` saved (moments and step count) when it saved
     one; the scheduler is the trainer's own."""
     import torch

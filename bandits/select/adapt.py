@@ -67,10 +67,13 @@ class TrainingJob:
     """The model's own system prompt (a candidate's is in the examples' prompts)."""
     carry_optimizer: bool = False
     """Save the optimizer's state with the version, and start from the previous one's."""
+    full: bool = False
+    """Train every weight (the version is a whole model folder), not a LoRA."""
 
 
 Trainer = Callable[[TrainingJob], TrainingResult]
-"""Writes a PEFT LoRA folder to job.output (blocking; it runs in a worker thread)."""
+"""Writes a PEFT LoRA folder (a model folder with job.full) to job.output (blocking; it
+runs in a worker thread)."""
 Merger = Callable[[Path, Path, Path], None]
 """(base, adapter, output): writes the base's weights with the adapter merged in."""
 
@@ -90,6 +93,7 @@ def train_with_trl(job: TrainingJob) -> TrainingResult:
         start_from=job.start_from,
         progress=False,  # select's own bar says what is training
         carry_optimizer=job.carry_optimizer,
+        full=job.full,
     )
 
 
@@ -227,6 +231,7 @@ class Adaptation:
             prompt_format=spec.prompt_format,
             system_prompt=spec.system_prompt,
             carry_optimizer=settings.carry_optimizer,
+            full=settings.weights == "full",
         )
         result = await asyncio.to_thread(self.trainer, job)
         record = {
@@ -235,7 +240,7 @@ class Adaptation:
             "rounds": [after + 1, through],
             "examples": len(examples),
             "method": settings.method,
-            "hyperparameters": settings.record(seed),
+            "hyperparameters": {**settings.record(seed), "weights": settings.weights},
             "start_from": None if version == 1 else f"v{version - 1}",
             "steps": result.steps,
             "loss_curve": result.loss_curve,
@@ -247,11 +252,13 @@ class Adaptation:
         return record
 
     async def load_version(self, name: str, version: int) -> None:
-        """Serve version `version` of a candidate's LoRA from now on: merged into its
-        model's weights, or as an adapter beside them."""
+        """Serve version `version` of a candidate from now on: its LoRA merged into its
+        model's weights or beside them as an adapter; fully trained weights in place."""
         spec = self.spec(name)
         folder = version_folder(self.run.path, name, version)
-        if self.settings.serving(spec) == "lora":
+        if self.settings.weights == "full":
+            await self.pool.load_weights(spec.name, folder)
+        elif self.settings.serving(spec) == "lora":
             await self.pool.add_adapter(spec.name, adapter_name(name), folder, version)
             self.served[name] = adapter_name(name)
         else:

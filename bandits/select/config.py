@@ -91,19 +91,36 @@ class AdaptSettings(TrainingSettings):
     was right. None: on every answer, accepted or not (plain self-training, not theirs)."""
     every: int = Field(1, ge=1)
     """Rounds between updates (the paper: 1, an update after every round)."""
+    weights: Literal["lora", "full"] = "lora"
+    """What an update trains: lora, a LoRA on every linear layer (`rank`, `alpha`); full,
+    every weight, as the authors fine-tune (use a learning rate near theirs, ~5e-7 to
+    5e-6). A full version is a whole model folder in float32 (so that small updates are
+    not rounded away between versions), served in place of the engine's weights (`serve`
+    merged). Every version is kept: 4 bytes per weight, 12 with a carried optimizer's
+    two moments; for small models."""
     serve: Literal["auto", "merged", "lora"] = "auto"
     """How a new version is served without restarting the engine. merged: the LoRA merged
     into the base's weights, loaded in place; the model then runs at its base's speed
     (on the CPU a LoRA request runs at ~0.25x), but its engine serves only the adapted
     model, so no other candidate or judge may use it. lora: vLLM multi-LoRA beside the
-    base, under the name `<candidate>-adapted`. auto: merged on the CPU, lora on a GPU."""
+    base, under the name `<candidate>-adapted`. auto: merged on the CPU, lora on a GPU
+    (merged for `weights` full)."""
     candidates: list[str] | None = None
     """The candidates that adapt; None: all of them."""
 
     def serving(self, spec: VLLMModelSpec) -> Literal["merged", "lora"]:
         if self.serve != "auto":
             return self.serve
-        return "merged" if spec.num_gpus == 0 else "lora"
+        return "merged" if spec.num_gpus == 0 or self.weights == "full" else "lora"
+
+    @model_validator(mode="after")
+    def _full_weights_are_merged(self) -> AdaptSettings:
+        if self.weights == "full" and self.serve == "lora":
+            raise ValueError(
+                "adapt.weights full trains every weight, which is served in place of the "
+                "engine's own (adapt.serve merged or auto), not as a LoRA"
+            )
+        return self
 
 
 def adapter_name(candidate: str) -> str:

@@ -273,6 +273,39 @@ async def test_served_as_lora_adapters_the_new_version_answers_under_the_adapter
                 assert answer[f"{side}_answer"].startswith(f"{model}@")
 
 
+class FullTrainer(ToyTrainer):
+    """Writes a toy model folder: it names itself, as a merged one names its adapter."""
+
+    def __call__(self, job: TrainingJob) -> TrainingResult:
+        result = super().__call__(job)
+        (job.output / "merged_from").write_text(job.output.name.removesuffix(".partial"))
+        return result
+
+
+async def test_fully_trained_versions_go_on_from_the_last_and_are_served_in_place(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    trainer = FullTrainer()
+    # A GPU model too: full weights are served in place there as well, never as a LoRA.
+    config = adapt_config(tmp_path, {"num_gpus": 1}, adapt={"weights": "full"})
+    _, pool = await play(config, run, trainer)
+    assert trainer.jobs and all(job.full for job in trainer.jobs)
+    for job in trainer.jobs:
+        version = int(job.output.name.removesuffix(".partial")[1:])
+        previous = job.output.parent / f"v{version - 1}"
+        assert job.start_from == (previous if version > 1 else None)
+        record = json.loads((job.output.with_name(f"v{version}") / TRAINING).read_text())
+        assert record["hyperparameters"]["weights"] == "full"
+    # Each load is a version's own folder (no merge), and no adapter was added.
+    assert pool.loads and all(folder.startswith("v") for _, folder in pool.loads)
+    assert not pool.adapters and not list(run.glob("adapters/*/merged"))
+    for row in read_jsonl(run / ROUNDS):
+        for name, version in row["versions"].items():
+            if version:
+                assert (name, f"v{version}") in pool.loads
+
+
 async def test_every_n_rounds_trains_once_on_all_of_them(tmp_path: Path) -> None:
     run = tmp_path / "run"
     trainer = ToyTrainer()
@@ -339,6 +372,7 @@ async def test_a_crash_during_an_update_resumes_with_no_version_lost_or_trained_
         ({"adapt": {"method": "dpo"}, "policy": {"kind": "ucb1"}}, "use method 'sft'"),
         ({"adapt": {"candidates": ["zz"]}}, "no candidate named 'zz'"),
         ({"adapt": {"serve": "lora"}}, "set enable_lora: true"),
+        ({"adapt": {"weights": "full", "serve": "lora"}}, "in place of the engine's own"),
         (
             {
                 "candidates": [

@@ -1,5 +1,6 @@
 """The adaptation regime of the Co-UCB authors, on SmolLM2 with TRL (tiny updates): one
-AdamW carried across updates (its moments and step count go on), at a constant rate."""
+AdamW carried across updates (its moments and step count go on), at a constant rate, on
+a LoRA or on every weight."""
 
 from __future__ import annotations
 
@@ -60,3 +61,38 @@ def test_a_carried_optimizer_goes_on_across_updates_at_a_constant_rate(tmp_path:
     )
     assert not (tmp_path / "v2-fresh" / OPTIMIZER).exists()
     assert fresh.loss_curve[-1]["learning_rate"] < settings.learning_rate  # decays to zero
+
+
+def test_full_fine_tuning_trains_every_weight_and_goes_on_from_the_last_version(
+    tmp_path: Path,
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from multisample.engine.embedded import prepare
+
+    base = prepare("smollm2-135m-instruct")
+    settings = AdaptSettings(weights="full", max_steps=1, batch_size=2, learning_rate=1e-5)
+    for version, start_from in ((1, None), (2, tmp_path / "v1")):
+        train_adapter(
+            base,
+            EXAMPLES,
+            [],
+            settings,
+            tmp_path / f"v{version}",
+            seed=version,
+            start_from=start_from,
+            progress=False,
+            carry_optimizer=True,
+            full=True,
+        )
+    assert not (tmp_path / "v1" / "adapter_config.json").exists()  # a model, no LoRA
+    original = load_file(str(next(base.glob("*.safetensors"))))
+    first, second = (load_file(str(tmp_path / v / "model.safetensors")) for v in ("v1", "v2"))
+    assert set(first) == set(original)  # the base's tensor names: an engine loads it in place
+    assert all(t.dtype == torch.float32 for t in first.values())  # small steps not rounded
+    # Every weight trains (not a few layers), and v2 went on from v1, optimizer and all.
+    changed = [name for name in original if not first[name].equal(original[name].float())]
+    assert len(changed) == len(original)
+    assert any(not second[name].equal(first[name]) for name in first)
+    assert steps_taken(tmp_path / "v2") == {2.0}
