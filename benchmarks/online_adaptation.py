@@ -27,7 +27,11 @@ Power: the held-out comparison has the test prompts as units: with a paired SD o
 seeds as units (5): only large differences can show there.
 
     python benchmarks/online_adaptation.py --out DIR [--rounds 20] [--batch 8]
-        [--seeds 5] [--test 100] [--eval-seeds 2] [--results FILE]
+        [--seeds 5] [--test 100] [--eval-seeds 2] [--weights lora|full]
+        [--learning-rate LR] [--results FILE]
+
+`--weights full` runs the adapted methods with every weight trained, the authors' regime
+(give a `--learning-rate` near theirs); the default is select's, a LoRA.
 """
 
 from __future__ import annotations
@@ -156,6 +160,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         by_query = dict(zip((q.id for q in queries), on_queries[best_frozen], strict=True))
         held_out: dict[str, list[np.ndarray]] = {}
+        adapt = {"weights": args.weights}  # the adapted methods' regime (--weights)
+        if args.learning_rate is not None:
+            adapt["learning_rate"] = args.learning_rate
         for method, settings in METHODS.items():
             runs = []
             held_out[method] = []
@@ -170,7 +177,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "sampling": SAMPLING,
                         "seed": seed,
                         "request_timeout_s": 3600,
-                        **settings,
+                        **{k: {**v, **adapt} if k == "adapt" else v for k, v in settings.items()},
                     }
                 )
                 run_path = out / method.replace(" ", "-") / f"seed{seed}"
@@ -256,13 +263,21 @@ def main() -> None:
     parser.add_argument("--eval-seeds", type=int, default=2)
     parser.add_argument("--out", default="runs/online-adaptation")
     parser.add_argument(
+        "--weights", choices=["lora", "full"], default="lora", help="what an update trains"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, help="of each update (default: adapt's, for a LoRA)"
+    )
+    parser.add_argument(
         "--results",
         default=str(ROOT / "benchmarks" / "results" / "online_adaptation-cpu-2core.json"),
     )
     args = parser.parse_args()
     figures = asyncio.run(run(args))
     figures["command"] = "python benchmarks/online_adaptation.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "results"
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items()
+        if k != "results" and v is not None
     )
     Path(args.results).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print_table(figures)
