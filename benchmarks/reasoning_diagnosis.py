@@ -22,9 +22,10 @@ for TOA, whose tree follows the scores of finished answers.) `current_checker` g
 per method and budget, that accuracy over problems (seeds averaged per problem) with
 its 95% Student-t interval, as the sweep reports accuracy.
 
-    python benchmarks/reasoning_diagnosis.py --out DIR [--json FILE]
+    python benchmarks/reasoning_diagnosis.py --out DIR [DIR ...] [--json FILE]
 
-DIR is reasoning.py's --out; a method whose sweep is not there is left out.
+Each DIR is a reasoning.py --out; a method is read from the first DIR holding finished
+cells of it, and one that none holds is left out.
 """
 
 from __future__ import annotations
@@ -84,13 +85,23 @@ async def cell_counts(cell: Path) -> tuple[dict[str, int], dict[str, float]]:
     return counts, now
 
 
-def diagnose(out: Path) -> dict[str, Any]:
-    figures: dict[str, Any] = {"cells": {}, "current_checker": {}}
-    for method in METHODS:
+def finished_cells(outs: list[Path], method: str) -> list[Path]:
+    """The finished cells of `method` in the first of `outs` that has any."""
+    for out in outs:
         cells = sorted((out / method / "cells").glob(f"{method}-b*-s*"))
         done = [c for c in cells if (c / "summary.json").exists()]
+        if done:
+            return done
+    return []
+
+
+def diagnose(outs: list[Path]) -> dict[str, Any]:
+    figures: dict[str, Any] = {"cells": {}, "current_checker": {}}
+    for method in METHODS:
+        done = finished_cells(outs, method)
         if not done:
             continue
+        figures.setdefault("sources", {})[method] = str(done[0].parents[2])
         counted = {c.name.removeprefix(f"{method}-"): asyncio.run(cell_counts(c)) for c in done}
         figures["cells"][method] = {name: counts for name, (counts, _) in counted.items()}
         if method not in RESCORED:
@@ -114,10 +125,12 @@ def diagnose(out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="benchmarks/reasoning.py's --out")
+    parser.add_argument(
+        "--out", required=True, nargs="+", type=Path, help="benchmarks/reasoning.py's --out"
+    )
     parser.add_argument("--json", help="write the counts to this file")
     args = parser.parse_args()
-    figures = diagnose(Path(args.out))
+    figures = diagnose(args.out)
     text = json.dumps(figures, indent=2) + "\n"
     if args.json:
         Path(args.json).write_text(text, encoding="utf-8")
