@@ -13,6 +13,9 @@ module costs nothing, and nothing else in the package pulls them in.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import importlib.metadata
 import logging
 import os
@@ -340,7 +343,7 @@ def train_adapter(
     if carry_optimizer:
         torch.save(trainer.optimizer.state_dict(), output / OPTIMIZER)
     steps = int(trainer.state.global_step)
-    return TrainingResult(
+    result = TrainingResult(
         steps=steps,
         loss_curve=loss_curve(trainer.state.log_history),
         validation_loss=None if validation_loss is None else float(validation_loss),
@@ -349,6 +352,19 @@ def train_adapter(
         examples_seen=examples_seen(len(rows), settings.batch_size, steps),
         versions=library_versions(),
     )
+    del trainer, model
+    _give_memory_back()
+    return result
+
+
+def _give_memory_back() -> None:
+    """Return what training freed to the system. The trainer's reference cycles wait for
+    the collector, and glibc keeps freed memory in its arenas: after two full updates of
+    SmolLM2-135M the process held 3.05 GiB, 0.72 after this. `select` trains between
+    rounds in the process that serves them, beside the engines, so that memory counts."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _carried_optimizer(

@@ -428,23 +428,24 @@ class Search:
         return generations
 
     async def _rewards(self, ids: list[int], texts: list[str], partial: list[bool]) -> list[float]:
-        """The rewards of the candidates `ids` (their `texts`), a partial solution's by the
+        """The rewards of the candidates `ids` (their `texts`); a partial solution's by the
         reward of unfinished solutions (`Reward.unfinished`)."""
-        groups = {
-            cut: [(i, text) for i, text, c in zip(ids, texts, partial, strict=True) if c == cut]
-            for cut in (False, True)
-        }
-        rewards = {cut: self.ctx.reward.unfinished if cut else self.ctx.reward for cut in groups}
-        scored = await asyncio.gather(
-            *(self._scores(rewards[cut], group) for cut, group in groups.items() if group)
-        )
-        known = {i: score for scores in scored for i, score in scores.items()}
+        finished: list[tuple[int, str]] = []
+        unfinished: list[tuple[int, str]] = []
+        for i, text, cut in zip(ids, texts, partial, strict=True):
+            (unfinished if cut else finished).append((i, text))
+        calls = [self._scores(self.ctx.reward, finished)]
+        if unfinished:  # only a step-level search's calls have any
+            calls.append(self._scores(self.ctx.reward.unfinished, unfinished))
+        known = {i: score for scores in await asyncio.gather(*calls) for i, score in scores.items()}
         return [known[i] for i in ids]
 
     async def _scores(self, reward: Reward, candidates: list[tuple[int, str]]) -> dict[int, float]:
         """`reward`'s scores of `candidates` (id, text): from the journal where it recorded
         them for the same reward, prompt and text; the rest scored in one call and
         journaled."""
+        if not candidates:
+            return {}
         if self._journal is None:
             scores = await reward.score(self.prompt, [text for _, text in candidates])
             return {i: s for (i, _), s in zip(candidates, scores, strict=True)}
