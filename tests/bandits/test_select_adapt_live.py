@@ -42,13 +42,11 @@ async def greedy(pool: Any, model: str) -> list[str]:
     return [g.text for g in await pool.generate(model, requests)]
 
 
-@pytest.mark.parametrize("weights", ["lora", "full"])
 async def test_an_adapted_model_plays_its_merged_new_version_from_the_next_round(
-    pool: Any, tmp_path: Path, weights: str
+    pool: Any, tmp_path: Path
 ) -> None:
-    """On the session pool: the chat model adapts (a LoRA merged into its weights, or
-    every weight trained), the base model stays; its weights are put back afterwards,
-    which must give exactly the old answers."""
+    """On the session pool: the chat model adapts (merged weights), the base model stays;
+    its weights are put back afterwards, which must give exactly the old answers."""
     before = await greedy(pool, CHAT_MODEL)
     config = SelectConfig.model_validate(
         {
@@ -59,13 +57,7 @@ async def test_an_adapted_model_plays_its_merged_new_version_from_the_next_round
             "sampling": {"temperature": 0.8, "max_tokens": 24},
             "feedback": LENGTH,
             # A large step, so that one update visibly changes greedy answers.
-            "adapt": {
-                "candidates": [CHAT_MODEL],
-                "weights": weights,
-                "steps": 2,
-                "learning_rate": 5e-3,
-                "rank": 8,
-            },
+            "adapt": {"candidates": [CHAT_MODEL], "steps": 2, "learning_rate": 5e-3, "rank": 8},
         }
     )
     run = tmp_path / "run"

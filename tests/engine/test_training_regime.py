@@ -5,12 +5,15 @@ a LoRA or on every weight."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from multisample.bandits.select.config import AdaptSettings
 from multisample.engine.training import OPTIMIZER, Example, train_adapter
 from multisample.engine.types import Message
+from tests.bandits.test_select_adapt_live import greedy
+from tests.conftest import CHAT_MODEL
 
 pytestmark = pytest.mark.train
 
@@ -63,16 +66,20 @@ def test_a_carried_optimizer_goes_on_across_updates_at_a_constant_rate(tmp_path:
     assert fresh.loss_curve[-1]["learning_rate"] < settings.learning_rate  # decays to zero
 
 
-def test_full_fine_tuning_trains_every_weight_and_goes_on_from_the_last_version(
-    tmp_path: Path,
+@pytest.mark.engine
+async def test_full_fine_tuning_trains_every_weight_and_the_engine_serves_it_in_place(
+    pool: Any, tmp_path: Path
 ) -> None:
+    """Two full updates (the second going on from the first, optimizer and all), then
+    the session's SmolLM2 engine loads the last in place of its weights, and back."""
     import torch
     from safetensors.torch import load_file
 
     from multisample.engine.embedded import prepare
 
     base = prepare("smollm2-135m-instruct")
-    settings = AdaptSettings(weights="full", max_steps=1, batch_size=2, learning_rate=1e-5)
+    # A large rate, so that two steps visibly change greedy answers.
+    settings = AdaptSettings(weights="full", max_steps=1, batch_size=2, learning_rate=1e-3)
     for version, start_from in ((1, None), (2, tmp_path / "v1")):
         train_adapter(
             base,
@@ -92,7 +99,15 @@ def test_full_fine_tuning_trains_every_weight_and_goes_on_from_the_last_version(
     assert set(first) == set(original)  # the base's tensor names: an engine loads it in place
     assert all(t.dtype == torch.float32 for t in first.values())  # small steps not rounded
     # Every weight trains (not a few layers), and v2 went on from v1, optimizer and all.
-    changed = [name for name in original if not first[name].equal(original[name].float())]
-    assert len(changed) == len(original)
+    assert all(not first[name].equal(original[name].float()) for name in original)
     assert any(not second[name].equal(first[name]) for name in first)
     assert steps_taken(tmp_path / "v2") == {2.0}
+
+    before = await greedy(pool, CHAT_MODEL)
+    try:
+        await pool.load_weights(CHAT_MODEL, tmp_path / "v2")
+        after = await greedy(pool, CHAT_MODEL)
+    finally:
+        await pool.load_weights(CHAT_MODEL, base)
+    assert after != before
+    assert await greedy(pool, CHAT_MODEL) == before  # put back exactly
