@@ -93,6 +93,7 @@ def test_a_finished_solution_must_reach_the_answer_an_unfinished_one_need_not() 
 
 
 def test_a_step_with_a_false_equation_has_no_result() -> None:
+    assert step_result("The answer is 1,032.") == 1032  # a thousands separator
     assert step_result("3 + 4 = 8") is None
     assert step_result("3 + 4 = 7, 7 * 2 = 14") == 14
     assert step_result("7 / 2 = 3") is None  # not exact

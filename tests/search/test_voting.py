@@ -63,6 +63,19 @@ def test_a_vote_with_no_answer_chooses_nothing_and_ties_are_stable() -> None:
     assert voted(list(reversed(tie)), PROMPT, weighted=True) == 0  # by id, not by order given
 
 
+def test_weights_can_outvote_a_majority_reached_first() -> None:
+    found = samples(("answer: 12", 0.1), ("answer: 9", 0.9), ("answer: 12", 0.1))
+    assert voted(found, PROMPT, weighted=False) == 0  # 12: two votes
+    assert voted(found, PROMPT, weighted=True) == 1  # 9: 0.9 against 0.2
+
+
+def test_a_vote_reads_answers_as_the_prompt_says() -> None:
+    found = samples(("The answer is 9", 0.5), ("The answer is 9. Check: 12", 0.5), ("12", 0.5))
+    assert voted(found, PROMPT, weighted=False) == 0  # "the answer is" first: 9, 9, 12
+    last = PROMPT.model_copy(update={"extract": ("last_number",)})
+    assert voted(found, last, weighted=False) == 1  # the last number: 9, 12, 12
+
+
 def test_a_weighted_vote_counts_only_scored_samples() -> None:
     found = samples(("answer: 3", None), ("answer: 3", None), ("answer: 4", 0.1))
     assert voted(found, PROMPT, weighted=True) == 2
