@@ -434,10 +434,14 @@ class Search:
         unfinished: list[tuple[int, str]] = []
         for i, text, cut in zip(ids, texts, partial, strict=True):
             (unfinished if cut else finished).append((i, text))
-        calls = [self._scores(self.ctx.reward, finished)]
-        if unfinished:  # only a step-level search's calls have any
-            calls.append(self._scores(self.ctx.reward.unfinished, unfinished))
-        known = {i: score for scores in await asyncio.gather(*calls) for i, score in scores.items()}
+        if not unfinished:  # every call but a step-level search's
+            known = await self._scores(self.ctx.reward, finished)
+        else:
+            done, cut = await asyncio.gather(
+                self._scores(self.ctx.reward, finished),
+                self._scores(self.ctx.reward.unfinished, unfinished),
+            )
+            known = {**done, **cut}
         return [known[i] for i in ids]
 
     async def _scores(self, reward: Reward, candidates: list[tuple[int, str]]) -> dict[int, float]:
