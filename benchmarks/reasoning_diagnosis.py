@@ -38,9 +38,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from multisample.engine.intervals import mean_ci
 from multisample.engine.rewards.correct import CorrectReward
-from multisample.engine.rewards.process import ArithmeticStepsReward
+from multisample.engine.rewards.process import ArithmeticStepsReward, ArithmeticStepsSpec
 from multisample.engine.storage import read_jsonl
 from multisample.engine.types import Prompt
 
@@ -61,7 +63,9 @@ async def cell_counts(cell: Path) -> tuple[dict[str, int], dict[str, float]]:
     """The cell's counts, and whether each problem's answer under the current checker
     is right (1.0 or 0.0, by prompt id)."""
     correct = CorrectReward()
-    checker = ArithmeticStepsReward("\n", "last")  # configs/sweep-math.yaml's reward
+    config = yaml.safe_load((cell / "config.yaml").read_text(encoding="utf-8"))
+    spec = ArithmeticStepsSpec.model_validate(config["reward"])  # the cell's own checker
+    checker = ArithmeticStepsReward(spec.separator, spec.aggregate)
     prompts = {p["prompt_id"]: prompt_of(p) for p in read_jsonl(cell / "prompts.jsonl")}
     by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for sample in read_jsonl(cell / "samples.jsonl"):

@@ -133,13 +133,10 @@ def check_steps(steps: Sequence[str], values: Sequence[int], finished: bool = Tr
     start and results are `values` (a step past the last operation: the answer), else 0.
     The last step of a `finished` solution must compute the answer itself."""
     expected = list(values[1:])
-    scores = [
-        float(step_result(step) == expected[min(k, len(expected) - 1)])
-        for k, step in enumerate(steps)
-    ]
+    targets = [expected[min(k, len(expected) - 1)] for k in range(len(steps))]
     if finished and steps:
-        scores[-1] = float(step_result(steps[-1]) == expected[-1])
-    return scores
+        targets[-1] = expected[-1]
+    return [float(step_result(step) == target) for step, target in zip(steps, targets, strict=True)]
 
 
 class ArithmeticStepsSpec(ProcessRewardSpec):

@@ -83,7 +83,7 @@ def test_holding_waits_for_the_other_holder(held: tuple[Path, subprocess.Popen[s
     waiter.start()
     while not blocked_on(path):  # until the waiter really waits in the kernel
         assert not got, "holding took a lock another process holds"
-        time.sleep(0.01)
+        os.sched_yield()  # (reading /proc/locks lets the waiter's thread run)
     assert not got  # still waiting
     released = time.perf_counter()
     holder.kill()
