@@ -47,10 +47,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     tasks = ArithmeticTasks(generate="arithmetic", count=args.prompts, operations="+-")
     prompts = load_prompts(tasks).prompts
-    spec = {"name": "m", "model": "embedded:smollm2-135m-instruct", "num_cpus": os.cpu_count()}
+    spec: dict[str, Any] = {
+        "name": "m",
+        "model": "embedded:smollm2-135m-instruct",
+        "num_cpus": os.cpu_count(),
+    }
+    if args.block_size:
+        spec["engine_args"] = {"block_size": args.block_size}
     config = PoolConfig.model_validate({"models": [spec], "request_timeout_s": 3600})
     sampling = SamplingSettings(temperature=0.8, max_tokens=64)
-    results: dict[str, list[dict[str, Any]]] = {k: [] for k in STRATEGIES}
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in ["best_of_n", *args.strategies]}
     async with (
         ModelPool(config, sampling) as pool,
         started_reward(ArithmeticStepsSpec(kind="arithmetic_steps"), pool) as reward,
@@ -60,7 +66,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             k: TypeAdapter(StrategySettings).validate_python(v) for k, v in STRATEGIES.items()
         }
         await asyncio.gather(*(run_strategy(p, ctx, settings["best_of_n"]) for p in prompts[:4]))
-        order = ["best_of_n", *[k for k in STRATEGIES if k != "best_of_n"]] * 2
+        order = ["best_of_n", *[k for k in args.strategies if k != "best_of_n"]] * 2
         for attempt, kind in enumerate(order):
             ctx = SearchContext(
                 pool, reward, sampling, BudgetConfig(generations=args.budget), seed=attempt
@@ -95,6 +101,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--budget", type=int, default=8)
+    parser.add_argument(
+        "--strategies", nargs="+", choices=list(STRATEGIES)[1:], default=list(STRATEGIES)[1:]
+    )
+    parser.add_argument(
+        "--block-size", type=int, help="the KV cache's block size (vLLM's default: 128 on the CPU)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     figures = asyncio.run(measure(args))

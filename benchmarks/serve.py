@@ -197,6 +197,7 @@ async def gateway(out: Path, name: str, config: Path, resume: bool = False) -> t
 
 async def vllm_server(out: Path, cores: str | None) -> tuple[Process, str]:
     """vLLM's own OpenAI server on the same model folder, engine settings and cores."""
+    from multisample.engine.actors import CPU_BLOCK_SIZE
     from multisample.engine.model_folders import resolve_model_path
 
     folder = resolve_model_path(MODEL)
@@ -206,7 +207,7 @@ async def vllm_server(out: Path, cores: str | None) -> tuple[Process, str]:
         "--model", str(folder), "--served-model-name", "smollm2", "--port", str(port),
         "--host", "127.0.0.1", "--enforce-eager", "--enable-prefix-caching",
         "--max-model-len", "2048", "--no-enable-chunked-prefill",
-        "--max-num-batched-tokens", "4096",
+        "--max-num-batched-tokens", "4096", "--block-size", str(CPU_BLOCK_SIZE),
         "--disable-log-stats",
     ]  # fmt: skip
     env = {"VLLM_CPU_KVCACHE_SPACE": "4"}

@@ -82,7 +82,7 @@ def replay(job_file: Path) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from multisample.engine.actors import BIND_VARIABLE
+    from multisample.engine.actors import BIND_VARIABLE, cpu_engine_settings
     from multisample.engine.backends.vllm_actor import VLLMEngineActor
     from multisample.engine.config import VLLMModelSpec
     from multisample.engine.model_folders import resolve_model_path
@@ -98,13 +98,11 @@ def replay(job_file: Path) -> None:
         model=folder,
         tokenizer=folder,
         dtype=spec.dtype,
-        max_model_len=spec.max_model_len,
         max_num_seqs=spec.max_num_seqs,
         enable_prefix_caching=True,
         enforce_eager=True if spec.enforce_eager is None else spec.enforce_eager,
-        enable_chunked_prefill=False,
-        max_num_batched_tokens=max(4096, spec.max_model_len or 0),
         seed=0,
+        **cpu_engine_settings({"max_model_len": spec.max_model_len}),
     )
     encoder = VLLMEngineActor(spec)  # the pool's own prompt rendering, no engine
     encoder.tokenizer = llm.get_tokenizer()

@@ -41,17 +41,15 @@ def offline_ceiling(
     (`gpu_memory_utilization` None: on the CPU)."""
     from vllm import LLM, SamplingParams
 
+    from multisample.engine.actors import cpu_engine_settings
+
     # The engine settings the pool uses (see engine.actors.build_engine).
     if gpu_memory_utilization is None:
-        device: dict[str, object] = {
-            "enable_chunked_prefill": False,
-            "max_num_batched_tokens": 4096,
-        }
+        device = cpu_engine_settings({"max_model_len": 2048})
     else:
-        device = {"gpu_memory_utilization": gpu_memory_utilization}
+        device = {"max_model_len": 2048, "gpu_memory_utilization": gpu_memory_utilization}
     llm = LLM(
         model=folder,
-        max_model_len=2048,
         enable_prefix_caching=True,
         enforce_eager=eager,
         seed=0,

