@@ -31,7 +31,7 @@ from multisample.bandits.select.state import (
 from multisample.engine.config import ConfigError
 from multisample.engine.storage import config_text, read_jsonl
 from multisample.engine.types import Message, Prompt
-from tests.bandits.test_select_kill import CONFIG, start
+from tests.bandits.select_process import start
 
 MODELS = [
     {"name": "chat", "model": "/models/a"},
@@ -193,6 +193,8 @@ def test_adaptation_records_teach_both_candidates(tmp_path: Path) -> None:
     ]
     assert sft_a["source"] == "b" and sft_a["round"] == 4
     dpo_b = records[dpo_file("b")][0]
+    # Each record names the query that taught it, as the round's answers do.
+    assert {r["query_id"] for rows in records.values() for r in rows} == {"q1"}
     assert dpo_b["prompt"] == [{"role": "user", "content": "Say hi."}]
     assert dpo_b["chosen"] == [{"role": "assistant", "content": "hi"}]
     assert dpo_b["rejected"] == [{"role": "assistant", "content": "hello"}]
@@ -280,6 +282,20 @@ def test_queries_cycle_reshuffled_when_rounds_need_more(tmp_path: Path) -> None:
 def test_queries_from_stdin_one_per_line() -> None:
     stream = query_stream(config(prompts="-"), io.StringIO("first\n\nsecond\n"))
     assert [(q.id, q.prompt) for q in stream] == [("stdin-1", "first"), ("stdin-3", "second")]
+
+
+CONFIG = {  # a run of three candidates on one engine, as a user would start it
+    "models": [{"name": "smollm2", "model": "embedded:smollm2-135m-instruct"}],
+    "candidates": [
+        {"name": "plain", "model": "smollm2"},
+        {"name": "terse", "model": "smollm2", "system_prompt": "Answer in one word only."},
+        {"name": "hot", "model": "smollm2", "sampling": {"temperature": 1.5}},
+    ],
+    "limit": 8,
+    "batch": 3,
+    "rounds": 9,
+    "sampling": {"temperature": 0.8, "max_tokens": 12},
+}
 
 
 def test_corrupt_state_is_refused_and_kept(tmp_path: Path) -> None:

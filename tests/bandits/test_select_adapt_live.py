@@ -1,26 +1,28 @@
 """Online adaptation on real engines with real training (TRL + PEFT): an adapted model
 plays its new version the round after, merged into its engine's weights or as a LoRA
-beside its base; and a `select` SIGKILLed while training resumes with no version lost or
-trained twice."""
+beside its base; and a `select` SIGKILLed twice (once while training, once between
+rounds; its Ray workers too) resumes from its last committed round with nothing lost,
+trained twice or counted twice."""
 
 from __future__ import annotations
 
 import json
-import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from multisample.bandits.adaptation import dpo_file, sft_file
 from multisample.bandits.select.config import SelectConfig
 from multisample.bandits.select.loop import run_select
-from multisample.bandits.select.state import ANSWERS, ROUNDS, STATE
+from multisample.bandits.select.state import ANSWERS, ROUNDS, STATE, SelectState
 from multisample.engine.model_folders import resolve_model_path
 from multisample.engine.storage import SUMMARY, read_jsonl
 from multisample.engine.training import TRAINING
 from multisample.engine.types import GenerationRequest, Message, SamplingSettings
-from tests.bandits.test_select_kill import kill_session, start
+from tests.bandits.select_process import committed_round, kill_when, start
 from tests.conftest import BASE_MODEL, CHAT_MODEL, embedded_pool_config
 
 pytestmark = [pytest.mark.engine, pytest.mark.train]
@@ -79,7 +81,9 @@ async def test_an_adapted_model_plays_its_merged_new_version_from_the_next_round
 
 
 CANDIDATES = ["plain", "terse"]
-ROUNDS_TOTAL = 2
+ROUNDS_TOTAL = 5
+LIMIT = 6
+BATCH = 2
 KILL_CONFIG = {
     # One engine serves both candidates' adapters beside the base (LoRA), so each start
     # takes one engine's ~20 s.
@@ -95,8 +99,8 @@ KILL_CONFIG = {
         {"name": "plain", "model": "smollm2"},
         {"name": "terse", "model": "smollm2", "system_prompt": "Answer in one word only."},
     ],
-    "limit": 6,
-    "batch": 2,
+    "limit": LIMIT,
+    "batch": BATCH,
     "rounds": ROUNDS_TOTAL,
     "sampling": {"temperature": 1.0, "max_tokens": 12},
     "feedback": LENGTH,
@@ -108,30 +112,57 @@ def training_started(run: Path) -> bool:
     return any((run / "adapters").glob("*/v*.partial"))
 
 
-def test_select_killed_while_training_resumes_with_no_version_lost_or_trained_twice(
+def test_select_killed_twice_resumes_with_nothing_lost_trained_twice_or_counted_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[2]))  # for the reward
     config = tmp_path / "select.yaml"
     config.write_text(yaml.safe_dump(KILL_CONFIG))
     run = tmp_path / "run"
-    process = start(config, tmp_path, resume=False)
-    while not training_started(run):
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        time.sleep(0.1)
-    kill_session(process)
+    kill_when(start(config, tmp_path, resume=False), lambda: training_started(run))
     # Killed in round 1's update: the round is committed, its versions are not.
     killed_at = json.loads((run / STATE).read_text())
     assert killed_at["round"] == 1 and killed_at["adapters"] == {}
 
+    kill_when(start(config, tmp_path, resume=True), lambda: committed_round(run) >= 3)
+    assert 3 <= committed_round(run) < ROUNDS_TOTAL, "the second kill must land mid-run"
+    SelectState.parse(run / STATE, CANDIDATES, "co_ucb")  # the state each kill left is whole
+
     final = start(config, tmp_path, resume=True)
-    _, stderr = final.communicate()  # pytest's timeout guards a hang
+    _, stderr = final.communicate()
     assert final.returncode == 0, stderr.decode()
     summary = json.loads((run / SUMMARY).read_text())
     assert summary["status"] == "complete" and summary["rounds"] == ROUNDS_TOTAL
 
     rows = list(read_jsonl(run / ROUNDS))
     answers = list(read_jsonl(run / ANSWERS))
+    # Nothing lost or counted twice: every round once, every query of a round once.
+    assert [r["round"] for r in rows] == list(range(1, ROUNDS_TOTAL + 1))
+    assert len(answers) == ROUNDS_TOTAL * BATCH == summary["queries"]
+    assert max(Counter((a["round"], a["query_id"]) for a in answers).values()) == 1
+    # Queries run through the prompts in order, then reshuffled passes: none of a pass is
+    # skipped or repeated across the kills.
+    ids = [a["query_id"] for a in answers]
+    assert len(set(ids[:LIMIT])) == LIMIT and len(set(ids[LIMIT:])) == len(ids[LIMIT:])
+    # The state's totals are the history's sums.
+    wins = [[0] * len(CANDIDATES) for _ in CANDIDATES]
+    for r in rows:
+        i, j = CANDIDATES.index(r["first"]), CANDIDATES.index(r["second"])
+        wins[i][j] += r["first_wins"]
+        wins[j][i] += r["second_wins"]
+    assert summary["wins"] == wins
+    assert summary["ties"] == sum(r["ties"] for r in rows)
+    strict = [a for a in answers if a["preferred"] is not None]
+    for name in CANDIDATES:
+        mine = sum(name in (a["first"], a["second"]) for a in strict)
+        assert len(list(read_jsonl(run / sft_file(name)))) == mine
+        assert len(list(read_jsonl(run / dpo_file(name)))) == mine
+    # Every line of every file parses (no torn line survived the repair).
+    for file in [*run.glob("*.jsonl"), *run.glob("adaptation/*.jsonl")]:
+        for line in file.read_bytes().splitlines():
+            json.loads(line)
+
+    # No version lost or trained twice.
     for name in CANDIDATES:
         versions = summary["adapter_versions"][name]
         folders = sorted((run / "adapters" / name).glob("v*"))
