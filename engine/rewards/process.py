@@ -110,8 +110,9 @@ _SYMBOLS = {"x": "*", "×": "*", "÷": "/"}
 
 def step_result(step: str) -> int | None:
     """What a step of a worked arithmetic solution computes: the result of its last
-    equation; without one, its answer ("The answer is 32", the last number). None when an
-    equation in it is false, or it has no number."""
+    equation; without one, its answer as `extract_answer` reads a response's (\\boxed{32},
+    "The answer is 32", the last number). None when an equation in it is false, or it has
+    no number."""
     equations = _EQUATION.findall(step)
     for left, symbol, right, result in equations:
         operation = _SYMBOLS.get(symbol, symbol)
@@ -121,7 +122,7 @@ def step_result(step: str) -> int | None:
             return None
     if equations:
         return int(equations[-1][3])
-    answer = extract_answer(step, ("answer_is", "last_number"))
+    answer = extract_answer(step)
     try:
         return int(answer.replace(",", "")) if answer is not None else None
     except ValueError:

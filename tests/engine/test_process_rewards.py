@@ -98,6 +98,8 @@ def test_a_step_with_a_false_equation_has_no_result() -> None:
     assert step_result("3 + 4 = 7, 7 * 2 = 14") == 14
     assert step_result("7 / 2 = 3") is None  # not exact
     assert step_result("nothing") is None
+    # A boxed answer is the step's answer, wherever the step's last number is.
+    assert step_result("So \\boxed{32} apples are left after 3 days.") == 32
 
 
 @pytest.mark.parametrize(("how", "expected"), [("last", 0.5), ("min", 0.25), ("prod", 0.125)])
