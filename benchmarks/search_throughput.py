@@ -1,5 +1,6 @@
-"""Throughput of searches that wait on scores: generated tokens/s of TOA, beam search and
-DVTS against best-of-N's, at equal concurrency, on one SmolLM2 engine.
+"""Throughput of searches that wait on scores: generated tokens/s of TOA (as published, one
+play at a time, and with its `plays_in_flight: 4` option), beam search and DVTS against
+best-of-N's, at equal concurrency, on one SmolLM2 engine.
 
 The same `--prompts` generated arithmetic problems (2 operations) and budget
 (`--budget` generations per problem) for every strategy, all problems searched at once
@@ -11,6 +12,7 @@ tokens/s, its ratio to best-of-N's (the mean of the two), and what leaves the en
 idle: its requests per generated token and its generation rounds in sequence.
 
     python benchmarks/search_throughput.py [--prompts 48] [--budget 8] [--json FILE]
+        [--strategies toa beam_search ...] [--block-size 32]
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 STRATEGIES: dict[str, dict[str, Any]] = {
     "best_of_n": {"kind": "best_of_n"},
     "toa": {"kind": "toa"},
+    # TOA's option for more requests in flight (not the published method: virtual loss).
+    "toa_4_in_flight": {"kind": "toa", "plays_in_flight": 4},
     "beam_search": {"kind": "beam_search", "beam_width": 4, "max_steps": 4},
     "dvts": {"kind": "dvts", "beam_width": 4, "max_steps": 4},
 }
