@@ -92,7 +92,9 @@ MUTATION_SCOPE := 'multisample.bandits.*' 'multisample.engine.budget.*' \
 	'multisample.search.steps.xǁ*Settingsǁ*' 'multisample.search.steps.xǁSubtreeǁ*' \
 	'multisample.engine.answers.*' 'multisample.engine.rewards.process.x_*' \
 	'multisample.engine.rewards.normalization.*' 'multisample.bandits.adaptation.*' \
-	'multisample.bandits.select.adapt.x_*' 'multisample.bandits.select.adapt.xǁAdaptationǁ*' \
+	'multisample.bandits.select.adapt.x__turns*' 'multisample.bandits.select.adapt.x__rows*' \
+	'multisample.bandits.select.adapt.x_duel_examples*' \
+	'multisample.bandits.select.adapt.x_own_examples*' 'multisample.bandits.select.adapt.xǁAdaptationǁ*' \
 	'multisample.bandits.select.state.*'
 
 mutation: $(STAMP)
