@@ -79,7 +79,8 @@ fuzz: $(STAMP)
 # mutmut names mutants by file path, so it runs in a copy laid out as the package installs
 # (multisample/engine/... for engine/...), where those paths are the import names.
 MUTATION_DIR := build/mutation
-MUTATION_SCOPE := 'multisample.bandits.*' 'multisample.engine.budget.*' \
+MUTATION_SCOPE := 'multisample.bandits.formulas.*' 'multisample.bandits.policies.*' \
+	'multisample.engine.budget.*' \
 	'multisample.engine.intervals.*' 'multisample.engine.ucb.*' 'multisample.search.pairs.*' \
 	'multisample.search.toa.x_tree_width*' 'multisample.search.toa.x_is_fully_expanded*' \
 	'multisample.search.toa.xǁ_Nodeǁ*' 'multisample.search.toa.xǁTOASettingsǁ*' \
