@@ -239,7 +239,10 @@ def test_ctrl_c_cancels_the_coroutine_and_waits_for_it_to_unwind(
     def interrupt() -> None:  # Ctrl-C once the coroutine runs and run_sync waits for it
         running.wait()
         waiting.wait()
-        os.kill(os.getpid(), signal.SIGINT)
+        # To the main thread: a process-wide SIGINT may be delivered to another thread,
+        # and then nothing wakes the main thread's wait (it hung so on a loaded machine).
+        assert threading.main_thread().ident is not None
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     # Python's own Ctrl-C handler, also where the shell that started the tests ignores
     # SIGINT (a background job): the signal would otherwise never arrive.
