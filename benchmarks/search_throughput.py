@@ -106,10 +106,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--budget", type=int, default=8)
     parser.add_argument(
-        "--strategies", nargs="+", choices=list(STRATEGIES)[1:], default=list(STRATEGIES)[1:]
+        "--strategies",
+        nargs="+",
+        choices=list(STRATEGIES)[1:],
+        default=["toa", "beam_search", "dvts"],  # the published methods
     )
     parser.add_argument(
-        "--block-size", type=int, help="the KV cache's block size (vLLM's default: 128 on the CPU)"
+        "--block-size", type=int, help="KV cache block size (default: the pool's, 32 on the CPU)"
     )
     parser.add_argument("--json")
     args = parser.parse_args()

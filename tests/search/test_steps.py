@@ -60,28 +60,32 @@ SCORES = {
     "A": 0.9, "B": 0.1, "C": 0.5, "D": 0.7,
     "A1": 0.2, "A2.": 0.8, "D1": 0.6, "D2": 0.3, "C2.": 0.6,
     "D1a.": 0.4, "D1b.": 0.95, "D2a.": 0.5, "A1x.": 0.3,
+    "A1.": 0.4, "D1b": 0.35, "D1b1.": 0.3, "D1b2.": 0.2, "B1.": 0.1,
 }  # fmt: skip
 
 
-def context(pool: ScriptedSteps, generations: int) -> SearchContext:
-    return SearchContext(
-        pool, StepScores(), SamplingSettings(), BudgetConfig(generations=generations)
-    )  # type: ignore[arg-type]
+def context(
+    pool: ScriptedSteps, generations: int | None, tokens: int | None = None
+) -> SearchContext:
+    budget = BudgetConfig(generations=generations, tokens=tokens)
+    return SearchContext(pool, StepScores(), SamplingSettings(), budget)  # type: ignore[arg-type]
+
+
+BEAM = {
+    "": ["A", "B", "C", "D"],
+    "A\n": ["A1", "A2."],
+    "D\n": ["D1", "D2"],
+    "D\nD1\n": ["D1a.", "D1b."],
+    "D\nD2\n": ["D2a."],
+}
+"""The hand-worked beam search below: 4 calls, then 4, then 3."""
 
 
 async def test_beam_search_keeps_the_best_and_extends_them_round_robin() -> None:
     # N = 4, M = 2, 3 rounds. Round 1: A .9, B .1, C .5, D .7 -> keep ceil(4/2) = 2: A, D.
     # Round 2: A -> A1, A2. (finished); D -> D1, D2. Three to finish: keep 2, D1 and D2.
     # Round 3 (the last: written to the end): D1 twice, D2 once.
-    pool = ScriptedSteps(
-        {
-            "": ["A", "B", "C", "D"],
-            "A\n": ["A1", "A2."],
-            "D\n": ["D1", "D2"],
-            "D\nD1\n": ["D1a.", "D1b."],
-            "D\nD2\n": ["D2a."],
-        }
-    )
+    pool = ScriptedSteps(BEAM)
     settings = BeamSearchSettings(beam_width=2, max_steps=3, separator=SEP)
     result = await run_strategy(PROMPT, context(pool, 4), settings)
     texts = [c.text for c in result.candidates]

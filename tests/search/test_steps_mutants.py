@@ -30,23 +30,7 @@ from multisample.search.steps import (
     _best,
     check_separators,
 )
-from tests.search.test_steps import PROMPT, SCORES, SEP, ScriptedSteps, StepScores
-
-MORE_SCORES = {**SCORES, "A1.": 0.4, "D1b": 0.35, "D1b1.": 0.3, "D1b2.": 0.2, "B1.": 0.1}
-
-
-class MoreStepScores(StepScores):
-    async def _score(
-        self, prompt: Prompt, responses: list[str], reference: str | None
-    ) -> list[float]:
-        return [MORE_SCORES[r.rstrip(SEP).split(SEP)[-1]] for r in responses]
-
-
-def context(
-    pool: ScriptedSteps, generations: int | None, tokens: int | None = None
-) -> SearchContext:
-    budget = BudgetConfig(generations=generations, tokens=tokens)
-    return SearchContext(pool, MoreStepScores(), SamplingSettings(), budget)  # type: ignore[arg-type]
+from tests.search.test_steps import BEAM, PROMPT, SEP, ScriptedSteps, context
 
 
 class RecordingSteps(ScriptedSteps):
@@ -59,16 +43,6 @@ class RecordingSteps(ScriptedSteps):
     async def generate(self, model: str, requests: Sequence[GenerationRequest]) -> list[Generation]:
         self.turns += [tuple(r.messages) for r in requests]
         return await super().generate(model, requests)
-
-
-BEAM = {
-    "": ["A", "B", "C", "D"],
-    "A\n": ["A1", "A2."],
-    "D\n": ["D1", "D2"],
-    "D\nD1\n": ["D1a.", "D1b."],
-    "D\nD2\n": ["D2a."],
-}
-"""test_steps.py's hand-worked beam search: 4 calls, then 4, then 3."""
 
 
 async def test_each_step_call_is_the_users_turn_and_its_candidates_say_where_they_are() -> None:
