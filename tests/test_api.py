@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +201,13 @@ def test_run_sync_refuses_the_library_loop_itself() -> None:
         multisample.run_sync(nested())
 
 
+@pytest.mark.parametrize("to", ["main thread", "another thread"])
 def test_ctrl_c_cancels_the_coroutine_and_waits_for_it_to_unwind(
-    monkeypatch: pytest.MonkeyPatch,
+    to: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The kernel may hand a terminal's Ctrl-C to any thread; Python runs the handler in
+    the main thread only when that thread's wait wakes up. Sent to another thread, the
+    old wait (one `future.result()`) hung until the run ended, here never."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("SIGINT reaches only the main thread")
     unwound: list[bool] = []
@@ -219,30 +222,20 @@ def test_ctrl_c_cancels_the_coroutine_and_waits_for_it_to_unwind(
             await asyncio.sleep(0.05)  # cleanup that takes a moment (a run's)
             unwound.append(True)
 
-    submit = asyncio.run_coroutine_threadsafe
+    wait = concurrent.futures.wait
 
-    def submit_and_watch(
-        coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
-    ) -> concurrent.futures.Future[Any]:
-        future = submit(coro, loop)
-        result = future.result
+    def wait_and_tell(*args: Any, **kwargs: Any) -> Any:
+        waiting.set()
+        return wait(*args, **kwargs)
 
-        def result_when_waiting(timeout: float | None = None) -> Any:
-            waiting.set()
-            return result(timeout)
-
-        future.result = result_when_waiting  # type: ignore[method-assign]
-        return future
-
-    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", submit_and_watch)
+    monkeypatch.setattr(concurrent.futures, "wait", wait_and_tell)
 
     def interrupt() -> None:  # Ctrl-C once the coroutine runs and run_sync waits for it
         running.wait()
         waiting.wait()
-        # To the main thread: a process-wide SIGINT may be delivered to another thread,
-        # and then nothing wakes the main thread's wait (it hung so on a loaded machine).
-        assert threading.main_thread().ident is not None
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        target = threading.main_thread() if to == "main thread" else threading.current_thread()
+        assert target.ident is not None
+        signal.pthread_kill(target.ident, signal.SIGINT)
 
     # Python's own Ctrl-C handler, also where the shell that started the tests ignores
     # SIGINT (a background job): the signal would otherwise never arrive.

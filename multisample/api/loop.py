@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -25,6 +26,12 @@ _at_exit: list[Callable[[], Awaitable[None]]] = []
 
 EXIT_TIMEOUT_S = 60.0
 """How long interpreter exit waits for started pools to close."""
+
+WAKE_S = 0.2
+"""How often `run_sync`'s wait wakes up. Python runs a signal's handler in the main
+thread, but the kernel may deliver a terminal's Ctrl-C to any thread (Ray's, the
+library loop's), and then nothing interrupts the main thread's wait: it must wake up
+to notice."""
 
 
 def library_loop() -> asyncio.AbstractEventLoop:
@@ -77,6 +84,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
     future = asyncio.run_coroutine_threadsafe(tracked(), library_loop())
     try:
+        while not future.done():
+            concurrent.futures.wait([future], timeout=WAKE_S)
         return future.result()
     except KeyboardInterrupt:
         future.cancel()
