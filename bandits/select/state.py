@@ -180,8 +180,8 @@ class SelectState:
             policy = policy_from_state(data["policy"])
             if policy.kind != policy_kind:
                 raise ValueError(f"a {policy.kind!r} policy, but the config has {policy_kind!r}")
-            wins = np.asarray(data["wins"], dtype=int)
-            if wins.shape != (len(candidates),) * 2 or (wins < 0).any():
+            wins = np.asarray(data["wins"])  # no dtype: 1.5 or true must not pass as a count
+            if wins.dtype.kind != "i" or wins.shape != (len(candidates),) * 2 or (wins < 0).any():
                 raise ValueError(f"wins must be a {len(candidates)}x{len(candidates)} count matrix")
             return cls(
                 candidates=candidates,
@@ -284,7 +284,7 @@ class SelectRun(RunDirectory):
     def commit_round(self, state: SelectState, records: dict[str, list[dict[str, Any]]]) -> None:
         """Append the round's records, then commit the round by replacing state.json."""
         for name, rows in records.items():
-            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.path / name).parent.mkdir(exist_ok=True)  # adaptation/, in the run
             self.append(name, rows)
         self.commit_state(state)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from multisample.bandits.select.state import (
     ANSWERS,
     ROUNDS,
     STATE,
+    AdapterVersion,
     Round,
     SelectRun,
     SelectState,
@@ -110,10 +112,14 @@ def test_apply_counts_a_round_once() -> None:
 def test_state_document_round_trips(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     state = played_state(names)
+    state.regret = {"strong": 1.5, "weak": 0.5}
+    # Every candidate adapted, one still at version 0 (a count may be 0).
+    state.adapters = {name: AdapterVersion(i, 2 * i) for i, name in enumerate(names)}
     path = tmp_path / STATE
     path.write_text(json.dumps(state.document()))
     again = SelectState.parse(path, names, "co_ucb")
     assert again.document() == state.document()
+    assert state.document()["best"] == names[state.policy.best()]
     assert again.policy.select() == state.policy.select()
 
 
@@ -126,9 +132,16 @@ def corrupt(document: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     [
         (lambda d: "{not json", "not a readable state file"),
         (lambda d: json.dumps({"summary": 1}), "not a multisample select state"),
-        (lambda d: json.dumps(corrupt(d, "candidates", ["a", "b"])), "the config has"),
+        (
+            lambda d: json.dumps(corrupt(d, "candidates", ["a", "b"])),
+            re.escape("a state of candidates ['a', 'b'], but the config has ['a', 'b', 'c']"),
+        ),
         (lambda d: json.dumps(corrupt(d, "round", -1)), "round must be a count"),
+        (lambda d: json.dumps(corrupt(d, "round", True)), "round must be a count"),
         (lambda d: json.dumps(corrupt(d, "wins", [[0]])), "count matrix"),
+        (lambda d: json.dumps(corrupt(d, "wins", [[0, 1.5, 0]] * 3)), "count matrix"),
+        (lambda d: json.dumps(corrupt(d, "adapters", ["a"])), "adapters must map candidates"),
+        (lambda d: json.dumps(corrupt(d, "adapters", {"z": {}})), "adapters must map candidates"),
         (lambda d: json.dumps(corrupt(d, "policy", {"kind": "nope"})), "corrupt state"),
         (lambda d: json.dumps({k: v for k, v in d.items() if k != "cursor"}), "cursor"),
     ],
