@@ -184,10 +184,8 @@ class Adaptation:
             return
         for name in self.candidates:
             after = state.trained_through(name)
-            if after >= state.round:
-                continue
             examples = self.examples(name, after, state.round)
-            if not examples:
+            if not examples:  # also where it is trained through this round already
                 continue
             version = state.version(name) + 1
             say(f"training {name} v{version} on {len(examples)} examples")
@@ -218,8 +216,8 @@ class Adaptation:
         spec = self.spec(name)
         folder = version_folder(self.run.path, name, version)
         partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)  # an uncommitted try of this version
+        shutil.rmtree(partial, ignore_errors=True)  # a try cut short (install_folder replaces
+        # a whole one)
         settings, seed = self.settings, self.seed(name, version)
         job = TrainingJob(
             base=resolve_model_path(spec.model),
