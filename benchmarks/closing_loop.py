@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from multisample.engine.intervals import mean_ci
+from multisample.engine.intervals import holm, mean_ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -72,17 +72,6 @@ def prompt_sets(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "test_in_distribution": generated(args.test, "in_distribution", 2),
         "test_out_of_distribution": generated(args.test, "out_of_distribution", 3),
     }
-
-
-def holm(p_values: dict[str, float]) -> dict[str, float]:
-    """Holm-Bonferroni adjusted p-values (monotone, capped at 1)."""
-    order = sorted(p_values, key=p_values.__getitem__)
-    adjusted: dict[str, float] = {}
-    running = 0.0
-    for rank, name in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p_values[name]))
-        adjusted[name] = running
-    return adjusted
 
 
 def paired(base: list[float], adapted: list[float]) -> dict[str, Any]:

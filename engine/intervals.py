@@ -1,8 +1,8 @@
-"""Confidence intervals shared by sweeps, bandit regret bands and benchmarks."""
+"""Confidence intervals and tests shared by sweeps, bandit regret bands and benchmarks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -33,3 +33,17 @@ def sign_test_p_value(wins: int, losses: int) -> float:
     if wins + losses == 0:
         return 1.0
     return float(stats.binomtest(wins, wins + losses, 0.5).pvalue)
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values, by name: the k-th smallest of m p-values times
+    (m - k + 1), never below an adjusted smaller one's, at most 1. Rejecting where the
+    adjusted value is below alpha holds the family-wise error at alpha. (statsmodels has
+    this; it is not a dependency for a few lines of arithmetic.)"""
+    order = sorted(p_values, key=p_values.__getitem__)
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for rank, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[name]))
+        adjusted[name] = running
+    return adjusted
