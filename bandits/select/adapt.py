@@ -216,8 +216,7 @@ class Adaptation:
         spec = self.spec(name)
         folder = version_folder(self.run.path, name, version)
         partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)  # a try cut short (install_folder replaces
-        # a whole one)
+        shutil.rmtree(partial, ignore_errors=True)  # a try cut short; a whole one is replaced
         settings, seed = self.settings, self.seed(name, version)
         job = TrainingJob(
             base=resolve_model_path(spec.model),
