@@ -14,7 +14,8 @@ Reported per method, over `--seeds` seeds:
 - held-out quality (mean verifiable reward) of the candidate `select` names best at the
   end, and of every final version; for the adapted methods, the paired difference over
   test prompts (seeds averaged per prompt) between that model and the frozen run's,
-  with its 95% interval and p-value;
+  with its 95% interval, effect size (Cohen's dz) and paired t-test p-value, also with
+  Holm's correction over the adapted methods;
 - the online reward: the mean reward of every answer served (both answers of a duel,
   ties included);
 - the regret against the best frozen candidate on the same queries: per query served,
@@ -30,6 +31,10 @@ seeds as units (5): only large differences can show there.
         [--seeds 5] [--test 100] [--eval-seeds 2] [--weights lora|full]
         [--learning-rate LR] [--results FILE]
 
+A stopped run goes on where it left off when rerun with the same arguments: every
+evaluation and every finished run is kept under `--out` (a run stopped midway resumes
+from its last round, and its seconds are those after the restart, marked `resumed`).
+
 `--weights full` runs the adapted methods with every weight trained, the authors' regime
 (give a `--learning-rate` near theirs); the default is select's, a LoRA.
 """
@@ -41,13 +46,15 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from multisample.engine.intervals import mean_ci
+from multisample.engine.intervals import holm, mean_ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -82,8 +89,8 @@ def prompts(kind: str, count: int, seed: int) -> Any:
 
 async def answers_scored(
     pool: Any, reward: Any, candidate: dict[str, Any], queries: Any, seeds: int
-) -> np.ndarray:
-    """A candidate's reward on each query, averaged over `seeds` samples: (queries,)."""
+) -> list[float]:
+    """A candidate's reward on each query, averaged over `seeds` samples."""
     from multisample.bandits.select.config import CandidateSpec
     from multisample.bandits.select.loop import candidate_answers
     from multisample.engine.seeds import derive_seed
@@ -99,7 +106,17 @@ async def answers_scored(
             *(reward.score(q, [t]) for q, t in zip(queries, texts, strict=True))
         )
         totals += np.array([s[0] for s in scored])
-    return totals / seeds
+    return (totals / seeds).tolist()
+
+
+async def kept(path: Path, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """`compute()`'s JSON result, computed once and kept in `path`: a rerun with the same
+    `--out` goes on where a stopped one left off, without measuring anything twice."""
+    from multisample.engine.storage import write_atomic
+
+    if not path.exists():
+        write_atomic(path, json.dumps(await compute()) + "\n")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def served_rewards(answers: list[dict[str, Any]]) -> dict[str, float]:
@@ -121,10 +138,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from multisample.engine.pool import ModelPool
     from multisample.engine.rewards.base import started_reward
     from multisample.engine.rewards.verifiable import VerifiableRewardSpec
-    from multisample.engine.storage import read_jsonl
+    from multisample.engine.storage import read_jsonl, write_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    setup = {k: v for k, v in vars(args).items() if k != "results"}
+    if (out / "setup.json").exists() and json.loads((out / "setup.json").read_text()) != setup:
+        raise SystemExit(f"{out / 'setup.json'}: {args.out} holds a run of other settings")
+    write_atomic(out / "setup.json", json.dumps(setup) + "\n")
     queries = prompts("in_distribution", args.rounds * args.batch, 10)
     test = prompts("in_distribution", args.test, 2)
     queries_file = out / "queries.jsonl"
@@ -132,7 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "".join(q.model_dump_json(exclude_defaults=True) + "\n" for q in queries), encoding="utf-8"
     )
     figures: dict[str, Any] = {
-        "setup": {k: v for k, v in vars(args).items() if k != "results"},
+        "setup": setup,
         "candidates": CANDIDATES,
         "queries": {"generate": "instructions", "split": "in_distribution", "seed": 10},
         "test": {"generate": "instructions", "split": "in_distribution", "seed": 2},
@@ -143,15 +164,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ModelPool(pool_config) as pool,
         started_reward(VerifiableRewardSpec(kind="verifiable"), pool) as reward,
     ):
+
+        async def scored(label: str, candidate: dict[str, Any], on: Any) -> np.ndarray:
+            """The candidate's reward per prompt of `on`, kept in scores/<label>.json."""
+            compute = partial(answers_scored, pool, reward, candidate, on, args.eval_seeds)
+            return np.asarray(await kept(out / "scores" / f"{label}.json", compute))
+
         # The frozen candidates on the queries (for the regret) and on the test prompts.
         on_queries = {
-            c["name"]: await answers_scored(pool, reward, c, queries, args.eval_seeds)
-            for c in CANDIDATES
+            c["name"]: await scored(f"frozen-queries-{c['name']}", c, queries) for c in CANDIDATES
         }
         best_frozen = max(on_queries, key=lambda n: on_queries[n].mean())
         frozen_test = {
-            c["name"]: await answers_scored(pool, reward, c, test, args.eval_seeds)
-            for c in CANDIDATES
+            c["name"]: await scored(f"frozen-test-{c['name']}", c, test) for c in CANDIDATES
         }
         figures["frozen"] = {
             "best_on_queries": best_frozen,
@@ -180,24 +205,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         **{k: {**v, **adapt} if k == "adapt" else v for k, v in settings.items()},
                     }
                 )
-                run_path = out / method.replace(" ", "-") / f"seed{seed}"
-                started = time.perf_counter()
-                summary = await run_select(config, run_path, resume=run_path.exists(), pool=pool)
-                seconds = time.perf_counter() - started
-                served = served_rewards(list(read_jsonl(run_path / "answers.jsonl")))
-                training = [
-                    json.loads(f.read_text()) for f in run_path.glob("adapters/*/v*/training.json")
-                ]
-                finals = frozen_test  # a frozen run's candidates are the frozen ones
-                if "adapt" in settings:
-                    finals = {
-                        c["name"]: await answers_scored(pool, reward, c, test, args.eval_seeds)
-                        for c in CANDIDATES
-                    }
-                held_out[method].append(finals[summary["best"]])
-                regret = sum(by_query[q] - r for q, r in served.items())
-                runs.append(
-                    {
+                label = f"{method.replace(' ', '-')}/seed{seed}"
+                run_path = out / label
+                if not run_path.with_suffix(".json").exists():
+                    resumed = run_path.exists()
+                    started = time.perf_counter()
+                    summary = await run_select(config, run_path, resume=resumed, pool=pool)
+                    seconds = time.perf_counter() - started
+                    served = served_rewards(list(read_jsonl(run_path / "answers.jsonl")))
+                    training = [
+                        json.loads(f.read_text())
+                        for f in run_path.glob("adapters/*/v*/training.json")
+                    ]
+                    finals = frozen_test  # a frozen run's candidates are the frozen ones
+                    if "adapt" in settings:
+                        finals = {
+                            c["name"]: await scored(f"{label}-{c['name']}", c, test)
+                            for c in CANDIDATES
+                        }
+                    regret = sum(by_query[q] - r for q, r in served.items())
+                    entry = {
                         "seed": seed,
                         "best": summary["best"],
                         "best_on_test": round(float(finals[summary["best"]].mean()), 4),
@@ -207,12 +234,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "versions": summary.get("adapter_versions"),
                         "train_seconds": round(sum(t["seconds"] for t in training), 1),
                         "serve_seconds": round(sum(t["serve_seconds"] for t in training), 1),
+                        # A run stopped and resumed: its seconds are those of the last part.
                         "seconds": round(seconds, 1),
+                        "resumed": resumed,
+                        "best_per_test_prompt": finals[summary["best"]].tolist(),
                     }
-                )
-                # The next run starts from the models as configured.
-                for model in MODELS:
-                    await pool.load_weights(model["name"], resolve_model_path(model["model"]))
+                    write_atomic(run_path.with_suffix(".json"), json.dumps(entry) + "\n")
+                    # The next run starts from the models as configured.
+                    for model in MODELS:
+                        await pool.load_weights(model["name"], resolve_model_path(model["model"]))
+                entry = json.loads(run_path.with_suffix(".json").read_text(encoding="utf-8"))
+                held_out[method].append(np.asarray(entry.pop("best_per_test_prompt")))
+                runs.append(entry)
             figures["methods"][method] = {
                 "runs": runs,
                 "best_on_test": mean_ci([r["best_on_test"] for r in runs]),
@@ -229,9 +262,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["methods"][method]["vs_frozen_on_test"] = {
                 "difference": mean,
                 "ci95": [low, high],
+                "effect_size_dz": float(mean / diff.std(ddof=1)) if np.ptp(diff) > 0 else None,
                 "p": float(stats.ttest_rel(mine, frozen).pvalue) if np.ptp(diff) > 0 else 1.0,
                 "prompts": len(diff),
             }
+        # Each adapted method is tested against the frozen run: Holm's correction over them.
+        versus = {
+            m: row["vs_frozen_on_test"]
+            for m, row in figures["methods"].items()
+            if "vs_frozen_on_test" in row
+        }
+        for method, adjusted in holm({m: v["p"] for m, v in versus.items()}).items():
+            versus[method]["p_holm"] = adjusted
     return figures
 
 
@@ -246,7 +288,7 @@ def print_table(figures: dict[str, Any]) -> None:
         if versus is not None:
             cell = (
                 f"{versus['difference']:+.3f} [{versus['ci95'][0]:+.3f}, {versus['ci95'][1]:+.3f}],"
-                f" {versus['p']:.3g}"
+                f" {versus['p']:.3g} (Holm {versus['p_holm']:.3g})"
             )
         print(
             f"| {method} | {chosen} | {row['best_on_test'][0]:.3f} | {cell} | "
