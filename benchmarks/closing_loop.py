@@ -143,6 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "recipes": {label: RECIPES[label] for label in args.recipes},
     }
     synth = out / "synthesize"
+    resumed = synth.exists()  # then the seconds below are those of this part only
     started = time.perf_counter()
     summary = await synthesize(
         SynthesizeConfig.model_validate(
@@ -164,6 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "prompts": summary["prompts"],
         "pairs": summary["pairs"],
         "seconds": round(time.perf_counter() - started, 1),
+        "resumed": resumed,
     }
     adapters: dict[str, Path] = {}
     figures["training"] = {}
