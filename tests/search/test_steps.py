@@ -160,14 +160,16 @@ async def test_a_solution_that_stops_early_loses_to_one_that_reaches_the_answer(
     assert result.selected == 2
 
 
-async def test_duplicates_can_be_filtered() -> None:
-    script = {"": ["A", "A", "C", "D"], "A\n": ["A2.", "A2."], "D\n": ["C2.", "C2."]}
+@pytest.mark.parametrize("first", [["A", "A", "C", "D"], ["A", "A", "D", "C"]])
+async def test_duplicates_can_be_filtered(first: list[str]) -> None:
+    # A twice counts once: the two kept are A and D (.7 over C's .5), not A and A, in
+    # whichever order D and C come.
+    script = {"": first, "A\n": ["A2.", "A2."], "D\n": ["C2.", "C2."]}
     kept = await run_strategy(
         PROMPT,
         context(ScriptedSteps(script), 4),
         BeamSearchSettings(beam_width=2, max_steps=3, separator=SEP, filter_duplicates=True),
     )
-    # A twice counts once: the two kept are A and D (not A and A).
     assert [c.text for c in kept.candidates][4:] == ["A\nA2.", "A\nA2.", "D\nC2.", "D\nC2."]
 
 

@@ -124,17 +124,6 @@ async def test_solutions_finished_in_earlier_rounds_still_count() -> None:
     assert len(result.candidates) == 11
 
 
-async def test_filtered_duplicates_leave_every_distinct_solution_to_choose_from() -> None:
-    # A twice, then D .7 and C .5: the two kept are A and D, the best two distinct.
-    script = {"": ["A", "A", "D", "C"], "A\n": ["A2.", "A2."], "D\n": ["C2.", "C2."]}
-    kept = await run_strategy(
-        PROMPT,
-        context(ScriptedSteps(script), 4),
-        BeamSearchSettings(beam_width=2, max_steps=3, separator=SEP, filter_duplicates=True),
-    )
-    assert [c.text for c in kept.candidates][4:] == ["A\nA2.", "A\nA2.", "D\nC2.", "D\nC2."]
-
-
 async def test_under_a_token_limit_alone_a_search_grows_m_solutions_and_stops_at_the_limit() -> (
     None
 ):
