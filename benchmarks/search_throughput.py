@@ -9,7 +9,10 @@ The same `--prompts` generated arithmetic problems (2 operations) and budget
 turn (best-of-N, the others, best-of-N again, ...), so a drift of the shared machine shows
 as a difference between the two best-of-N runs. Reports each strategy's generated
 tokens/s, its ratio to best-of-N's (the mean of the two), and what leaves the engine
-idle: its requests per generated token and its generation rounds in sequence.
+idle: its requests per generated token, its generation rounds in sequence and the
+requests it kept in flight (their mean over the run's time), and what each request must
+prefill at least: its prompt tokens past the last whole KV cache block, which vLLM's
+prefix cache cannot hold (a step call's prompt is the problem and the solution so far).
 
     python benchmarks/search_throughput.py [--prompts 48] [--budget 8] [--json FILE]
         [--strategies toa beam_search ...] [--block-size 32]
@@ -22,6 +25,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +41,39 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 }
 
 
+class InFlight:
+    """Wraps the pool's `generate` to count the requests in flight; `mean` is their
+    time-weighted mean since `start`."""
+
+    def __init__(self, generate: Callable[..., Awaitable[Any]]) -> None:
+        self._generate = generate
+        self.start()
+
+    def start(self) -> None:
+        self.count, self.area, self.began = 0, 0.0, time.perf_counter()
+        self._since = self.began
+
+    def _change(self, by: int) -> None:
+        now = time.perf_counter()
+        self.area += self.count * (now - self._since)
+        self.count, self._since = self.count + by, now
+
+    async def __call__(self, model: str, requests: Sequence[Any]) -> Any:
+        self._change(len(requests))
+        try:
+            return await self._generate(model, requests)
+        finally:
+            self._change(-len(requests))
+
+    def mean(self) -> float:
+        self._change(0)
+        return self.area / (self._since - self.began)
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from pydantic import TypeAdapter
 
+    from multisample.engine.actors import CPU_BLOCK_SIZE
     from multisample.engine.config import ArithmeticTasks, BudgetConfig, PoolConfig
     from multisample.engine.pool import ModelPool
     from multisample.engine.prompts import load_prompts
@@ -65,6 +99,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         ModelPool(config, sampling) as pool,
         started_reward(ArithmeticStepsSpec(kind="arithmetic_steps"), pool) as reward,
     ):
+        in_flight = pool.generate = InFlight(pool.generate)  # type: ignore[method-assign]
         ctx = SearchContext(pool, reward, sampling, BudgetConfig(generations=args.budget))
         settings = {
             k: TypeAdapter(StrategySettings).validate_python(v) for k, v in STRATEGIES.items()
@@ -76,10 +111,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 pool, reward, sampling, BudgetConfig(generations=args.budget), seed=attempt
             )
             started = time.perf_counter()
+            in_flight.start()
             found = await asyncio.gather(*(run_strategy(p, ctx, settings[kind]) for p in prompts))
             seconds = time.perf_counter() - started
             tokens = sum(c.completion_tokens for r in found for c in r.candidates)
             calls = sum(len(r.candidates) for r in found)
+            block = args.block_size or CPU_BLOCK_SIZE
+            past_blocks = sum(c.prompt_tokens % block for r in found for c in r.candidates)
             results[kind].append(
                 {
                     "seconds": round(seconds, 2),
@@ -88,6 +126,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "requests": calls,
                     "requests_per_100_tokens": round(100 * calls / max(tokens, 1), 2),
                     "rounds": settings[kind].sequential_rounds(args.budget, ["m"]),
+                    "mean_requests_in_flight": round(in_flight.mean(), 1),
+                    "prompt_tokens": sum(c.prompt_tokens for r in found for c in r.candidates),
+                    "prompt_tokens_past_whole_blocks": past_blocks,
                 }
             )
     base = sum(r["tokens_per_s"] for r in results["best_of_n"]) / len(results["best_of_n"])

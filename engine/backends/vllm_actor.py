@@ -45,14 +45,6 @@ def lora_request(adapter: ServedAdapter | None) -> Any:
     return LoRARequest(adapter.name, adapter.lora_id, adapter.path)
 
 
-def cut_at_stop(text: str, stop: str) -> str:
-    """A response that its stop token ended, as the stop string would have cut it: at the
-    string's first occurrence, which may begin in the text before the token (a newline,
-    then the token of two)."""
-    joined = text + stop
-    return joined[: joined.index(stop)]
-
-
 class VLLMEngineActor:
     """Hosts one vLLM AsyncLLM. Wrapped with `ray.remote` by `VLLMBackend`."""
 
@@ -61,7 +53,6 @@ class VLLMEngineActor:
         self.engine: Any = None
         self.tokenizer: Any = None
         self.max_model_len = 0
-        self._one_token: dict[str, int | None] = {}
 
     async def start(self) -> dict[str, Any]:
         """Build the engine; return what the driver needs to know about the model."""
@@ -105,20 +96,6 @@ class VLLMEngineActor:
             # The template already holds the special tokens it wants.
             return self.tokenizer.encode(text, add_special_tokens=False)
         return self.tokenizer.encode(render_base_prompt(messages), add_special_tokens=True)
-
-    def stop_tokens(self, stops: Sequence[str]) -> dict[int, str]:
-        """The stop strings that are one token of the vocabulary, by token id.
-
-        vLLM checks a stop token in its scheduler, at the step that samples it, but a stop
-        string only in the front end, which then aborts the request: until the abort
-        arrives the engine goes on generating for it, tokens nobody sees. A step-level
-        search ends nearly every call at a stop string, so it asks for both."""
-        for stop in stops:
-            if stop not in self._one_token:
-                ids = self.tokenizer.encode(stop, add_special_tokens=False)
-                one = len(ids) == 1 and self.tokenizer.decode(ids) == stop
-                self._one_token[stop] = ids[0] if one else None
-        return {i: stop for stop in stops if (i := self._one_token[stop]) is not None}
 
     async def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.encode(messages))
@@ -170,9 +147,6 @@ class VLLMEngineActor:
                 f"window is {self.max_model_len} (max_model_len)"
             )
         s = request.sampling
-        stops = stop_strings(s.stop, self.spec.prompt_format)
-        # Not while streaming: a piece sent may hold text that cut_at_stop then cuts.
-        stop_ids = {} if deltas else self.stop_tokens(stops)
         params = SamplingParams(
             temperature=s.temperature,
             top_p=s.top_p,
@@ -180,8 +154,7 @@ class VLLMEngineActor:
             presence_penalty=s.presence_penalty,
             # A long prompt shortens the response instead of failing the request.
             max_tokens=min(s.max_tokens, room),
-            stop=stops or None,
-            stop_token_ids=list(stop_ids) or None,
+            stop=stop_strings(s.stop, self.spec.prompt_format) or None,
             seed=request.seed + self.spec.seed_offset,
             logprobs=s.logprobs,
             ignore_eos=s.ignore_eos,
@@ -211,13 +184,8 @@ class VLLMEngineActor:
         if final is None:
             raise BackendError(f"model {self.spec.name!r}: the engine returned no output")
         completion = final.outputs[0]
-        stop = completion.stop_reason
-        whole = "".join(text)
-        if isinstance(stop, int) and stop in stop_ids:
-            stop = stop_ids[stop]
-            whole = cut_at_stop(whole, stop)
         yield Generation(
-            text=whole,
+            text="".join(text),
             model=self.spec.name if adapter is None else adapter.name,
             prompt_tokens=len(ids),
             completion_tokens=tokens,
@@ -227,8 +195,8 @@ class VLLMEngineActor:
             top_logprobs=tuple(top_logprobs),
             adapter=None if adapter is None else adapter.name,
             adapter_version=None if adapter is None else adapter.version,
-            # Stop strings only: a token id ended it only if it was one of theirs.
-            stop_reason=stop if isinstance(stop, str) else None,
+            # A token id when a stop token ended it: only stop strings are reported.
+            stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
         )
 
     async def shutdown(self) -> None:

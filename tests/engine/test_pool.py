@@ -64,22 +64,6 @@ async def test_base_model_stops_before_writing_the_next_instruction(pool: ModelP
         assert "\nInstruction:" not in generation.text  # exactly what the stop string cuts
 
 
-async def test_a_stop_token_ends_a_response_as_its_stop_string_does(pool: ModelPool) -> None:
-    """A batch stops at "\n\n" as a token (in the scheduler), a stream as a string (in
-    vLLM's front end): the same seeds give the same texts, stop reasons and token counts."""
-    essay = (Message("user", "Write three short paragraphs about the sea."),)
-    settings = SamplingSettings(max_tokens=48, stop=("\n\n",))
-    batched, streamed = [], []
-    for seed in range(4):  # one request at a time: the same batch shape, the same numerics
-        request = GenerationRequest(essay, settings, seed)
-        batched += await pool.generate(CHAT_MODEL, [request])
-        streamed += [g async for g in pool.stream(CHAT_MODEL, request) if not isinstance(g, str)]
-    assert [g.stop_reason for g in batched] == [g.stop_reason for g in streamed]
-    assert [g.text for g in batched] == [g.text for g in streamed]
-    assert [g.completion_tokens for g in batched] == [g.completion_tokens for g in streamed]
-    assert "\n\n" in {g.stop_reason for g in batched}, "no response reached the stop"
-
-
 async def test_logprobs_of_the_first_token(pool: ModelPool) -> None:
     (generation,) = await pool.generate(
         CHAT_MODEL,
