@@ -13,12 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from multisample.engine.storage import read_jsonl
+
 FIELDS = ("text", "completion_tokens", "finish_reason", "partial", "reward")
 
 
 def load(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return {(r["prompt_id"], r["id"]): r for r in map(json.loads, lines)}
+    return {(r["prompt_id"], r["id"]): r for r in read_jsonl(path)}
 
 
 def main() -> None:

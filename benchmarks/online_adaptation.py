@@ -55,6 +55,7 @@ import numpy as np
 from scipy import stats
 
 from multisample.engine.intervals import holm, mean_ci
+from multisample.engine.storage import read_jsonl, write_atomic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -112,8 +113,6 @@ async def answers_scored(
 async def kept(path: Path, compute: Callable[[], Awaitable[Any]]) -> Any:
     """`compute()`'s JSON result, computed once and kept in `path`: a rerun with the same
     `--out` goes on where a stopped one left off, without measuring anything twice."""
-    from multisample.engine.storage import write_atomic
-
     if not path.exists():
         write_atomic(path, json.dumps(await compute()) + "\n")
     return json.loads(path.read_text(encoding="utf-8"))
@@ -138,14 +137,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from multisample.engine.pool import ModelPool
     from multisample.engine.rewards.base import started_reward
     from multisample.engine.rewards.verifiable import VerifiableRewardSpec
-    from multisample.engine.storage import read_jsonl, write_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setup = {k: v for k, v in vars(args).items() if k != "results"}
-    if (out / "setup.json").exists() and json.loads((out / "setup.json").read_text()) != setup:
-        raise SystemExit(f"{out / 'setup.json'}: {args.out} holds a run of other settings")
-    write_atomic(out / "setup.json", json.dumps(setup) + "\n")
+    kept_setup = out / "setup.json"
+    if kept_setup.exists() and json.loads(kept_setup.read_text(encoding="utf-8")) != setup:
+        raise SystemExit(f"{kept_setup}: {args.out} holds a run of other settings")
+    write_atomic(kept_setup, json.dumps(setup) + "\n")
     queries = prompts("in_distribution", args.rounds * args.batch, 10)
     test = prompts("in_distribution", args.test, 2)
     queries_file = out / "queries.jsonl"
@@ -207,7 +206,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 label = f"{method.replace(' ', '-')}/seed{seed}"
                 run_path = out / label
-                if not run_path.with_suffix(".json").exists():
+                record = run_path.with_suffix(".json")  # the finished run's figures
+                if not record.exists():
                     resumed = run_path.exists()
                     started = time.perf_counter()
                     summary = await run_select(config, run_path, resume=resumed, pool=pool)
@@ -239,11 +239,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "resumed": resumed,
                         "best_per_test_prompt": finals[summary["best"]].tolist(),
                     }
-                    write_atomic(run_path.with_suffix(".json"), json.dumps(entry) + "\n")
+                    write_atomic(record, json.dumps(entry) + "\n")
                     # The next run starts from the models as configured.
                     for model in MODELS:
                         await pool.load_weights(model["name"], resolve_model_path(model["model"]))
-                entry = json.loads(run_path.with_suffix(".json").read_text(encoding="utf-8"))
+                entry = json.loads(record.read_text(encoding="utf-8"))
                 held_out[method].append(np.asarray(entry.pop("best_per_test_prompt")))
                 runs.append(entry)
             figures["methods"][method] = {

@@ -105,6 +105,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             k: TypeAdapter(StrategySettings).validate_python(v) for k, v in STRATEGIES.items()
         }
         await asyncio.gather(*(run_strategy(p, ctx, settings["best_of_n"]) for p in prompts[:4]))
+        block = args.block_size or CPU_BLOCK_SIZE  # the engine's KV cache blocks
         order = ["best_of_n", *[k for k in args.strategies if k != "best_of_n"]] * 2
         for attempt, kind in enumerate(order):
             ctx = SearchContext(
@@ -116,7 +117,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             seconds = time.perf_counter() - started
             tokens = sum(c.completion_tokens for r in found for c in r.candidates)
             calls = sum(len(r.candidates) for r in found)
-            block = args.block_size or CPU_BLOCK_SIZE
             past_blocks = sum(c.prompt_tokens % block for r in found for c in r.candidates)
             results[kind].append(
                 {
