@@ -8,11 +8,18 @@ The same `--prompts` generated arithmetic problems (2 operations) and budget
 (it costs nothing: what is measured is the engine's time). Each strategy runs twice in
 turn (best-of-N, the others, best-of-N again, ...), so a drift of the shared machine shows
 as a difference between the two best-of-N runs. Reports each strategy's generated
-tokens/s, its ratio to best-of-N's (the mean of the two), and what leaves the engine
-idle: its requests per generated token, its generation rounds in sequence and the
-requests it kept in flight (their mean over the run's time), and what each request must
-prefill at least: its prompt tokens past the last whole KV cache block, which vLLM's
-prefix cache cannot hold (a step call's prompt is the problem and the solution so far).
+tokens/s, its ratio to best-of-N's (the mean of the two), and what could leave the engine
+idle or busy with other work: its requests per generated token, its generation rounds in
+sequence, the requests it kept in flight (their mean over the run's time), its prompt
+tokens, those past the last whole KV cache block (vLLM's prefix cache keeps whole blocks
+only, and a step call's prompt is the problem and the solution so far) and those the
+engine computed (the prefix cache held the rest), and the CPU seconds of vLLM's front end
+(the engine's actor) and of its engine core.
+
+Last, a probe prices a computed prompt token against a generated one on this engine
+(`prefill_probe`), and the ratios to best-of-N are predicted from each run's computed
+prompt tokens and generated tokens alone: where the prediction meets the measured ratio,
+that work is what the time went on; where the measured ratio is lower, the engine waited.
 
     python benchmarks/search_throughput.py [--prompts 48] [--budget 8] [--json FILE]
         [--strategies toa beam_search ...] [--block-size 32]
@@ -43,7 +50,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 class InFlight:
     """Wraps the pool's `generate` to count the requests in flight; `mean` is their
-    time-weighted mean since `start`."""
+    time-weighted mean since `start`. It also adds up the prompt tokens of what they
+    returned, and those the engine's prefix cache held (the rest were computed)."""
 
     def __init__(self, generate: Callable[..., Awaitable[Any]]) -> None:
         self._generate = generate
@@ -52,6 +60,7 @@ class InFlight:
     def start(self) -> None:
         self.count, self.area, self.began = 0, 0.0, time.perf_counter()
         self._since = self.began
+        self.prompt_tokens = self.cached_tokens = 0
 
     def _change(self, by: int) -> None:
         now = time.perf_counter()
@@ -61,13 +70,100 @@ class InFlight:
     async def __call__(self, model: str, requests: Sequence[Any]) -> Any:
         self._change(len(requests))
         try:
-            return await self._generate(model, requests)
+            generations = await self._generate(model, requests)
         finally:
             self._change(-len(requests))
+        self.prompt_tokens += sum(g.prompt_tokens for g in generations)
+        self.cached_tokens += sum(g.cached_prompt_tokens or 0 for g in generations)
+        return generations
 
     def mean(self) -> float:
         self._change(0)
         return self.area / (self._since - self.began)
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the engine's actor (vLLM's front end: templates, tokens in and
+    out, stop strings) and of its child processes (vLLM's engine core: the model)."""
+    import psutil
+
+    actor = psutil.Process(pid)
+    engine = sum(sum(c.cpu_times()[:2]) for c in actor.children(recursive=True))
+    return {"front_end": sum(actor.cpu_times()[:2]), "engine_core": engine}
+
+
+PROBE_EXTRA_TOKENS = (0, 48, 96)
+"""Unique filler tokens after each probe request's prompt: more prefill, the same decode."""
+
+
+async def prefill_probe(
+    pool: Any, prompts: Sequence[Any], budget: int, in_flight: InFlight
+) -> dict[str, Any]:
+    """What a computed prompt token costs against a generated one, on this engine: flat
+    batches shaped like best-of-N's (each prompt `budget` times, all at once, 24 tokens
+    each with end of sequence ignored) whose responses start with filler unique to the
+    request (nothing of it cached), so that each batch computes more prompt tokens for
+    the same generated ones; each size twice."""
+    from multisample.engine.types import GenerationRequest, Message, SamplingSettings
+
+    sampling = SamplingSettings(temperature=0.8, max_tokens=24, ignore_eos=True)
+    runs = []
+    for run, extra in enumerate([*PROBE_EXTRA_TOKENS, *PROBE_EXTRA_TOKENS]):
+        requests = [
+            GenerationRequest(
+                (Message("user", p.prompt),), sampling, seed, f"{run}-{seed}" + " ." * extra
+            )
+            for seed in range(budget)
+            for p in prompts
+        ]
+        started = time.perf_counter()
+        in_flight.start()
+        made = await in_flight("m", requests)
+        runs.append(
+            {
+                "extra_tokens": extra,
+                "seconds": round(time.perf_counter() - started, 2),
+                "completion_tokens": sum(g.completion_tokens for g in made),
+                "prompt_tokens_computed": in_flight.prompt_tokens - in_flight.cached_tokens,
+            }
+        )
+    return {"runs": runs, **token_costs(runs)}
+
+
+def token_costs(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The probe's seconds fitted against its computed prompt tokens (least squares): the
+    slope is the cost of a computed prompt token, the intercept over the tokens generated
+    that of a generated one (with all else a batch costs), in milliseconds."""
+    from scipy import stats
+
+    fit = stats.linregress(
+        [r["prompt_tokens_computed"] for r in runs], [r["seconds"] for r in runs]
+    )
+    generated = sum(r["completion_tokens"] for r in runs) / len(runs)
+    prompt_ms, generated_ms = 1000 * float(fit.slope), 1000 * float(fit.intercept) / generated
+    return {
+        "ms_per_computed_prompt_token": round(prompt_ms, 4),
+        "ms_per_generated_token": round(generated_ms, 4),
+        "prompt_token_in_generated_tokens": round(prompt_ms / generated_ms, 3),
+        "r_squared": round(float(fit.rvalue) ** 2, 4),
+    }
+
+
+def predicted_ratios(
+    results: dict[str, list[dict[str, Any]]], costs: dict[str, Any]
+) -> dict[str, float]:
+    """Each strategy's tokens/s ratio to best-of-N's as the probe's costs predict it: what
+    its computed prompt tokens and generated tokens cost, nothing else."""
+
+    def tokens_per_ms(run: dict[str, Any]) -> float:
+        cost = (
+            run["prompt_tokens_computed"] * costs["ms_per_computed_prompt_token"]
+            + run["completion_tokens"] * costs["ms_per_generated_token"]
+        )
+        return run["completion_tokens"] / cost
+
+    mean = {k: sum(map(tokens_per_ms, runs)) / len(runs) for k, runs in results.items()}
+    return {k: round(v / mean["best_of_n"], 3) for k, v in mean.items()}
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,15 +202,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         }
         await asyncio.gather(*(run_strategy(p, ctx, settings["best_of_n"]) for p in prompts[:4]))
         block = args.block_size or CPU_BLOCK_SIZE  # the engine's KV cache blocks
+        pid = pool.backends["m"].info["pid"]  # the actor's process, on this machine
         order = ["best_of_n", *[k for k in args.strategies if k != "best_of_n"]] * 2
         for attempt, kind in enumerate(order):
             ctx = SearchContext(
                 pool, reward, sampling, BudgetConfig(generations=args.budget), seed=attempt
             )
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), cpu_seconds(pid)
             in_flight.start()
             found = await asyncio.gather(*(run_strategy(p, ctx, settings[kind]) for p in prompts))
             seconds = time.perf_counter() - started
+            cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(pid).items()}
             tokens = sum(c.completion_tokens for r in found for c in r.candidates)
             calls = sum(len(r.candidates) for r in found)
             past_blocks = sum(c.prompt_tokens % block for r in found for c in r.candidates)
@@ -129,8 +227,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "mean_requests_in_flight": round(in_flight.mean(), 1),
                     "prompt_tokens": sum(c.prompt_tokens for r in found for c in r.candidates),
                     "prompt_tokens_past_whole_blocks": past_blocks,
+                    "prompt_tokens_computed": in_flight.prompt_tokens - in_flight.cached_tokens,
+                    "cpu_seconds_front_end": round(cpu["front_end"], 2),
+                    "cpu_seconds_engine_core": round(cpu["engine_core"], 2),
                 }
             )
+        probe = await prefill_probe(pool, prompts, args.budget, in_flight)
     base = sum(r["tokens_per_s"] for r in results["best_of_n"]) / len(results["best_of_n"])
     return {
         "setup": vars(args),
@@ -139,6 +241,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             kind: round(sum(r["tokens_per_s"] for r in runs) / len(runs) / base, 3)
             for kind, runs in results.items()
         },
+        "prefill_probe": probe,
+        "ratio_to_best_of_n_predicted_by_probe": predicted_ratios(results, probe),
     }
 
 

@@ -78,6 +78,7 @@ class _GenerationLine(_Line):
     adapter: str | None = None
     adapter_version: int | None = None
     stop_reason: str | None = None
+    cached_prompt_tokens: int | None = None
 
     def generation(self) -> Generation:
         return Generation(**self.model_dump(exclude={"kind", "id", "request"}))

@@ -92,6 +92,9 @@ class Generation:
     stop_reason: str | None = None
     """The stop string that ended the text (not included in it), None when the model
     ended it (end of sequence) or it ran out of tokens (vLLM's `stop_reason`)."""
+    cached_prompt_tokens: int | None = None
+    """Prompt tokens the engine's prefix cache held, so that only the rest were computed
+    (vLLM's `num_cached_tokens`); None where the backend does not say."""
 
     @property
     def total_tokens(self) -> int:

@@ -197,6 +197,7 @@ class VLLMEngineActor:
             adapter_version=None if adapter is None else adapter.version,
             # A token id when a stop token ended it: only stop strings are reported.
             stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
+            cached_prompt_tokens=final.num_cached_tokens,
         )
 
     async def shutdown(self) -> None:

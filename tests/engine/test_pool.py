@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from multisample.engine.actors import CPU_BLOCK_SIZE
 from multisample.engine.backends.base import BackendError
 from multisample.engine.backends.vllm_actor import PromptTooLongError
 from multisample.engine.pool import ModelPool
@@ -94,6 +95,22 @@ async def test_a_long_prompt_shortens_the_response_instead_of_failing(pool: Mode
 async def test_unknown_model_name(pool: ModelPool) -> None:
     with pytest.raises(BackendError, match="no model named 'nope'"):
         await pool.generate("nope", requests(1))
+
+
+async def test_generations_say_what_the_prefix_cache_held(pool: ModelPool) -> None:
+    """vLLM's prefix cache keeps whole KV blocks only: asked again, a prompt computes just
+    what lies past its last whole block (and at least its last token)."""
+    long = (Message("user", "Cached prompt test. " + "one two three four five " * 12),)
+    (first,) = await pool.generate(
+        CHAT_MODEL, [GenerationRequest(long, SamplingSettings(max_tokens=2), 0)]
+    )
+    (again,) = await pool.generate(
+        CHAT_MODEL, [GenerationRequest(long, SamplingSettings(max_tokens=2), 1)]
+    )
+    whole_blocks = (again.prompt_tokens - 1) // CPU_BLOCK_SIZE * CPU_BLOCK_SIZE
+    assert again.prompt_tokens > 2 * CPU_BLOCK_SIZE
+    assert again.cached_prompt_tokens == whole_blocks
+    assert first.cached_prompt_tokens is not None and first.cached_prompt_tokens < whole_blocks
 
 
 async def test_many_requests_in_flight(pool: ModelPool) -> None:
