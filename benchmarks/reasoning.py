@@ -21,14 +21,20 @@ Each method is its own sweep, one after another on one model pool at the same
 concurrency, so its wall time and generated tokens per second are its own:
 
     python benchmarks/reasoning.py --out DIR [--problems 100] [--seeds 2]
-        [--budgets 1 2 4 8 16 32] [--methods ...] [--json FILE]
+        [--budgets 1 2 4 8 16 32] [--methods ...] [--toa-plays-in-flight K ...]
+        [--json FILE]
+
+`--toa-plays-in-flight K` adds TOA with K plays in flight (its option for more requests
+in flight, not the published method) as `toa_K_in_flight`, and pairs it with TOA by
+problem at each budget (`toa_in_flight_against_toa` in the JSON).
 
 Reports, per method and budget: accuracy with its 95% interval over problems (seeds
-averaged per problem first), tokens per problem, and per method the search's wall time
-and tokens/s. A rerun with the same --out (and --json) resumes the sweeps and rebuilds
-the figures; the wall time sums the sessions that finished, each recorded in the JSON
-(a session that was killed leaves no record, so its time is not counted: the tokens/s
-of the recorded sessions is the comparable figure).
+averaged per problem first), tokens per problem, the samples of each kind of call
+(`actions`: TOA's generate and refine) with the share of them scored correct, and per
+method the search's wall time and tokens/s. A rerun with the same --out (and --json)
+resumes the sweeps and rebuilds the figures; the wall time sums the sessions that
+finished, each recorded in the JSON (a session that was killed leaves no record, so its
+time is not counted: the tokens/s of the recorded sessions is the comparable figure).
 """
 
 from __future__ import annotations
@@ -41,14 +47,19 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
+from multisample.engine.intervals import holm, mean_ci
 from multisample.engine.pool import ModelPool
+from multisample.engine.storage import read_jsonl
 from multisample.search.sweep import report as sweep_report
-from multisample.search.sweep.config import SweepConfig
-from multisample.search.sweep.evaluation import searches_done
+from multisample.search.sweep.config import SweepConfig, cell_path
+from multisample.search.sweep.evaluation import evaluation_scores, searches_done
 from multisample.search.sweep.outputs import load_units
 from multisample.search.sweep.run import sweep
+from multisample.search.synthesize.records import SAMPLES
 
 CONFIG = Path(__file__).parents[1] / "configs" / "sweep-math.yaml"
 TASK_SETTINGS = ("steps", "max_number", "operations")
@@ -68,6 +79,10 @@ def method_configs(args: argparse.Namespace) -> dict[str, SweepConfig]:
     base.update(budgets=args.budgets, seeds=list(range(args.seeds)))
     base["concurrency"] = args.concurrency
     methods = [m for m in base.pop("methods") if m["name"] in args.methods]
+    methods += [
+        {"name": f"toa_{k}_in_flight", "strategy": {"kind": "toa", "plays_in_flight": k}}
+        for k in args.toa_plays_in_flight
+    ]
     shared = [m for m in methods if m.get("reuse_prefix")]
     groups = ([shared] if shared else []) + [[m] for m in methods if not m.get("reuse_prefix")]
     return {
@@ -101,6 +116,48 @@ def figures(units: Any, sessions: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def actions(config: SweepConfig, folder: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """By budget, the samples each kind of call wrote (TOA: generate or refine) over the
+    seeds, and the share of them the evaluator scored correct: what a search spent its
+    generations on, and how well each kind did."""
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for cell in config.searches():
+        cell_folder = cell_path(folder, cell)
+        scores = evaluation_scores(cell_folder)
+        by_action = found.setdefault(str(cell.budget), {})
+        for sample in read_jsonl(cell_folder / SAMPLES):
+            row = by_action.setdefault(sample["action"], {"samples": 0, "correct": 0.0})
+            row["samples"] += 1
+            row["correct"] += scores[sample["prompt_id"]][sample["id"]]
+    for by_action in found.values():
+        for row in by_action.values():
+            row["correct"] = round(row["correct"] / row["samples"], 4)
+    return found
+
+
+def against_toa(units: pd.DataFrame) -> dict[str, Any]:
+    """Each TOA variant with plays in flight against TOA as published, paired by problem
+    (seeds averaged per problem): the accuracy difference with its 95% Student-t
+    interval, the paired t-test's p and Holm's adjustment over every variant and budget."""
+    found: dict[str, dict[str, Any]] = {}
+    for budget, group in units.groupby("budget", sort=True):
+        present = set(group["method"].astype(str))
+        for variant in sorted(m for m in present if m.startswith("toa_") and "toa" in present):
+            first, second = sweep_report.paired_prompt_means(group, ACCURACY, variant, "toa")
+            mean, low, high = mean_ci(first - second)
+            found[f"{variant} N={int(budget)}"] = {
+                "difference": [round(v, 4) for v in (mean, low, high)],
+                "sd_of_differences": round(float(np.std(first - second, ddof=1)), 4),
+                "problems": len(first),
+                "p": sweep_report.paired_p_value(first, second),
+            }
+    adjusted = holm({k: v["p"] for k, v in found.items() if v["p"] is not None})
+    for key, row in found.items():
+        row["p_holm"] = None if key not in adjusted else round(adjusted[key], 4)
+        row["p"] = None if row["p"] is None else round(row["p"], 4)
+    return found
+
+
 def previous_sessions(path: str | None) -> dict[str, list[dict[str, Any]]]:
     """The search sessions earlier runs of this benchmark recorded, by sweep: a resumed
     sweep's wall time is the sum of its sessions'. Read once, before this run writes."""
@@ -124,28 +181,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "problems": args.problems,
             "seeds": args.seeds,
             "budgets": args.budgets,
+            "methods": args.methods,
+            "toa_plays_in_flight": args.toa_plays_in_flight,
             "concurrency": args.concurrency,
             "tasks": first.prompts.model_dump() if hasattr(first.prompts, "model_dump") else None,
             "sampling": first.sampling.model_dump(),
         },
         "sweeps": {},
     }
+    every_sweep = []
     async with ModelPool(first, first.sampling) if todo else nullcontext() as pool:
         for name, config in configs.items():
             started = time.perf_counter()
             summary = await sweep(config, folders[name], resume=folders[name].exists(), pool=pool)
             units = load_units(config, folders[name])
+            every_sweep.append(units)
             sessions = earlier.get(name, [])
             session = summary.get("this_session")
             if session and session["completion_tokens"]:
                 sessions.append(session)
             result["sweeps"][name] = {
                 **figures(units, sessions),
+                "actions": actions(config, folders[name]),
                 "wall_s_this_run": round(time.perf_counter() - started, 1),
             }
             if args.json:
                 Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
             print(f"{name}: done", flush=True)
+    if args.toa_plays_in_flight:
+        result["toa_in_flight_against_toa"] = against_toa(pd.concat(every_sweep))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
 
@@ -162,6 +228,14 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["majority", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "toa"],
+    )
+    parser.add_argument(
+        "--toa-plays-in-flight",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="also TOA with K plays in flight (toa_K_in_flight), paired against TOA",
     )
     parser.add_argument("--concurrency", type=int, default=48, help="searches in flight")
     parser.add_argument("--json", help="write the results to this file after each sweep")

@@ -1,6 +1,6 @@
 """Throughput of searches that wait on scores: generated tokens/s of TOA (as published, one
-play at a time, and with its `plays_in_flight: 4` option), beam search and DVTS against
-best-of-N's, at equal concurrency, on one SmolLM2 engine.
+play at a time, and with its `plays_in_flight` option at 4 or 8), beam search and DVTS
+against best-of-N's, at equal concurrency, on one SmolLM2 engine.
 
 The same `--prompts` generated arithmetic problems (2 operations) and budget
 (`--budget` generations per problem) for every strategy, all problems searched at once
@@ -43,6 +43,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "toa": {"kind": "toa"},
     # TOA's option for more requests in flight (not the published method: virtual loss).
     "toa_4_in_flight": {"kind": "toa", "plays_in_flight": 4},
+    "toa_8_in_flight": {"kind": "toa", "plays_in_flight": 8},
     "beam_search": {"kind": "beam_search", "beam_width": 4, "max_steps": 4},
     "dvts": {"kind": "dvts", "beam_width": 4, "max_steps": 4},
 }
