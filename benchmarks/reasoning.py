@@ -190,6 +190,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "sweeps": {},
     }
     every_sweep = []
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
     async with ModelPool(first, first.sampling) if todo else nullcontext() as pool:
         for name, config in configs.items():
             started = time.perf_counter()
@@ -205,13 +210,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "actions": actions(config, folders[name]),
                 "wall_s_this_run": round(time.perf_counter() - started, 1),
             }
-            if args.json:
-                Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            save()
             print(f"{name}: done", flush=True)
     if args.toa_plays_in_flight:
         result["toa_in_flight_against_toa"] = against_toa(pd.concat(every_sweep))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        save()
     return result
 
 

@@ -97,9 +97,7 @@ PROBE_EXTRA_TOKENS = (0, 48, 96)
 """Unique filler tokens after each probe request's prompt: more prefill, the same decode."""
 
 
-async def prefill_probe(
-    pool: Any, prompts: Sequence[Any], budget: int, in_flight: InFlight
-) -> dict[str, Any]:
+async def prefill_probe(prompts: Sequence[Any], budget: int, in_flight: InFlight) -> dict[str, Any]:
     """What a computed prompt token costs against a generated one, on this engine: flat
     batches shaped like best-of-N's (each prompt `budget` times, all at once, 24 tokens
     each with end of sequence ignored) whose responses start with filler unique to the
@@ -233,7 +231,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "cpu_seconds_engine_core": round(cpu["engine_core"], 2),
                 }
             )
-        probe = await prefill_probe(pool, prompts, args.budget, in_flight)
+        probe = await prefill_probe(prompts, args.budget, in_flight)
     base = sum(r["tokens_per_s"] for r in results["best_of_n"]) / len(results["best_of_n"])
     return {
         "setup": vars(args),
