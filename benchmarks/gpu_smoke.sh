@@ -10,9 +10,12 @@
 # 3. runs a short TOA synthesize of configs/gpu.yaml: the pool starts both chat models
 #    and the reward model on the GPU, searches $LIMIT prompts, and stops;
 # 4. runs benchmarks/throughput.py on the GPU (vLLM offline vs the pool's best-of-N);
-# 5. writes benchmarks/results/gpu-synthesize-<gpu>.json and gpu-throughput-<gpu>.json.
+# 5. runs benchmarks/search_throughput.py on the GPU (TOA, beam search and DVTS against
+#    best-of-N's tokens/s, and what a prompt token costs against a generated one);
+# 6. writes benchmarks/results/gpu-synthesize-<gpu>.json, gpu-throughput-<gpu>.json and
+#    gpu-search-throughput-<gpu>.json.
 #
-# UNTESTED: no GPU run's figures are committed yet. Commit those two files after a run.
+# UNTESTED: no GPU run's figures are committed yet. Commit those three files after a run.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -84,3 +87,9 @@ python benchmarks/throughput.py --model "$PWD/$MODELS/qwen" --num-gpus 1 \
     --gpu-memory-utilization 0.4 --compiled --prompts 64 --n 4 --max-tokens 256 \
     --json "benchmarks/results/gpu-throughput-$tag.json"
 echo "wrote benchmarks/results/gpu-throughput-$tag.json"
+
+# 5. Searches that wait on scores, on the GPU: the same comparison as on the CPU.
+python benchmarks/search_throughput.py --model "$PWD/$MODELS/qwen" --num-gpus 1 \
+    --gpu-memory-utilization 0.4 --strategies toa toa_4_in_flight beam_search dvts \
+    --json "benchmarks/results/gpu-search-throughput-$tag.json"
+echo "wrote benchmarks/results/gpu-search-throughput-$tag.json"

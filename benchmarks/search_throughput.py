@@ -1,6 +1,6 @@
 """Throughput of searches that wait on scores: generated tokens/s of TOA (as published, one
 play at a time, and with its `plays_in_flight` option at 4 or 8), beam search and DVTS
-against best-of-N's, at equal concurrency, on one SmolLM2 engine.
+against best-of-N's, at equal concurrency, on one engine (SmolLM2 unless `--model`).
 
 The same `--prompts` generated arithmetic problems (2 operations) and budget
 (`--budget` generations per problem) for every strategy, all problems searched at once
@@ -23,6 +23,10 @@ that work is what the time went on; where the measured ratio is lower, the engin
 
     python benchmarks/search_throughput.py [--prompts 48] [--budget 8] [--json FILE]
         [--strategies toa beam_search ...] [--block-size 32]
+        [--model M --num-gpus 1 --gpu-memory-utilization 0.4]
+
+On a GPU (`--num-gpus`, benchmarks/gpu_smoke.sh) the same comparison prices the two
+kinds of tokens where generating is bound by memory rather than arithmetic.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     engine = sum(sum(c.cpu_times()[:2]) for c in actor.children(recursive=True))
     return {"front_end": sum(actor.cpu_times()[:2]), "engine_core": engine}
 
+
+GPU_BLOCK_SIZE = 16
+"""vLLM's own block size on a GPU (given to the engine, so that it is the one used)."""
 
 PROBE_EXTRA_TOKENS = (0, 48, 96)
 """Unique filler tokens after each probe request's prompt: more prefill, the same decode."""
@@ -180,13 +187,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     tasks = ArithmeticTasks(generate="arithmetic", count=args.prompts, operations="+-")
     prompts = load_prompts(tasks).prompts
-    spec: dict[str, Any] = {
-        "name": "m",
-        "model": "embedded:smollm2-135m-instruct",
-        "num_cpus": os.cpu_count(),
-    }
-    if args.block_size:
-        spec["engine_args"] = {"block_size": args.block_size}
+    on_gpu = args.num_gpus > 0
+    # The engine's KV cache blocks, given to it: the script computes with the same size.
+    block = args.block_size or (GPU_BLOCK_SIZE if on_gpu else CPU_BLOCK_SIZE)
+    device = (
+        {"num_gpus": args.num_gpus, "gpu_memory_utilization": args.gpu_memory_utilization}
+        if on_gpu
+        else {"num_cpus": os.cpu_count()}
+    )
+    spec = {"name": "m", "model": args.model, **device, "engine_args": {"block_size": block}}
     config = PoolConfig.model_validate({"models": [spec], "request_timeout_s": 3600})
     sampling = SamplingSettings(temperature=0.8, max_tokens=64)
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in ["best_of_n", *args.strategies]}
@@ -200,7 +209,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             k: TypeAdapter(StrategySettings).validate_python(v) for k, v in STRATEGIES.items()
         }
         await asyncio.gather(*(run_strategy(p, ctx, settings["best_of_n"]) for p in prompts[:4]))
-        block = args.block_size or CPU_BLOCK_SIZE  # the engine's KV cache blocks
         pid = pool.backends["m"].info["pid"]  # the actor's process, on this machine
         order = ["best_of_n", *[k for k in args.strategies if k != "best_of_n"]] * 2
         for attempt, kind in enumerate(order):
@@ -246,6 +254,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    from multisample.engine.actors import CPU_BLOCK_SIZE
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--budget", type=int, default=8)
@@ -255,8 +265,20 @@ def main() -> None:
         choices=list(STRATEGIES)[1:],
         default=["toa", "beam_search", "dvts"],  # the published methods
     )
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument(
-        "--block-size", type=int, help="KV cache block size (default: the pool's, 32 on the CPU)"
+        "--num-gpus", type=float, default=0.0, help="GPUs of the engine (0: the CPU)"
+    )
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.4,
+        help="share of the GPU's memory the engine takes (with --num-gpus)",
+    )
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        help=f"KV cache block size ({CPU_BLOCK_SIZE} on the CPU, {GPU_BLOCK_SIZE} on a GPU)",
     )
     parser.add_argument("--json")
     args = parser.parse_args()

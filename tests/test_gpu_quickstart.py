@@ -89,6 +89,8 @@ def test_the_smoke_script_is_sound_shell_that_installs_runs_and_writes() -> None
     assert "benchmarks/throughput.py" in text and "--num-gpus 1" in text
     assert "benchmarks/results/gpu-synthesize-$tag.json" in text
     assert "benchmarks/results/gpu-throughput-$tag.json" in text
+    assert "benchmarks/search_throughput.py" in text
+    assert "benchmarks/results/gpu-search-throughput-$tag.json" in text
 
 
 def test_the_smoke_script_refuses_a_machine_without_a_gpu(tmp_path: Path) -> None:
@@ -107,11 +109,13 @@ def test_the_smoke_script_refuses_a_machine_without_a_gpu(tmp_path: Path) -> Non
     assert not (tmp_path / "venv").exists()
 
 
-def test_throughput_takes_the_gpu_options() -> None:
+@pytest.mark.parametrize("script", ["throughput.py", "search_throughput.py"])
+def test_the_throughput_benchmarks_take_the_gpu_options(script: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--help"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--help"],
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert "--num-gpus" in done.stdout and "--gpu-memory-utilization" in done.stdout
+    for option in ["--model", "--num-gpus", "--gpu-memory-utilization"]:
+        assert option in done.stdout
