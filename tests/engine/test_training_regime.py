@@ -12,7 +12,7 @@ import pytest
 from multisample.bandits.select.config import AdaptSettings
 from multisample.engine.training import OPTIMIZER, Example, train_adapter
 from multisample.engine.types import Message
-from tests.bandits.test_select_adapt_live import greedy
+from tests.bandits.test_select_adapt_live import greedy_from_scratch
 from tests.conftest import CHAT_MODEL
 
 pytestmark = pytest.mark.train
@@ -103,11 +103,10 @@ async def test_full_fine_tuning_trains_every_weight_and_the_engine_serves_it_in_
     assert any(not second[name].equal(first[name]) for name in first)
     assert steps_taken(tmp_path / "v2") == {2.0}
 
-    before = await greedy(pool, CHAT_MODEL)
+    before = await greedy_from_scratch(pool, CHAT_MODEL, base)
     try:
-        await pool.load_weights(CHAT_MODEL, tmp_path / "v2")
-        after = await greedy(pool, CHAT_MODEL)
+        after = await greedy_from_scratch(pool, CHAT_MODEL, tmp_path / "v2")
     finally:
         await pool.load_weights(CHAT_MODEL, base)
     assert after != before
-    assert await greedy(pool, CHAT_MODEL) == before  # put back exactly
+    assert await greedy_from_scratch(pool, CHAT_MODEL, base) == before  # put back exactly
