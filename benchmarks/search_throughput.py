@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from device_options import add_device_options
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -265,16 +267,7 @@ def main() -> None:
         choices=list(STRATEGIES)[1:],
         default=["toa", "beam_search", "dvts"],  # the published methods
     )
-    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
-    parser.add_argument(
-        "--num-gpus", type=float, default=0.0, help="GPUs of the engine (0: the CPU)"
-    )
-    parser.add_argument(
-        "--gpu-memory-utilization",
-        type=float,
-        default=0.4,
-        help="share of the GPU's memory the engine takes (with --num-gpus)",
-    )
+    add_device_options(parser)
     parser.add_argument(
         "--block-size",
         type=int,

@@ -25,6 +25,8 @@ import json
 import os
 import time
 
+from device_options import add_device_options
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -130,18 +132,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4, help="samples per prompt (best-of-N)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--naive-requests", type=int, default=12)
-    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    add_device_options(parser)
     parser.add_argument(
         "--compiled", action="store_true", help="torch.compile both engines (default: eager)"
-    )
-    parser.add_argument(
-        "--num-gpus", type=float, default=0.0, help="GPUs of each engine (0: the CPU)"
-    )
-    parser.add_argument(
-        "--gpu-memory-utilization",
-        type=float,
-        default=0.4,
-        help="share of the GPU's memory each engine takes (with --num-gpus)",
     )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
