@@ -142,12 +142,14 @@ def against_toa(units: pd.DataFrame) -> dict[str, Any]:
     found: dict[str, dict[str, Any]] = {}
     for budget, group in units.groupby("budget", sort=True):
         present = set(group["method"].astype(str))
-        for variant in sorted(m for m in present if m.startswith("toa_") and "toa" in present):
+        if "toa" not in present:
+            continue
+        for variant in sorted(m for m in present if m.startswith("toa_")):
             first, second = sweep_report.paired_prompt_means(group, ACCURACY, variant, "toa")
-            mean, low, high = mean_ci(first - second)
+            differences = first - second
             found[f"{variant} N={int(budget)}"] = {
-                "difference": [round(v, 4) for v in (mean, low, high)],
-                "sd_of_differences": round(float(np.std(first - second, ddof=1)), 4),
+                "difference": [round(v, 4) for v in mean_ci(differences)],
+                "sd_of_differences": round(float(np.std(differences, ddof=1)), 4),
                 "problems": len(first),
                 "p": sweep_report.paired_p_value(first, second),
             }

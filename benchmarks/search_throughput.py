@@ -234,7 +234,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "requests_per_100_tokens": round(100 * calls / max(tokens, 1), 2),
                     "rounds": settings[kind].sequential_rounds(args.budget, ["m"]),
                     "mean_requests_in_flight": round(in_flight.mean(), 1),
-                    "prompt_tokens": sum(c.prompt_tokens for r in found for c in r.candidates),
+                    "prompt_tokens": in_flight.prompt_tokens,
                     "prompt_tokens_past_whole_blocks": past_blocks,
                     "prompt_tokens_computed": in_flight.prompt_tokens - in_flight.cached_tokens,
                     "cpu_seconds_front_end": round(cpu["front_end"], 2),

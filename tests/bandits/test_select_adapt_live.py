@@ -39,9 +39,12 @@ def length_reward(prompt: str, responses: list[str], reference: str | None) -> l
 GREEDY = SamplingSettings(temperature=0.0, max_tokens=16)
 
 
+def probe_requests() -> list[GenerationRequest]:
+    return [GenerationRequest((Message("user", p),), GREEDY, 0) for p in PROBES]
+
+
 async def greedy(pool: Any, model: str) -> list[str]:
-    requests = [GenerationRequest((Message("user", p),), GREEDY, 0) for p in PROBES]
-    return [g.text for g in await pool.generate(model, requests)]
+    return [g.text for g in await pool.generate(model, probe_requests())]
 
 
 async def greedy_from_scratch(pool: Any, model: str, weights: Path) -> list[str]:
@@ -51,8 +54,7 @@ async def greedy_from_scratch(pool: Any, model: str, weights: Path) -> list[str]
     engine a step earlier, can differ from a fresh one in the last bits, which flips a
     near-tie of SmolLM2's greedy answer to a probe (seen here, 3 times in 4)."""
     await pool.load_weights(model, weights)
-    requests = [GenerationRequest((Message("user", p),), GREEDY, 0) for p in PROBES]
-    return [(await pool.generate(model, [r]))[0].text for r in requests]
+    return [(await pool.generate(model, [r]))[0].text for r in probe_requests()]
 
 
 async def test_an_adapted_model_plays_its_merged_new_version_from_the_next_round(
