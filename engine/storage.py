@@ -425,6 +425,7 @@ class RunDirectory:
                 run._repair()
             else:
                 write_atomic(path / CONFIG, config_text(config, exclude))
+            run._create_records()
         except OSError as exc:
             blocker = next((p for p in (path, *path.parents) if p.is_file()), None)
             if blocker is not None:
@@ -471,6 +472,15 @@ class RunDirectory:
         """Write summary.json, which marks the run complete, and let go of the directory."""
         replace_file(self.path / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         _release(self.path)
+
+    def _create_records(self) -> None:
+        """Create the record files a run has none of yet, empty: a run that produced no
+        pairs (every reward tied) still has its pairs.jsonl for a reader to load."""
+        missing = [self.path / name for name in self.RECORDS if not (self.path / name).exists()]
+        for file in missing:
+            file.touch()
+        if missing:
+            sync_directory(self.path)
 
     def _repair(self) -> None:
         """Drop the records of prompts that were not marked done, and torn lines, from the

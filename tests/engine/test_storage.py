@@ -87,6 +87,18 @@ def test_open_creates_directory_and_config(tmp_path: Path) -> None:
     assert run.completed() == set()
     assert not run.is_complete()
     assert temp_files(path) == []
+    # Its record files exist from the start, so that a run without pairs has an empty
+    # pairs.jsonl for a reader to load rather than none.
+    assert [(path / name).read_bytes() for name in Run.RECORDS] == [b"", b""]
+
+
+def test_a_resume_creates_the_record_files_a_run_does_not_have(tmp_path: Path) -> None:
+    run = Run.open(tmp_path / "r", SETTINGS, resume=False)
+    commit(run, "p1")
+    (run.path / "pairs.jsonl").unlink()  # as a run from before they were created up front
+    Run.open(run.path, SETTINGS, resume=True)
+    assert (run.path / "pairs.jsonl").read_bytes() == b""
+    assert [r["prompt_id"] for r in parse_lines(run.path / "samples.jsonl")] == ["p1", "p1"]
 
 
 def test_open_existing_empty_directory(tmp_path: Path) -> None:
@@ -210,7 +222,7 @@ def test_commit_with_no_records_still_marks_done(tmp_path: Path) -> None:
     run = Run.open(tmp_path / "r", SETTINGS, resume=False)
     run.commit_prompt("empty", {"samples.jsonl": []})
     assert run.completed() == {"empty"}
-    assert not (run.path / "samples.jsonl").exists()
+    assert run.records("samples.jsonl") == []
 
 
 def test_records_keep_unicode(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def flaky_reward(prompt: str, responses: list[str], reference: str | None) -> li
     return [len(set(r.split())) / 100 for r in responses]
 
 
+def text_reward(prompt: str, responses: list[str], reference: str | None) -> list[float]:
+    """A reward in [0, 1) that ties only on equal texts (a hash), so that every prompt's
+    samples make pairs; the embedded tasks' constraints often score all of them alike."""
+    return [zlib.crc32(r.encode("utf-8")) / 2**32 for r in responses]
+
+
 def config(**overrides: Any) -> SynthesizeConfig:
     base = embedded_pool_config().model_dump()
     base.update(
@@ -51,7 +58,8 @@ async def test_ensemble_run_directory(pool: ModelPool, tmp_path: Path) -> None:
     import datasets
 
     run = tmp_path / "run"
-    summary = await synthesize(config(strategy={"kind": "ensemble"}), run, pool=pool)
+    reward = {"kind": "callable", "path": "tests.search.test_synthesize:text_reward"}
+    summary = await synthesize(config(strategy={"kind": "ensemble"}, reward=reward), run, pool=pool)
     samples = load(run / SAMPLES)
     pairs = load(run / PAIRS)
     assert len(samples) == 16 and summary["samples"] == 16 and summary["prompts"] == 4
@@ -59,6 +67,7 @@ async def test_ensemble_run_directory(pool: ModelPool, tmp_path: Path) -> None:
     for s in samples:
         assert s["action"] == "generate" and s["parents"] == [] and 0 <= s["reward"] <= 1
         assert s["prompt_tokens"] > 0 and s["completion_tokens"] > 0
+    assert {p["prompt_id"] for p in pairs} == {s["prompt_id"] for s in samples}
     for p in pairs:
         assert p["chosen_reward"] > p["rejected_reward"]
         assert set(p) >= {"prompt", "chosen", "rejected", "prompt_id", "method"}
@@ -71,7 +80,7 @@ async def test_ensemble_run_directory(pool: ModelPool, tmp_path: Path) -> None:
     assert (run / SUMMARY).exists() and len(list((run / "trees").glob("*.json"))) == 4
     # Loadable as datasets, TRL's DPO columns included.
     loaded = datasets.load_dataset("json", data_files=str(run / PAIRS), split="train")
-    assert len(pairs) == 0 or {"prompt", "chosen", "rejected"} <= set(loaded.column_names)
+    assert {"prompt", "chosen", "rejected"} <= set(loaded.column_names)
     assert len(datasets.load_dataset("json", data_files=str(run / SAMPLES), split="train")) == 16
 
 
