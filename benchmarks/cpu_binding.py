@@ -43,7 +43,9 @@ async def measure(engines: int, model: str, prompts: int, max_tokens: int) -> di
     specs = [{"name": n, "model": model, "kv_cache_gib": 2} for n in names]
     sampling = SamplingSettings(temperature=0.8, max_tokens=max_tokens, ignore_eos=True)
     requests = [GenerationRequest((Message("user", t),), sampling, i) for i, t in enumerate(texts)]
+    begun = time.perf_counter()
     async with ModelPool(PoolConfig.model_validate({"models": specs}), sampling) as pool:
+        start_s = time.perf_counter() - begun
         await asyncio.gather(*(pool.generate(n, requests[:2]) for n in names))  # warm-up
         started = time.perf_counter()
         batches = await asyncio.gather(*(pool.generate(n, requests) for n in names))
@@ -55,15 +57,18 @@ async def measure(engines: int, model: str, prompts: int, max_tokens: int) -> di
         "seconds": round(seconds, 2),
         "tok_s": round(tokens / seconds, 1),
         "cores": cores,
+        "start_s": round(start_s, 2),
     }
 
 
-def run_case(engines: int, vllm_binding: bool, args: argparse.Namespace) -> dict[str, object]:
-    """One case in a fresh process; its figures come back as the last line of stdout."""
+def run_case(engines: int, env_vars: dict[str, str], args: argparse.Namespace) -> dict[str, object]:
+    """One case in a fresh process whose environment has `env_vars` (and neither of the
+    variables that choose the engines' binding and processes otherwise); its figures
+    come back as the last line of stdout."""
     env = dict(os.environ)
-    env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
-    if vllm_binding:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"  # a binding the user set: the pool keeps it
+    for name in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_ENABLE_V1_MULTIPROCESSING"):
+        env.pop(name, None)
+    env.update(env_vars)
     command = [
         sys.executable,
         __file__,
@@ -103,8 +108,9 @@ def main() -> None:
         "max_tokens": args.max_tokens,
     }
     for engines in (1, 2):
-        vllm = run_case(engines, vllm_binding=True, args=args)
-        split = run_case(engines, vllm_binding=False, args=args)
+        # A binding the user set: the pool keeps it.
+        vllm = run_case(engines, {"VLLM_CPU_OMP_THREADS_BIND": "auto"}, args)
+        split = run_case(engines, {}, args)
         ratio = split["tok_s"] / vllm["tok_s"]  # type: ignore[operator]
         figures[f"{engines}_engines"] = {
             "vllm_binding": vllm,

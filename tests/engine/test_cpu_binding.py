@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from multisample.engine import actors
-from multisample.engine.actors import BIND_VARIABLE
+from multisample.engine.actors import BIND_VARIABLE, PROCESSES_VARIABLE
 from multisample.engine.config import PoolConfig
 from multisample.engine.cpu_binding import cpu_cores_for, partition_cores
 from multisample.engine.pool import ModelPool
@@ -55,6 +55,7 @@ def test_fewer_engines_than_cores_get_disjoint_shares_of_every_usable_core(
 def four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.delenv(BIND_VARIABLE, raising=False)
+    monkeypatch.delenv(PROCESSES_VARIABLE, raising=False)
 
 
 @pytest.mark.usefixtures("four_cores")
@@ -65,8 +66,26 @@ def test_models_and_the_classifier_reward_share_the_cores_by_num_cpus() -> None:
     classifier = reward.components[1][1]  # type: ignore[attr-defined]
     assert [pool.backends["a"].cpu_cores, pool.backends["b"].cpu_cores] == ["0", "1"]  # type: ignore[attr-defined]
     assert classifier.engine.cpu_cores == "2,3"
-    options = actors.options(classifier.spec, classifier.engine.cpu_cores)
-    assert options["runtime_env"]["env_vars"][BIND_VARIABLE] == "2,3"
+    env = actors.options(classifier.spec, classifier.engine.cpu_cores)["runtime_env"]["env_vars"]
+    # The model computes in the engine-core process, its OpenMP threads on those cores.
+    assert {k: env[k] for k in (BIND_VARIABLE, PROCESSES_VARIABLE, "OMP_NUM_THREADS")} == {
+        BIND_VARIABLE: "2,3",
+        PROCESSES_VARIABLE: "0",
+        "OMP_NUM_THREADS": "2",
+    }
+    assert (env["OMP_PLACES"], env["OMP_PROC_BIND"]) == ("{2,3}", "true")
+
+
+@pytest.mark.usefixtures("four_cores")
+def test_a_user_who_sets_vllm_multiprocessing_keeps_its_worker_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PROCESSES_VARIABLE, "1")
+    env = actors.options(
+        PoolConfig.model_validate({"models": [{"name": "a", "model": "/a"}]}).models[0], "0,1"
+    )["runtime_env"]["env_vars"]  # type: ignore[arg-type]
+    assert env[BIND_VARIABLE] == "0,1"  # vLLM binds its worker process
+    assert not {PROCESSES_VARIABLE, "OMP_NUM_THREADS", "OMP_PLACES"} & set(env)
 
 
 @pytest.mark.usefixtures("four_cores")

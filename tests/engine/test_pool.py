@@ -131,8 +131,9 @@ async def test_many_seeded_long_prompts_at_once(pool: ModelPool) -> None:
 
 async def test_each_engine_computes_on_its_own_cores(pool: ModelPool) -> None:
     """vLLM's own binding put every engine's compute threads on core 0 of this machine;
-    the pool gives each engine its share (engine.cpu_binding). Checked on the threads of
-    the vLLM worker processes themselves."""
+    the pool gives each engine its share (engine.cpu_binding), and the model runs in the
+    engine-core process, with no worker process of its own (actors.bound_engine_env).
+    Checked on the threads of the engine-core processes themselves."""
     import psutil
 
     bound: dict[str, set[int]] = {}
@@ -141,9 +142,10 @@ async def test_each_engine_computes_on_its_own_cores(pool: ModelPool) -> None:
         if planned is None:
             pytest.skip("VLLM_CPU_OMP_THREADS_BIND is set: vLLM binds the engines itself")
         pid = await backend.actor.__ray_call__.remote(lambda actor: os.getpid())  # type: ignore[attr-defined]
-        workers = [p for p in psutil.Process(pid).children(recursive=True) if "Worker" in p.name()]
-        assert workers, f"{name}: no vLLM worker process under the actor"
-        affinities = {frozenset(os.sched_getaffinity(t.id)) for t in workers[0].threads()}
+        names = {p.name(): p for p in psutil.Process(pid).children(recursive=True)}
+        assert not [n for n in names if "Worker" in n], f"{name}: a worker process: {names}"
+        [core] = [p for n, p in names.items() if "EngineCore" in n]
+        affinities = {frozenset(os.sched_getaffinity(t.id)) for t in core.threads()}
         assert affinities == {frozenset(map(int, planned.split(",")))}, name
         bound[name] = set(map(int, planned.split(",")))
     if len(os.sched_getaffinity(0)) >= len(bound):
