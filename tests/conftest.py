@@ -37,6 +37,15 @@ def embedded_pool_config(**overrides: object) -> PoolConfig:
     )
 
 
+def lone_engine_cores() -> str:
+    """The cores a pool binds its engine to when that engine is its only one
+    (engine.cpu_binding): for a test that starts a reward's engine without a pool, so that
+    it runs as in one (its model in the engine-core process, actors.bound_engine_env)."""
+    from multisample.engine.cpu_binding import partition_cores
+
+    return ",".join(map(str, partition_cores(sorted(os.sched_getaffinity(0)), [1])[0]))
+
+
 @pytest.fixture(scope="session")
 def embedded_models() -> dict[str, Path]:
     """The embedded models, prepared in the user's cache (a no-op once done)."""

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from multisample.engine.rewards.classifier import ClassifierReward, ClassifierRewardSpec
+from multisample.engine.rewards.classifier import (
+    ClassifierActor,
+    ClassifierReward,
+    ClassifierRewardSpec,
+    HostedEngine,
+)
 from multisample.engine.types import Prompt
+from tests.conftest import lone_engine_cores
 
 pytestmark = pytest.mark.engine
 
@@ -70,7 +76,9 @@ async def test_classifier_scores_match_transformers(tiny_classifier: Path) -> No
     spec = ClassifierRewardSpec(
         kind="classifier", model=str(tiny_classifier), dtype="float32", num_cpus=0
     )
-    reward = ClassifierReward(spec)
+    reward = ClassifierReward(
+        spec, HostedEngine(ClassifierActor, spec, cpu_cores=lone_engine_cores())
+    )
     try:
         scores = await reward.score(PROMPT, RESPONSES)
     finally:

@@ -22,6 +22,7 @@ from multisample.engine.rewards.process import (
 )
 from multisample.engine.rewards.registry import RewardSpec
 from multisample.engine.types import Prompt
+from tests.conftest import lone_engine_cores
 
 TASKS = ArithmeticTasks(generate="arithmetic", count=200, steps=3, operations="+-*/", seed=7)
 
@@ -192,7 +193,7 @@ async def test_a_prm_of_the_rlhflow_convention_scores_as_transformers_does(
     spec = PRMRewardSpec(
         kind="prm", model=folder, convention="rlhflow", separator="\n", dtype="float32", num_cpus=0
     )
-    reward = PRMReward(spec, HostedEngine(PRMActor, spec))
+    reward = PRMReward(spec, HostedEngine(PRMActor, spec, cpu_cores=lone_engine_cores()))
     question = "Start with 7. Add 5, then subtract 4."
     solution = "7 + 5 = 12\n12 - 4 = 8\nThe answer is 8."
     prompt = Prompt(id="p", prompt=question)
