@@ -115,3 +115,35 @@ def test_importing_one_part_loads_no_engine(module: str) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_the_command_line_starts_without_what_only_a_run_needs() -> None:
+    """`multisample --help` and a config's errors need neither scipy nor pandas nor vLLM:
+    the jobs' run functions and result readers are imported when called (jobs.registry)."""
+    heavy = ["scipy", "pandas", "vllm", "torch"]
+    script = (
+        "import sys\nfrom multisample.cli import main\nsys.argv = ['multisample', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_every_job_names_functions_that_exist() -> None:
+    from multisample.bandits.select.loop import run_select
+    from multisample.jobs.registry import JOBS
+    from multisample.jobs.results import RunResult, SelectResult, ServeResult, SweepResult
+    from multisample.search.sweep.run import sweep
+    from multisample.search.synthesize.run import synthesize
+    from multisample.serve.run import serve
+
+    found = {name: (job.run.resolve(), job.result.resolve()) for name, job in JOBS.items()}  # type: ignore[union-attr]
+    assert found == {
+        "synthesize": (synthesize, RunResult.load),
+        "sweep": (sweep, SweepResult.load),
+        "select": (run_select, SelectResult.load),
+        "serve": (serve, ServeResult.load),
+    }

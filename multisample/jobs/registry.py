@@ -4,26 +4,40 @@ A face (multisample.cli, multisample.api) only parses its input and presents the
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from multisample.bandits.select.config import SelectConfig
-from multisample.bandits.select.loop import run_select
 from multisample.bandits.select.traps import select_traps
 from multisample.engine.config import PoolConfig
-from multisample.jobs.results import RunResult, SelectResult, ServeResult, SweepResult
 from multisample.search.sweep.config import SweepConfig
-from multisample.search.sweep.run import sweep
 from multisample.search.synthesize.config import SynthesizeConfig
-from multisample.search.synthesize.run import synthesize
 from multisample.search.traps import sweep_traps, synthesize_traps
 from multisample.serve.config import RESUMABLE, ServeConfig, serve_traps
-from multisample.serve.run import serve
 
 RunCoroutine = Callable[..., Coroutine[Any, Any, dict[str, Any]]]
 """`run(config, path, *, resume, console, pool, **extra) -> summary`."""
+
+
+@dataclass(frozen=True)
+class Imported:
+    """The function `module:name`, imported when it is first called. The jobs' run
+    modules and result readers import scipy, pandas and Ray: half of the 2.4 s that
+    `multisample --help` took here, and nothing that parsing a command line or checking
+    a config needs."""
+
+    target: str
+
+    def resolve(self) -> Callable[..., Any]:
+        module, name = self.target.split(":")
+        return functools.reduce(getattr, name.split("."), importlib.import_module(module))  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -39,8 +53,8 @@ class Job:
     traps: Callable[[Any], list[str]]
     """Warnings about a config that runs but does not do what was meant; raises
     ConfigError for one that cannot work. Called before any engine starts."""
-    run: RunCoroutine
-    result: Callable[[Path], Any]
+    run: RunCoroutine | Imported
+    result: Callable[[Path], Any] | Imported
     """Reads the finished run directory back (what the API returns)."""
     resumable: frozenset[str] = frozenset()
     """Fields a resume may change: they only say when to stop."""
@@ -54,17 +68,24 @@ JOBS: dict[str, Job] = {
             SynthesizeConfig,
             lambda config: config.strategy.kind,
             synthesize_traps,
-            synthesize,
-            RunResult.load,
+            Imported("multisample.search.synthesize.run:synthesize"),
+            Imported("multisample.jobs.results:RunResult.load"),
         ),
-        Job("sweep", SweepConfig, lambda config: "sweep", sweep_traps, sweep, SweepResult.load),
+        Job(
+            "sweep",
+            SweepConfig,
+            lambda config: "sweep",
+            sweep_traps,
+            Imported("multisample.search.sweep.run:sweep"),
+            Imported("multisample.jobs.results:SweepResult.load"),
+        ),
         Job(
             "select",
             SelectConfig,
             lambda config: "select",
             select_traps,
-            run_select,
-            SelectResult.load,
+            Imported("multisample.bandits.select.loop:run_select"),
+            Imported("multisample.jobs.results:SelectResult.load"),
             resumable=frozenset({"rounds"}),
         ),
         Job(
@@ -72,8 +93,8 @@ JOBS: dict[str, Job] = {
             ServeConfig,
             lambda config: "serve",
             serve_traps,
-            serve,
-            ServeResult.load,
+            Imported("multisample.serve.run:serve"),
+            Imported("multisample.jobs.results:ServeResult.load"),
             resumable=RESUMABLE,
         ),
     )
