@@ -87,11 +87,26 @@ def run_case(engines: int, env_vars: dict[str, str], args: argparse.Namespace) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_case_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a case (`run_case`; engine_layout.py runs the same cases)."""
     parser.add_argument("--prompts", type=int, default=48, help="requests per engine")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+
+
+def case_figures(args: argparse.Namespace) -> dict[str, object]:
+    """What every case of a run shares, for its JSON."""
+    return {
+        "model": args.model,
+        "cores": len(os.sched_getaffinity(0)),
+        "requests_per_engine": args.prompts,
+        "max_tokens": args.max_tokens,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_case_options(parser)
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # one case, in a child
     parser.add_argument("--json", default=str(RESULTS), help="write the figures here")
     args = parser.parse_args()
@@ -101,12 +116,7 @@ def main() -> None:
         )
         return
 
-    figures: dict[str, object] = {
-        "model": args.model,
-        "cores": len(os.sched_getaffinity(0)),
-        "requests_per_engine": args.prompts,
-        "max_tokens": args.max_tokens,
-    }
+    figures = case_figures(args)
     for engines in (1, 2):
         # A binding the user set: the pool keeps it.
         vllm = run_case(engines, {"VLLM_CPU_OMP_THREADS_BIND": "auto"}, args)

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
-from cpu_binding import run_case
+from cpu_binding import add_case_options, case_figures, run_case
 
 RESULTS = Path(__file__).parent / "results" / "engine-layout-cpu-2core.json"
 LAYOUTS = {"worker_process": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, "engine_core": {}}
@@ -35,18 +34,11 @@ LAYOUTS = {"worker_process": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, "engine_co
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompts", type=int, default=48, help="requests per engine")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    add_case_options(parser)
     parser.add_argument("--json", default=str(RESULTS), help="write the figures here")
     args = parser.parse_args()
 
-    figures: dict[str, object] = {
-        "model": args.model,
-        "cores": len(os.sched_getaffinity(0)),
-        "requests_per_engine": args.prompts,
-        "max_tokens": args.max_tokens,
-    }
+    figures = case_figures(args)
     for engines in (1, 2):
         runs: dict[str, list[dict[str, object]]] = {name: [] for name in LAYOUTS}
         for name in ("worker_process", "engine_core", "engine_core", "worker_process"):
