@@ -140,7 +140,7 @@ def test_every_job_names_functions_that_exist() -> None:
     from multisample.search.synthesize.run import synthesize
     from multisample.serve.run import serve
 
-    found = {name: (job.run.resolve(), job.result.resolve()) for name, job in JOBS.items()}  # type: ignore[union-attr]
+    found = {name: (job.run.resolve(), job.result.resolve()) for name, job in JOBS.items()}
     assert found == {
         "synthesize": (synthesize, RunResult.load),
         "sweep": (sweep, SweepResult.load),

@@ -8,7 +8,6 @@ import functools
 import importlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from multisample.bandits.select.config import SelectConfig
@@ -53,9 +52,10 @@ class Job:
     traps: Callable[[Any], list[str]]
     """Warnings about a config that runs but does not do what was meant; raises
     ConfigError for one that cannot work. Called before any engine starts."""
-    run: RunCoroutine | Imported
-    result: Callable[[Path], Any] | Imported
-    """Reads the finished run directory back (what the API returns)."""
+    run: Imported
+    """Its RunCoroutine."""
+    result: Imported
+    """Reads the finished run directory back (what the API returns): (Path) -> result."""
     resumable: frozenset[str] = frozenset()
     """Fields a resume may change: they only say when to stop."""
 
