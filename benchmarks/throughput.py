@@ -145,17 +145,23 @@ def main() -> None:
     texts = [p.prompt for p in load_prompts("embedded:tasks", args.prompts).prompts]
     folder = str(resolve_model_path(args.model))
 
-    # Both engines compute on the cores the pool gives its one engine on this machine.
-    from multisample.engine.actors import BIND_VARIABLE
+    # Both engines compute on the cores the pool gives its one engine on this machine:
+    # (a) bound by vLLM to them; (b) bound by the pool itself, as users' engines are (its
+    # model in the engine-core process), unless the user set a binding for both.
+    from multisample.engine.actors import BIND_VARIABLE, PROCESSES_VARIABLE
     from multisample.engine.cpu_binding import partition_cores
 
+    users_binding = os.environ.get(BIND_VARIABLE)
     (cores,) = partition_cores(sorted(os.sched_getaffinity(0)), [1])
-    os.environ.setdefault(BIND_VARIABLE, ",".join(map(str, cores)))
+    cores_text = users_binding or ",".join(map(str, cores))
 
     eager = not args.compiled
     on_gpu = args.num_gpus > 0
     utilization = args.gpu_memory_utilization if on_gpu else None
+    os.environ[BIND_VARIABLE] = cores_text
     a_tokens, a_s = offline_ceiling(folder, texts, args.n, args.max_tokens, eager, utilization)
+    if users_binding is None:
+        del os.environ[BIND_VARIABLE]
     pool = asyncio.run(
         through_pool(
             args.model,
@@ -176,7 +182,11 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "engines": "eager" if eager else "compiled",
         "device": f"{args.num_gpus:g} GPU" if on_gpu else "cpu",
-        "cores": os.environ[BIND_VARIABLE],
+        "cores": cores_text,
+        "pool_binding": "the user's" if users_binding else "the pool's",
+        "pool_model_runs_in": "vLLM's worker process"
+        if users_binding or PROCESSES_VARIABLE in os.environ
+        else "the engine-core process",
         "offline_tokens": a_tokens,
         "pool_tokens": b_tokens,
         "offline_tok_s": round(rate_a, 1),
